@@ -1,0 +1,428 @@
+//! W3C Baggage (<https://www.w3.org/TR/baggage/>) as a router reads it.
+//!
+//! ```text
+//! baggage-string = list-member *( OWS "," OWS list-member )
+//! list-member    = key OWS "=" OWS value *( OWS ";" OWS property )
+//! property       = key OWS "=" OWS value / key
+//! key            = token                       ; RFC 9110, never percent-decoded
+//! value          = *baggage-octet              ; percent-encoded UTF-8
+//! ```
+//!
+//! Every point where the peers disagree is decided in `docs/baggage.md`; the
+//! constants and functions here are that policy in code. The parser borrows
+//! from the header text and allocates only for the members it decodes, so the
+//! routing path ([`find_value`]) allocates nothing unless the key it looks for
+//! is percent-encoded.
+
+use std::borrow::Cow;
+
+/// Combined size of all `baggage` lines, counting one `,` between lines (as
+/// if they were one list, RFC 9110). Past it the whole baggage is ignored,
+/// so the work per request is bounded whatever the client sends.
+pub const MAX_TOTAL_BYTES: usize = 8192;
+
+/// Valid list-members read, in order across all lines; later ones are ignored.
+pub const MAX_MEMBERS: usize = 180;
+
+/// One property of a list-member: `name` or `name=value` (value decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Property {
+    pub name: String,
+    pub value: Option<String>,
+}
+
+/// One decoded list-member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub key: String,
+    pub value: String,
+    pub properties: Vec<Property>,
+}
+
+/// All members of a request's baggage, keys unique (the last duplicate wins,
+/// keeping the position of the first).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Baggage {
+    members: Vec<Member>,
+}
+
+impl Baggage {
+    /// Parses and decodes every `baggage` line of a request as one list.
+    pub fn parse<'a, I>(lines: I) -> Self
+    where
+        I: IntoIterator<Item = &'a [u8]> + Clone,
+    {
+        let mut baggage = Baggage::default();
+        for raw in members(lines) {
+            let member = raw.decode();
+            match baggage.members.iter_mut().find(|m| m.key == member.key) {
+                Some(existing) => *existing = member,
+                None => baggage.members.push(member),
+            }
+        }
+        baggage
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.key == key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+/// The decoded value of member `key` (the last one if repeated), without
+/// decoding any other member. Agrees with `Baggage::parse(lines).get(key)`.
+pub fn find_value<'a, I>(lines: I, key: &str) -> Option<Cow<'a, str>>
+where
+    I: IntoIterator<Item = &'a [u8]> + Clone,
+{
+    members(lines)
+        .filter(|m| m.key == key)
+        .last()
+        .map(|m| decode_value(m.value))
+}
+
+/// A syntactically valid list-member, borrowed and not yet decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawMember<'a> {
+    pub key: &'a str,
+    value: &'a [u8],
+    properties: &'a [u8],
+}
+
+impl RawMember<'_> {
+    pub fn decode(&self) -> Member {
+        Member {
+            key: self.key.to_owned(),
+            value: decode_value(self.value).into_owned(),
+            properties: split_properties(self.properties)
+                .filter_map(parse_property)
+                .map(|(name, value)| Property {
+                    name: name.to_owned(),
+                    value: value.map(|v| decode_value(v).into_owned()),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The valid list-members of all lines, in order, within the limits above.
+/// Invalid members are skipped one by one; empty list elements are ignored.
+pub fn members<'a, I>(lines: I) -> impl Iterator<Item = RawMember<'a>>
+where
+    I: IntoIterator<Item = &'a [u8]> + Clone,
+{
+    let within_limit = combined_len(lines.clone()) <= MAX_TOTAL_BYTES;
+    lines
+        .into_iter()
+        .filter(move |_| within_limit)
+        .flat_map(|line| line.split(|&b| b == b','))
+        .filter_map(parse_member)
+        .take(MAX_MEMBERS)
+}
+
+/// Length of the lines joined with `,`, stopping early once over the limit.
+fn combined_len<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> usize {
+    let mut total = 0usize;
+    for (index, line) in lines.into_iter().enumerate() {
+        let separator = usize::from(index > 0);
+        total = total.saturating_add(line.len()).saturating_add(separator);
+        if total > MAX_TOTAL_BYTES {
+            break;
+        }
+    }
+    total
+}
+
+fn parse_member(element: &[u8]) -> Option<RawMember<'_>> {
+    let element = trim_ows(element);
+    if element.is_empty() {
+        return None;
+    }
+    let (key_value, properties) = split_once(element, b';').unwrap_or((element, &[]));
+    let (key, value) = split_once(key_value, b'=')?;
+    let key = token(trim_ows(key))?;
+    let value = trim_ows(value);
+    if !is_value(value) || !split_properties(properties).all(|p| parse_property(p).is_some()) {
+        return None;
+    }
+    Some(RawMember {
+        key,
+        value,
+        properties,
+    })
+}
+
+/// Property texts between `;`, trimmed; empty ones (`k=v;`) are ignored.
+fn split_properties(properties: &[u8]) -> impl Iterator<Item = &[u8]> {
+    properties
+        .split(|&b| b == b';')
+        .map(trim_ows)
+        .filter(|p| !p.is_empty())
+}
+
+/// `name` or `name=value`; `None` if malformed.
+fn parse_property(property: &[u8]) -> Option<(&str, Option<&[u8]>)> {
+    match split_once(property, b'=') {
+        None => Some((token(property)?, None)),
+        Some((name, value)) => {
+            let value = trim_ows(value);
+            is_value(value).then_some(())?;
+            Some((token(trim_ows(name))?, Some(value)))
+        }
+    }
+}
+
+/// A value is baggage-octets and complete `%XX` escapes.
+fn is_value(value: &[u8]) -> bool {
+    let mut bytes = value.iter();
+    while let Some(&b) = bytes.next() {
+        if b == b'%' {
+            let high = bytes.next().copied().and_then(hex_digit);
+            let low = bytes.next().copied().and_then(hex_digit);
+            if high.is_none() || low.is_none() {
+                return false;
+            }
+        } else if !is_baggage_octet(b) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Percent-decodes a value that passed [`is_value`]; bytes that are not UTF-8
+/// after decoding become U+FFFD, as the W3C spec says.
+fn decode_value(value: &[u8]) -> Cow<'_, str> {
+    if !value.contains(&b'%') {
+        // Baggage-octets are ASCII, so this is always valid UTF-8.
+        return String::from_utf8_lossy(value);
+    }
+    let mut decoded = Vec::with_capacity(value.len());
+    let mut bytes = value.iter();
+    while let Some(&b) = bytes.next() {
+        let escaped = if b == b'%' {
+            let high = bytes.next().copied().and_then(hex_digit);
+            let low = bytes.next().copied().and_then(hex_digit);
+            high.zip(low).map(|(h, l)| h << 4 | l)
+        } else {
+            None
+        };
+        decoded.push(escaped.unwrap_or(b));
+    }
+    Cow::Owned(String::from_utf8_lossy(&decoded).into_owned())
+}
+
+/// RFC 9110 `token`, as `&str` (tokens are ASCII).
+fn token(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_empty() || !bytes.iter().all(|&b| is_tchar(b)) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
+}
+
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `baggage-octet = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E`
+fn is_baggage_octet(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Optional whitespace (SP / HTAB) trimmed from both ends.
+pub(crate) fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !is_ows(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |i| i + 1);
+    bytes.get(start..end).unwrap_or_default()
+}
+
+fn split_once(bytes: &[u8], separator: u8) -> Option<(&[u8], &[u8])> {
+    let at = bytes.iter().position(|&b| b == separator)?;
+    Some((bytes.get(..at)?, bytes.get(at + 1..)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn parse(lines: &[&str]) -> Baggage {
+        Baggage::parse(lines.iter().map(|l| l.as_bytes()))
+    }
+
+    fn find(lines: &[&str], key: &str) -> Option<String> {
+        find_value(lines.iter().map(|l| l.as_bytes()), key).map(Cow::into_owned)
+    }
+
+    fn value(b: &Baggage, key: &str) -> Option<String> {
+        b.get(key).map(|m| m.value.clone())
+    }
+
+    #[test]
+    fn simple_member() {
+        let b = parse(&["SomeKey=SomeValue"]);
+        assert_eq!(value(&b, "SomeKey").as_deref(), Some("SomeValue"));
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn ows_around_every_delimiter() {
+        let b = parse(&["k1 \t = \t v1 \t ; \t p1 \t , \t k2 = v2 ; p2 = x"]);
+        assert_eq!(value(&b, "k1").as_deref(), Some("v1"));
+        assert_eq!(value(&b, "k2").as_deref(), Some("v2"));
+        let k2 = b.get("k2").unwrap();
+        assert_eq!(k2.properties[0].name, "p2");
+        assert_eq!(k2.properties[0].value.as_deref(), Some("x"));
+        assert_eq!(b.get("k1").unwrap().properties[0].value, None);
+    }
+
+    #[test]
+    fn equals_sign_inside_value_is_kept() {
+        assert_eq!(find(&["key=name=x,b=1"], "key").as_deref(), Some("name=x"));
+    }
+
+    #[test]
+    fn all_lines_are_one_list_and_last_duplicate_wins() {
+        let lines = ["a=1,k=first", "b=2", "k=second"];
+        assert_eq!(find(&lines, "k").as_deref(), Some("second"));
+        let b = parse(&lines);
+        assert_eq!(b.len(), 3);
+        assert_eq!(value(&b, "k").as_deref(), Some("second"));
+    }
+
+    #[test]
+    fn percent_decoding_of_values_not_keys() {
+        let b = parse(&["k%41=v%41,key=value%202%2C3"]);
+        assert_eq!(value(&b, "k%41").as_deref(), Some("vA"));
+        assert_eq!(value(&b, "key").as_deref(), Some("value 2,3"));
+        assert_eq!(find(&["sd=pr%2D42"], "sd").as_deref(), Some("pr-42"));
+    }
+
+    #[test]
+    fn invalid_utf8_after_decoding_becomes_replacement_char() {
+        assert_eq!(find(&["k=a%FFb"], "k").as_deref(), Some("a\u{FFFD}b"));
+        assert_eq!(find(&["k=%C3%A9"], "k").as_deref(), Some("é"));
+    }
+
+    #[test]
+    fn plus_is_literal() {
+        assert_eq!(find(&["k=1+1"], "k").as_deref(), Some("1+1"));
+    }
+
+    #[test]
+    fn bad_escape_drops_only_that_member() {
+        let b = parse(&["bad1=va%lue,key1=value1,bad2=value%GG,enc=a%202,bad3=v;m=%GG,bad4=%"]);
+        assert_eq!(b.len(), 2);
+        assert_eq!(value(&b, "enc").as_deref(), Some("a 2"));
+    }
+
+    #[test]
+    fn invalid_members_are_skipped_individually() {
+        let b = parse(&["key1=val1,a,val3,=x,k y=1,ok=1,sp=a b,q=\"x\",bs=a\\b"]);
+        let keys: Vec<_> = b.members().iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(keys, ["key1", "ok"]);
+    }
+
+    #[test]
+    fn non_ascii_bytes_make_a_member_invalid() {
+        let line: &[u8] = b"k=\xff\xfe,ok=1";
+        let b = Baggage::parse([line]);
+        assert_eq!(b.len(), 1);
+        assert!(find_value([line], "k").is_none());
+    }
+
+    #[test]
+    fn empty_value_is_kept_empty_elements_ignored() {
+        let b = parse(&[",,k=,,j=1,", ""]);
+        assert_eq!(value(&b, "k").as_deref(), Some(""));
+        assert_eq!(b.len(), 2);
+    }
+
+    #[test]
+    fn properties_are_not_part_of_the_value() {
+        let lines = ["sd-routing-key=pr-42;ttl=10;flag"];
+        assert_eq!(find(&lines, "sd-routing-key").as_deref(), Some("pr-42"));
+        let m = parse(&lines).get("sd-routing-key").cloned().unwrap();
+        assert_eq!(m.properties.len(), 2);
+        assert_eq!(m.properties[1].name, "flag");
+    }
+
+    #[test]
+    fn malformed_property_drops_the_member() {
+        assert!(find(&["k=v;a b"], "k").is_none());
+        assert!(find(&["k=v;=x"], "k").is_none());
+        assert_eq!(find(&["k=v;"], "k").as_deref(), Some("v"));
+    }
+
+    #[test]
+    fn key_inside_a_property_is_not_a_member() {
+        assert!(find(&["a=1;sd-routing-key=pr-42"], "sd-routing-key").is_none());
+    }
+
+    #[test]
+    fn total_size_limit_counts_separators_and_drops_everything() {
+        let exact = format!("k={}", "v".repeat(MAX_TOTAL_BYTES - 2));
+        assert_eq!(parse(&[exact.as_str()]).len(), 1);
+        let over = format!("k={}", "v".repeat(MAX_TOTAL_BYTES - 1));
+        assert!(parse(&[over.as_str()]).is_empty());
+        let half = format!("k={}", "v".repeat(4094));
+        let other = format!("y={}", "v".repeat(4093));
+        assert_eq!(parse(&[half.as_str(), other.as_str()]).len(), 2);
+        assert!(parse(&[half.as_str(), "", other.as_str()]).is_empty());
+    }
+
+    #[test]
+    fn member_limit_keeps_the_first_members() {
+        let line: Vec<String> = (0..MAX_MEMBERS + 20).map(|i| format!("k{i}=v")).collect();
+        let line = line.join(",");
+        let b = parse(&[line.as_str()]);
+        assert_eq!(b.len(), MAX_MEMBERS);
+        assert!(b.get("k0").is_some());
+        assert!(b.get(&format!("k{}", MAX_MEMBERS)).is_none());
+    }
+
+    #[test]
+    fn find_agrees_with_parse_on_tricky_inputs() {
+        let inputs: &[&[&str]] = &[
+            &["k=1,k=2;p", "k=%zz"],
+            &["k = a%20b ; p = 1 ,k=c"],
+            &["", "k="],
+            &[";,=,k=\t"],
+        ];
+        for lines in inputs {
+            let parsed = value(&parse(lines), "k");
+            assert_eq!(find(lines, "k"), parsed, "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn trim_ows_edge_cases() {
+        assert_eq!(trim_ows(b""), b"");
+        assert_eq!(trim_ows(b" \t "), b"");
+        assert_eq!(trim_ows(b" a b\t"), b"a b");
+    }
+}

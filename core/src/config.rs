@@ -1,0 +1,507 @@
+//! The plugin configuration (WasmPlugin `pluginConfig`, INTERFACES section 6),
+//! in two steps: strict serde structs that mirror the JSON (camelCase,
+//! unknown fields refused, defaults filled in), then [`FilterConfig`], the
+//! validated form the filter runs with. Every error names the field.
+
+use serde::{Deserialize, Serialize};
+
+use crate::baggage::is_tchar;
+use crate::carrier::KeyCarriers;
+use crate::destination::{is_dns1123_label, is_dns_name};
+use crate::route_table::{InvalidRouteAt, Route, RouteTable};
+
+/// The JSON document as written by users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PluginConfig {
+    pub routing_key: RoutingKeyConfig,
+    pub mode: Mode,
+    pub route_header: String,
+    pub trust_incoming_route_header: bool,
+    pub namespace: String,
+    pub route_service: Option<RouteServiceConfig>,
+    pub routes: Vec<Route>,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        PluginConfig {
+            routing_key: RoutingKeyConfig::default(),
+            mode: Mode::Header,
+            route_header: "x-sandbox-route".to_owned(),
+            trust_incoming_route_header: false,
+            namespace: "default".to_owned(),
+            route_service: None,
+            routes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RoutingKeyConfig {
+    pub baggage_keys: Vec<String>,
+    pub legacy_headers: bool,
+    pub headers: Vec<String>,
+}
+
+impl Default for RoutingKeyConfig {
+    fn default() -> Self {
+        let carriers = KeyCarriers::default();
+        RoutingKeyConfig {
+            baggage_keys: carriers.baggage_keys,
+            legacy_headers: carriers.legacy_headers,
+            headers: carriers.headers,
+        }
+    }
+}
+
+/// How a routed request is marked (INTERFACES section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Set the route header; a VirtualService matches it.
+    Header,
+    /// Also rewrite `:authority` to the fork, so Istio's per-host routes
+    /// send it there with no per-sandbox VirtualService.
+    Authority,
+}
+
+/// Where the RouteService is and how the cache around it behaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteServiceConfig {
+    /// Envoy cluster name, Istio form `outbound|<port>||<fqdn>`.
+    pub cluster: String,
+    /// `:authority` of calls to it.
+    pub authority: String,
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "defaults::sync_interval_ms")]
+    pub sync_interval_ms: u64,
+    #[serde(default = "defaults::cache_ttl_ms")]
+    pub cache_ttl_ms: u64,
+    #[serde(default = "defaults::negative_cache_ttl_ms")]
+    pub negative_cache_ttl_ms: u64,
+    #[serde(default = "defaults::max_entries")]
+    pub max_entries: u64,
+}
+
+mod defaults {
+    pub fn timeout_ms() -> u64 {
+        200
+    }
+    pub fn sync_interval_ms() -> u64 {
+        5000
+    }
+    pub fn cache_ttl_ms() -> u64 {
+        30_000
+    }
+    pub fn negative_cache_ttl_ms() -> u64 {
+        2000
+    }
+    pub fn max_entries() -> u64 {
+        10_000
+    }
+}
+
+/// A configuration that cannot be used, naming the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+fn syntax(path: impl Into<String>, message: impl ToString) -> ConfigError {
+    ConfigError::Syntax {
+        path: path.into(),
+        message: message.to_string(),
+    }
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Headers the route header may not be: pseudo-headers and headers whose
+/// meaning Envoy or HTTP fixes, and the carriers the key is read from.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "baggage",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "traceparent",
+    "tracestate",
+];
+
+/// Range limits, in one place so the docs and tests can quote them.
+pub mod limits {
+    use std::ops::RangeInclusive;
+    pub const TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
+    pub const SYNC_INTERVAL_MS: RangeInclusive<u64> = 100..=3_600_000;
+    pub const CACHE_TTL_MS: RangeInclusive<u64> = 0..=86_400_000;
+    pub const NEGATIVE_CACHE_TTL_MS: RangeInclusive<u64> = 0..=86_400_000;
+    pub const MAX_ENTRIES: RangeInclusive<u64> = 1..=1_000_000;
+    pub const MAX_CARRIERS: usize = 16;
+}
+
+/// The validated configuration the filter runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterConfig {
+    pub carriers: KeyCarriers,
+    pub mode: Mode,
+    pub route_header: String,
+    pub trust_incoming_route_header: bool,
+    pub namespace: String,
+    pub route_service: Option<RouteServiceConfig>,
+    /// The static `routes` (the whole table without a RouteService, a
+    /// bootstrap table beside one).
+    pub static_routes: RouteTable,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        // The defaults are valid by construction; tests pin this.
+        let plugin = PluginConfig::default();
+        FilterConfig {
+            carriers: KeyCarriers::default(),
+            mode: plugin.mode,
+            route_header: plugin.route_header,
+            trust_incoming_route_header: plugin.trust_incoming_route_header,
+            namespace: plugin.namespace,
+            route_service: None,
+            static_routes: RouteTable::default(),
+        }
+    }
+}
+
+impl FilterConfig {
+    /// Parses and validates the JSON configuration. Empty input (no
+    /// `pluginConfig` at all) means all defaults.
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        if json.iter().all(u8::is_ascii_whitespace) {
+            return Ok(FilterConfig::default());
+        }
+        let document: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| syntax("config", e))?;
+        if !document.is_object() {
+            return Err(syntax("config", "must be a JSON object"));
+        }
+        let plugin: PluginConfig = serde_path_to_error::deserialize(document).map_err(|e| {
+            let path = e.path().to_string();
+            syntax(path, e.into_inner())
+        })?;
+        plugin.validate()
+    }
+}
+
+impl PluginConfig {
+    /// Checks every value and builds the runtime form.
+    pub fn validate(self) -> Result<FilterConfig, ConfigError> {
+        self.routing_key.validate()?;
+        validate_route_header(&self.route_header)?;
+        if !is_dns1123_label(&self.namespace) {
+            return Err(invalid("namespace", "must be a DNS-1123 label"));
+        }
+        if let Some(route_service) = &self.route_service {
+            route_service.validate()?;
+        }
+        let static_routes = RouteTable::new(&self.routes).map_err(|e: InvalidRouteAt| {
+            invalid(
+                format!("routes[{}].{}", e.index, e.source.field),
+                e.source.problem,
+            )
+        })?;
+        Ok(FilterConfig {
+            carriers: KeyCarriers {
+                baggage_keys: self.routing_key.baggage_keys,
+                legacy_headers: self.routing_key.legacy_headers,
+                headers: self
+                    .routing_key
+                    .headers
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+            },
+            mode: self.mode,
+            route_header: self.route_header,
+            trust_incoming_route_header: self.trust_incoming_route_header,
+            namespace: self.namespace,
+            route_service: self.route_service,
+            static_routes,
+        })
+    }
+}
+
+impl RoutingKeyConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.baggage_keys.is_empty() {
+            return Err(invalid(
+                "routingKey.baggageKeys",
+                "must name at least one key",
+            ));
+        }
+        let lists = [
+            ("routingKey.baggageKeys", &self.baggage_keys),
+            ("routingKey.headers", &self.headers),
+        ];
+        for (field, list) in lists {
+            if list.len() > limits::MAX_CARRIERS {
+                let problem = format!("at most {} entries", limits::MAX_CARRIERS);
+                return Err(invalid(field, problem));
+            }
+            if let Some(index) = list.iter().position(|name| !is_token(name)) {
+                let problem = "must be a token (RFC 9110: letters, digits, !#$%&'*+-.^_`|~)";
+                return Err(invalid(format!("{field}[{index}]"), problem));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_route_header(name: &str) -> Result<(), ConfigError> {
+    let lower = name.to_ascii_lowercase();
+    if !is_token(name) {
+        return Err(invalid(
+            "routeHeader",
+            "must be an HTTP header name (token)",
+        ));
+    }
+    if name != lower {
+        return Err(invalid(
+            "routeHeader",
+            "must be lower case (HTTP/2 header names are)",
+        ));
+    }
+    if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-envoy-") {
+        return Err(invalid("routeHeader", format!("`{name}` is reserved")));
+    }
+    Ok(())
+}
+
+impl RouteServiceConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.cluster.is_empty() || self.cluster.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                "routeService.cluster",
+                "must be an Envoy cluster name",
+            ));
+        }
+        let host = self
+            .authority
+            .rsplit_once(':')
+            .map_or(self.authority.as_str(), |(h, _)| h);
+        if !is_dns_name(host) && host != "localhost" && !is_ipv4(host) {
+            return Err(invalid("routeService.authority", "must be host[:port]"));
+        }
+        let ranges = [
+            (
+                "routeService.timeoutMs",
+                self.timeout_ms,
+                limits::TIMEOUT_MS,
+            ),
+            (
+                "routeService.syncIntervalMs",
+                self.sync_interval_ms,
+                limits::SYNC_INTERVAL_MS,
+            ),
+            (
+                "routeService.cacheTtlMs",
+                self.cache_ttl_ms,
+                limits::CACHE_TTL_MS,
+            ),
+            (
+                "routeService.negativeCacheTtlMs",
+                self.negative_cache_ttl_ms,
+                limits::NEGATIVE_CACHE_TTL_MS,
+            ),
+            (
+                "routeService.maxEntries",
+                self.max_entries,
+                limits::MAX_ENTRIES,
+            ),
+        ];
+        for (field, value, range) in ranges {
+            if !range.contains(&value) {
+                let problem = format!(
+                    "{value} is out of range {}..={}",
+                    range.start(),
+                    range.end()
+                );
+                return Err(invalid(field, problem));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_token(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(is_tchar)
+}
+
+fn is_ipv4(host: &str) -> bool {
+    host.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn error(json: &str) -> String {
+        FilterConfig::from_json(json.as_bytes())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn empty_input_and_empty_object_mean_defaults() {
+        let defaults = FilterConfig::from_json(b"").unwrap();
+        assert_eq!(defaults, FilterConfig::from_json(b"{}").unwrap());
+        assert_eq!(defaults, FilterConfig::default());
+        assert_eq!(defaults.route_header, "x-sandbox-route");
+        assert_eq!(defaults.carriers.baggage_keys, ["sd-routing-key"]);
+        assert!(defaults.carriers.legacy_headers);
+        assert_eq!(defaults.mode, Mode::Header);
+        assert_eq!(defaults.namespace, "default");
+        // The defaults pass validation.
+        assert_eq!(PluginConfig::default().validate().unwrap(), defaults);
+    }
+
+    #[test]
+    fn the_contract_example_is_accepted() {
+        let json = r#"{
+          "routingKey": {"baggageKeys": ["sd-routing-key"], "legacyHeaders": true, "headers": []},
+          "mode": "header",
+          "routeHeader": "x-sandbox-route",
+          "trustIncomingRouteHeader": false,
+          "namespace": "default",
+          "routeService": {
+            "cluster": "outbound|8080||routeservice.sandbox-system.svc.cluster.local",
+            "authority": "routeservice.sandbox-system.svc.cluster.local",
+            "timeoutMs": 200, "syncIntervalMs": 5000, "cacheTtlMs": 30000,
+            "negativeCacheTtlMs": 2000, "maxEntries": 10000
+          }
+        }"#;
+        let config = FilterConfig::from_json(json.as_bytes()).unwrap();
+        assert_eq!(config.route_service.unwrap().timeout_ms, 200);
+    }
+
+    #[test]
+    fn route_service_defaults() {
+        let json = r#"{"routeService": {"cluster": "c", "authority": "rs:8080"}}"#;
+        let rs = FilterConfig::from_json(json.as_bytes())
+            .unwrap()
+            .route_service
+            .unwrap();
+        assert_eq!(
+            (
+                rs.timeout_ms,
+                rs.sync_interval_ms,
+                rs.cache_ttl_ms,
+                rs.negative_cache_ttl_ms,
+                rs.max_entries
+            ),
+            (200, 5000, 30_000, 2000, 10_000)
+        );
+    }
+
+    #[test]
+    fn static_routes_build_the_table() {
+        let json = r#"{"namespace": "demo", "routes": [{"routingKey": "pr-42", "sandbox": "pr-42",
+            "baseline": "catalog.demo.svc.cluster.local", "target": "catalog-pr-42.demo.svc.cluster.local"}]}"#;
+        let config = FilterConfig::from_json(json.as_bytes()).unwrap();
+        assert!(config
+            .static_routes
+            .lookup("pr-42", "catalog.demo.svc.cluster.local")
+            .is_some());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                r#"{"mode": "sideways"}"#,
+                "mode: unknown variant `sideways`",
+            ),
+            (r#"{"bogus": 1}"#, "bogus: unknown field `bogus`"),
+            (
+                r#"{"routingKey": {"baggageKey": []}}"#,
+                "routingKey.baggageKey: unknown field `baggageKey`",
+            ),
+            (
+                r#"{"routingKey": {"baggageKeys": []}}"#,
+                "routingKey.baggageKeys: must name",
+            ),
+            (
+                r#"{"routingKey": {"baggageKeys": ["a b"]}}"#,
+                "routingKey.baggageKeys[0]: ",
+            ),
+            (
+                r#"{"routingKey": {"headers": ["ok", "x:y"]}}"#,
+                "routingKey.headers[1]: ",
+            ),
+            (
+                r#"{"routingKey": {"legacyHeaders": "yes"}}"#,
+                "routingKey.legacyHeaders: invalid type",
+            ),
+            (r#"{"routeHeader": ":authority"}"#, "routeHeader: "),
+            (
+                r#"{"routeHeader": "X-Route"}"#,
+                "routeHeader: must be lower case",
+            ),
+            (
+                r#"{"routeHeader": "baggage"}"#,
+                "routeHeader: `baggage` is reserved",
+            ),
+            (r#"{"namespace": "Demo"}"#, "namespace: "),
+            (
+                r#"{"routeService": {"authority": "a"}}"#,
+                "routeService: missing field `cluster`",
+            ),
+            (
+                r#"{"routeService": {"cluster": "c", "authority": "a", "timeoutMs": 0}}"#,
+                "routeService.timeoutMs: 0 is out of range 1..=60000",
+            ),
+            (
+                r#"{"routeService": {"cluster": "c", "authority": "a", "maxEntries": -1}}"#,
+                "routeService.maxEntries: invalid value",
+            ),
+            (
+                r#"{"routeService": {"cluster": "c", "authority": "a", "syncIntervalMs": 99}}"#,
+                "routeService.syncIntervalMs: 99 is out of range",
+            ),
+            (
+                r#"{"routeService": {"cluster": "c", "authority": "a b"}}"#,
+                "routeService.authority: ",
+            ),
+            (
+                r#"{"routes": [{"routingKey": "k", "sandbox": "s", "baseline": "a.b", "target": "c.d", "x": 1}]}"#,
+                "routes[0].x: unknown field `x`",
+            ),
+            (
+                r#"{"routes": [{"routingKey": "k k", "sandbox": "s", "baseline": "a.b", "target": "c.d"}]}"#,
+                "routes[0].routingKey: ",
+            ),
+            ("[1]", "config: must be a JSON object"),
+            ("{} {}", "config: trailing characters"),
+            ("{", "config: EOF"),
+        ];
+        let wrong: Vec<String> = cases
+            .iter()
+            .map(|(json, expected)| (json, expected, error(json)))
+            .filter(|(_, expected, err)| !err.starts_with(*expected))
+            .map(|(json, expected, err)| format!("{json}\n  got: {err}\n  want: {expected}"))
+            .collect();
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+}

@@ -1,0 +1,206 @@
+//! The destination service of a request (INTERFACES section 3): the FQDN
+//! of the service Envoy routes it to before the filter acts.
+//!
+//! Istio names outbound clusters `outbound|<port>|<subset>|<fqdn>`; when the
+//! chosen route's cluster has that form, its FQDN is the destination. Else the
+//! `:authority` is, without its port, a short name qualified in the caller's
+//! namespace the way Kubernetes DNS search paths would.
+
+use std::borrow::Cow;
+
+const CLUSTER_DOMAIN: &str = "svc.cluster.local";
+
+/// The FQDN of an Istio outbound cluster name.
+pub fn from_cluster_name(cluster: &str) -> Option<&str> {
+    let mut parts = cluster.split('|');
+    let (direction, _port, _subset, fqdn) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let is_outbound = direction == "outbound" && parts.next().is_none();
+    (is_outbound && is_dns_name(fqdn)).then_some(fqdn)
+}
+
+/// An `:authority` split into host and optional port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authority<'a> {
+    pub host: &'a str,
+    pub port: Option<&'a str>,
+}
+
+impl<'a> Authority<'a> {
+    /// `None` for anything that is not `host[:port]` with a DNS host
+    /// (IP literals and garbage are never service names).
+    pub fn parse(authority: &'a [u8]) -> Option<Self> {
+        let authority = std::str::from_utf8(authority).ok()?;
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        };
+        let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let host = host.strip_suffix('.').unwrap_or(host);
+        (port_ok && is_dns_name(host)).then_some(Authority { host, port })
+    }
+
+    /// The FQDN this host names from namespace `namespace`.
+    pub fn service_fqdn(&self, namespace: &str) -> Cow<'a, str> {
+        let host = self.host;
+        let lower = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
+        match lower.matches('.').count() {
+            0 => Cow::Owned(format!("{lower}.{namespace}.{CLUSTER_DOMAIN}")),
+            1 => Cow::Owned(format!("{lower}.{CLUSTER_DOMAIN}")),
+            _ if lower.ends_with(".svc") => Cow::Owned(format!("{lower}.cluster.local")),
+            _ => lower,
+        }
+    }
+
+    /// This authority with its host replaced, keeping the port.
+    pub fn with_host(&self, host: &str) -> String {
+        match self.port {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        }
+    }
+}
+
+/// Resolves the destination: the cluster if it is an Istio outbound one,
+/// else the authority.
+pub fn resolve<'a>(
+    cluster: Option<&'a str>,
+    authority: Option<&Authority<'a>>,
+    namespace: &str,
+) -> Option<Cow<'a, str>> {
+    cluster
+        .and_then(from_cluster_name)
+        .map(Cow::Borrowed)
+        .or_else(|| authority.map(|a| a.service_fqdn(namespace)))
+}
+
+/// RFC 1123 host name: dot-separated labels of letters, digits and inner
+/// hyphens, 1-63 bytes each, 253 in all. Not all digits (that is an IP).
+pub fn is_dns_name(name: &str) -> bool {
+    let labels_ok = name.split('.').all(is_dns_label_ignore_case);
+    let numeric = name.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    !name.is_empty() && name.len() <= 253 && labels_ok && !numeric
+}
+
+/// DNS-1123 label, lower case only: what Kubernetes accepts as a name.
+pub fn is_dns1123_label(label: &str) -> bool {
+    is_dns_label_ignore_case(label) && !label.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+fn is_dns_label_ignore_case(label: &str) -> bool {
+    let bytes = label.as_bytes();
+    let inner_ok = bytes
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'-');
+    let ends_ok = bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric);
+    (1..=63).contains(&bytes.len()) && inner_ok && ends_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn istio_outbound_cluster_names() {
+        assert_eq!(
+            from_cluster_name("outbound|8080||catalog.demo.svc.cluster.local"),
+            Some("catalog.demo.svc.cluster.local")
+        );
+        assert_eq!(
+            from_cluster_name("outbound|8080|v1|catalog.demo.svc.cluster.local"),
+            Some("catalog.demo.svc.cluster.local")
+        );
+        for other in [
+            "inbound|8080||",
+            "PassthroughCluster",
+            "outbound|8080||",
+            "outbound|8080||a|b",
+            "",
+        ] {
+            assert_eq!(from_cluster_name(other), None, "{other}");
+        }
+    }
+
+    fn fqdn(authority: &str, ns: &str) -> Option<String> {
+        Authority::parse(authority.as_bytes()).map(|a| a.service_fqdn(ns).into_owned())
+    }
+
+    #[test]
+    fn authority_is_qualified_like_kubernetes_dns() {
+        let full = "catalog.demo.svc.cluster.local";
+        assert_eq!(fqdn("catalog", "demo").as_deref(), Some(full));
+        assert_eq!(fqdn("catalog:8080", "demo").as_deref(), Some(full));
+        assert_eq!(fqdn("catalog.demo", "other").as_deref(), Some(full));
+        assert_eq!(fqdn("catalog.demo.svc:80", "x").as_deref(), Some(full));
+        assert_eq!(
+            fqdn("Catalog.Demo.svc.cluster.local.:8080", "x").as_deref(),
+            Some(full)
+        );
+        assert_eq!(
+            fqdn("example.com", "x").as_deref(),
+            Some("example.com.svc.cluster.local")
+        );
+        assert_eq!(
+            fqdn("api.example.com", "x").as_deref(),
+            Some("api.example.com")
+        );
+    }
+
+    #[test]
+    fn authority_rejects_ips_and_garbage() {
+        for bad in [
+            "127.0.0.1:80",
+            "[::1]:80",
+            "",
+            ":80",
+            "a:",
+            "a:b",
+            "a b",
+            "-a",
+            "a..b",
+        ] {
+            assert_eq!(Authority::parse(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(Authority::parse(b"\xff"), None);
+    }
+
+    #[test]
+    fn rewrite_keeps_the_port() {
+        let a = Authority::parse(b"catalog:8080").unwrap();
+        assert_eq!(
+            a.with_host("catalog-pr-42.demo.svc.cluster.local"),
+            "catalog-pr-42.demo.svc.cluster.local:8080"
+        );
+        let a = Authority::parse(b"catalog").unwrap();
+        assert_eq!(a.with_host("t"), "t");
+    }
+
+    #[test]
+    fn cluster_wins_over_authority() {
+        let a = Authority::parse(b"other").unwrap();
+        let d = resolve(
+            Some("outbound|80||svc.ns.svc.cluster.local"),
+            Some(&a),
+            "ns",
+        );
+        assert_eq!(d.as_deref(), Some("svc.ns.svc.cluster.local"));
+        let d = resolve(Some("PassthroughCluster"), Some(&a), "ns");
+        assert_eq!(d.as_deref(), Some("other.ns.svc.cluster.local"));
+        assert_eq!(resolve(None, None, "ns"), None);
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns1123_label("pr-42"));
+        assert!(!is_dns1123_label("PR-42"));
+        assert!(!is_dns1123_label("-a"));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
+    }
+}

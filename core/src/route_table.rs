@@ -1,0 +1,215 @@
+//! Which routing key forks which service: the table the filter decides from.
+//!
+//! A [`Route`] is the RouteService's wire shape (INTERFACES section 5) and the
+//! shape of the static `routes` list in the plugin configuration. A
+//! [`RouteTable`] is a validated, indexed set of them.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::destination::{is_dns1123_label, is_dns_name};
+use crate::routing_key;
+
+/// One forked service of one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Route {
+    pub routing_key: String,
+    pub sandbox: String,
+    /// FQDN of the baseline service this sandbox forks.
+    pub baseline: String,
+    /// FQDN of the fork that replaces it for this routing key.
+    pub target: String,
+}
+
+/// A route that is wrong, with the field that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidRoute {
+    /// Field name relative to the route, e.g. `sandbox`.
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl Route {
+    /// Checks every field before it can reach a header or a host name.
+    pub fn validate(&self) -> Result<(), InvalidRoute> {
+        routing_key::validate(&self.routing_key).map_err(|e| InvalidRoute {
+            field: "routingKey",
+            problem: e.to_string(),
+        })?;
+        if !is_dns1123_label(&self.sandbox) {
+            return Err(InvalidRoute {
+                field: "sandbox",
+                problem: "must be a DNS-1123 label (lower-case letters, digits, '-', at most 63)"
+                    .into(),
+            });
+        }
+        for (field, host) in [("baseline", &self.baseline), ("target", &self.target)] {
+            if !is_dns_name(host) || host.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(InvalidRoute {
+                    field,
+                    problem: "must be a lower-case DNS name (service FQDN)".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a routed request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxTarget {
+    pub sandbox: String,
+    pub target: String,
+}
+
+/// Routes indexed by routing key, then by baseline FQDN.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteTable {
+    by_key: HashMap<String, Vec<(String, SandboxTarget)>>,
+    len: usize,
+}
+
+/// A route of a list that is wrong, with its position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[{index}].{source}")]
+pub struct InvalidRouteAt {
+    pub index: usize,
+    #[source]
+    pub source: InvalidRoute,
+}
+
+impl RouteTable {
+    /// Builds a table from routes, refusing the whole list if any route is
+    /// invalid. A later route for the same key and baseline replaces an
+    /// earlier one.
+    pub fn new(routes: &[Route]) -> Result<Self, InvalidRouteAt> {
+        let mut table = RouteTable::default();
+        for (index, route) in routes.iter().enumerate() {
+            route
+                .validate()
+                .map_err(|source| InvalidRouteAt { index, source })?;
+            table.insert(route);
+        }
+        Ok(table)
+    }
+
+    fn insert(&mut self, route: &Route) {
+        let forks = self.by_key.entry(route.routing_key.clone()).or_default();
+        let target = SandboxTarget {
+            sandbox: route.sandbox.clone(),
+            target: route.target.clone(),
+        };
+        match forks
+            .iter_mut()
+            .find(|(baseline, _)| *baseline == route.baseline)
+        {
+            Some(existing) => existing.1 = target,
+            None => {
+                forks.push((route.baseline.clone(), target));
+                self.len += 1;
+            }
+        }
+    }
+
+    /// Where `routing_key` sends a request bound for `destination`, if a
+    /// sandbox forks it.
+    pub fn lookup(&self, routing_key: &str, destination: &str) -> Option<&SandboxTarget> {
+        self.by_key
+            .get(routing_key)?
+            .iter()
+            .find(|(baseline, _)| baseline == destination)
+            .map(|(_, target)| target)
+    }
+
+    /// Whether the table knows this routing key at all.
+    pub fn knows_key(&self, routing_key: &str) -> bool {
+        self.by_key.contains_key(routing_key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn route(key: &str, sandbox: &str, baseline: &str, target: &str) -> Route {
+        Route {
+            routing_key: key.into(),
+            sandbox: sandbox.into(),
+            baseline: baseline.into(),
+            target: target.into(),
+        }
+    }
+
+    #[test]
+    fn lookup_by_key_and_destination() {
+        let table = RouteTable::new(&[
+            route(
+                "pr-42",
+                "pr-42",
+                "catalog.demo.svc.cluster.local",
+                "catalog-pr-42.demo.svc.cluster.local",
+            ),
+            route(
+                "pr-7",
+                "pr-7",
+                "reviews.demo.svc.cluster.local",
+                "reviews-pr-7.demo.svc.cluster.local",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(table.len(), 2);
+        let hit = table
+            .lookup("pr-42", "catalog.demo.svc.cluster.local")
+            .unwrap();
+        assert_eq!(hit.sandbox, "pr-42");
+        assert_eq!(hit.target, "catalog-pr-42.demo.svc.cluster.local");
+        assert!(table
+            .lookup("pr-42", "reviews.demo.svc.cluster.local")
+            .is_none());
+        assert!(table
+            .lookup("pr-99", "catalog.demo.svc.cluster.local")
+            .is_none());
+        assert!(table.knows_key("pr-7"));
+    }
+
+    #[test]
+    fn later_route_for_same_key_and_baseline_replaces() {
+        let table = RouteTable::new(&[
+            route("k", "a", "svc.ns", "svc-a.ns"),
+            route("k", "b", "svc.ns", "svc-b.ns"),
+        ])
+        .unwrap();
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.lookup("k", "svc.ns").unwrap().sandbox, "b");
+    }
+
+    #[test]
+    fn invalid_routes_name_the_field_and_index() {
+        let good = route("k", "s", "a.b", "c.d");
+        let cases = [
+            (route("bad key", "s", "a.b", "c.d"), "[1].routingKey: "),
+            (route("k", "Bad_Name", "a.b", "c.d"), "[1].sandbox: "),
+            (route("k", "s", "a b", "c.d"), "[1].baseline: "),
+            (route("k", "s", "a.b", "C.d"), "[1].target: "),
+        ];
+        for (bad, prefix) in cases {
+            let err = RouteTable::new(&[good.clone(), bad])
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(prefix), "{err}");
+        }
+    }
+}
