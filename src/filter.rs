@@ -1,92 +1,209 @@
 //! One request: read the inputs, ask the core, apply its decision, count.
+//! A key that only the RouteService knows pauses the request until the
+//! answer or `timeoutMs` (fail open).
 
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use sandbox_router_core::config::FilterConfig;
-use sandbox_router_core::decision::{self, Decision, Marking};
+use sandbox_router_core::decision::{self, Decision, Query, Step};
+use sandbox_router_core::routes_api::{self, BadAnswer, MAX_BODY_BYTES};
+use sandbox_router_core::routing_key::RoutingKey;
+use sandbox_router_core::worker_routes::Answer;
 
 use crate::host;
-use crate::metrics::{Counter, Metrics};
+use crate::metrics::Counter;
+use crate::worker::Worker;
 
 pub struct RequestFilter {
-    config: Rc<FilterConfig>,
-    metrics: Rc<Metrics>,
+    context_id: u32,
+    worker: Rc<Worker>,
+    /// This request is parked (waiting for a RouteService answer).
+    parked: bool,
+    /// The lookup this request owns.
+    call: Option<Lookup>,
+}
+
+struct Lookup {
+    token: u32,
+    key: String,
+    started_ms: u64,
 }
 
 impl RequestFilter {
-    pub fn new(config: Rc<FilterConfig>, metrics: Rc<Metrics>) -> Self {
-        RequestFilter { config, metrics }
+    pub fn new(context_id: u32, worker: Rc<Worker>) -> Self {
+        RequestFilter {
+            context_id,
+            worker,
+            parked: false,
+            call: None,
+        }
     }
 
-    fn route(&self) {
+    fn on_request(&mut self) -> Action {
+        let config = Rc::clone(&self.worker.config);
         let headers = host::request_headers();
-        let inspection = decision::inspect(&self.config, &headers);
-        let mut headers_changed = false;
+        let inspection = decision::inspect(&config, &headers);
+        let mut changed = false;
         if inspection.spoofed_route_header {
-            headers_changed |= host::remove_request_header(&self.config.route_header).is_ok();
-            self.metrics.increment(Counter::SpoofedHeaderRemoved);
+            changed |= host::remove_request_header(&config.route_header).is_ok();
+            self.worker.metrics.increment(Counter::SpoofedHeaderRemoved);
         }
         let authority = headers
             .iter()
             .find(|(name, _)| name == ":authority")
             .map(|(_, value)| value.as_slice());
         let cluster = host::route_cluster_name();
-        let table = &self.config.static_routes;
-        let decision = decision::decide(
-            &self.config,
-            table,
-            &inspection,
-            cluster.as_deref(),
-            authority,
-        );
-        let counter = match decision {
-            Decision::NoKey => Counter::NoKey,
-            Decision::InvalidKey(_) => Counter::InvalidKey,
-            Decision::Baseline => Counter::Baseline,
-            Decision::AlreadyRouted => Counter::AlreadyRouted,
-            Decision::Routed(marking) => {
-                headers_changed |= self.mark(&marking);
-                Counter::Routed
+        let action = match decision::prepare(&config, inspection, cluster.as_deref(), authority) {
+            Step::Decided(decision) => {
+                changed |= self.worker.apply(&decision);
+                Action::Continue
             }
+            Step::Lookup(query) => self.look_up(query, &mut changed),
         };
-        self.metrics.increment(counter);
-        if headers_changed {
+        if changed {
             // Route selection ran before this filter; make it run again.
             host::clear_route_cache();
         }
+        action
     }
 
-    /// Marks a routed request; `true` if any header changed.
-    fn mark(&self, marking: &Marking<'_>) -> bool {
-        let sandbox = &marking.target.sandbox;
-        let mut changed = match host::set_request_header(&self.config.route_header, sandbox) {
-            Ok(()) => true,
-            Err(status) => {
-                log::warn!(
-                    "sandbox-router: could not set {}: {status:?}",
-                    self.config.route_header
-                );
-                false
+    fn look_up(&mut self, query: Query<'_>, changed: &mut bool) -> Action {
+        let worker = Rc::clone(&self.worker);
+        let config = &worker.config;
+        let Some(route_service) = &config.route_service else {
+            *changed |= worker.apply(&query.decide_from(config, &config.static_routes));
+            return Action::Continue;
+        };
+        let now = host::now_ms();
+        let mut routes = worker.routes.borrow_mut();
+        let answer = routes.answer(&query.key, &query.destination, now, self.context_id);
+        let (hit, decision) = match answer {
+            Answer::Table(target) => (Counter::TableHit, query.decide(config, target)),
+            Answer::Cached(target) => (Counter::CacheHit, query.decide(config, target)),
+            Answer::FailOpen => (Counter::CacheMiss, Decision::FailOpen),
+            Answer::Wait => {
+                worker.metrics.increment(Counter::CacheMiss);
+                return self.park(query);
+            }
+            Answer::Call => {
+                worker.metrics.increment(Counter::CacheMiss);
+                let path =
+                    RoutingKey::parse(&query.key).map(|key| routes_api::routes_for_key_path(&key));
+                let dispatched = path.ok().and_then(|path| {
+                    let timeout = route_service.timeout_ms;
+                    host::get(
+                        &route_service.cluster,
+                        &route_service.authority,
+                        &path,
+                        None,
+                        timeout,
+                    )
+                    .ok()
+                });
+                if let Some(token) = dispatched {
+                    worker.metrics.increment(Counter::Lookup);
+                    let key = query.key.to_string();
+                    self.call = Some(Lookup {
+                        token,
+                        key,
+                        started_ms: now,
+                    });
+                    return self.park(query);
+                }
+                // The call could not even start (e.g. no such cluster).
+                worker.metrics.increment(Counter::LookupError);
+                routes.call_finished(&query.key, Err(BadAnswer::NoStatus), now);
+                (Counter::CacheMiss, Decision::FailOpen)
             }
         };
-        if let Some(authority) = &marking.authority {
-            changed |= host::set_request_header(":authority", authority).is_ok();
+        worker.metrics.increment(hit);
+        *changed |= worker.apply(&decision);
+        Action::Continue
+    }
+
+    fn park(&mut self, query: Query<'_>) -> Action {
+        self.worker.park(self.context_id, query.into_owned());
+        self.parked = true;
+        Action::Pause
+    }
+
+    fn on_lookup_answer(&mut self, lookup: Lookup, body_size: usize) {
+        let now = host::now_ms();
+        let result = read_answer(&lookup.key, body_size);
+        if let Err(error) = &result {
+            let timed_out = matches!(error, BadAnswer::NoStatus)
+                && self
+                    .worker
+                    .config
+                    .route_service
+                    .as_ref()
+                    .is_some_and(|rs| now.saturating_sub(lookup.started_ms) >= rs.timeout_ms);
+            let counter = if timed_out {
+                Counter::LookupTimeout
+            } else {
+                Counter::LookupError
+            };
+            self.worker.metrics.increment(counter);
+            log::debug!(
+                "sandbox-router: lookup of routing key {} failed: {error}",
+                lookup.key
+            );
         }
-        log::debug!(
-            "sandbox-router: routed to sandbox {sandbox} ({})",
-            marking.target.target
-        );
-        changed
+        let waiters = self
+            .worker
+            .routes
+            .borrow_mut()
+            .call_finished(&lookup.key, result, now);
+        self.parked = false;
+        self.worker.resume(self.context_id);
+        self.worker.resume_all(&waiters, self.context_id);
     }
 }
 
-impl Context for RequestFilter {}
+/// The answer to `GET /v1/routes?routingKey=K` being handled.
+fn read_answer(key: &str, body_size: usize) -> Result<routes_api::RoutesAnswer, BadAnswer> {
+    if !routes_api::check_status(host::call_response_status())? {
+        return Err(BadAnswer::Status(304));
+    }
+    if body_size > MAX_BODY_BYTES {
+        return Err(BadAnswer::TooLarge);
+    }
+    routes_api::parse_key_routes(&host::call_response_body(body_size), key)
+}
+
+impl Context for RequestFilter {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        match self.call.take() {
+            Some(lookup) if lookup.token == token_id => self.on_lookup_answer(lookup, body_size),
+            other => self.call = other,
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        if self.parked || self.call.is_some() {
+            // Ended while waiting (client gone): forget it, and if it owned
+            // the call (which the host cancels with it), release the waiters.
+            self.worker.unpark(self.context_id);
+            let waiters = self
+                .worker
+                .routes
+                .borrow_mut()
+                .request_ended(self.context_id);
+            self.worker.resume_all(&waiters, self.context_id);
+        }
+        true
+    }
+}
 
 impl HttpContext for RequestFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.route();
-        Action::Continue
+        self.on_request()
     }
 }

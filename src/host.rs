@@ -1,8 +1,10 @@
 //! The host calls the filter makes, with host statuses turned into values
 //! the filter can act on. Nothing here decides anything.
 
+use std::time::{Duration, UNIX_EPOCH};
+
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Bytes, MapType, Status};
+use proxy_wasm::types::{BufferType, Bytes, MapType, Status};
 
 /// Request headers as Envoy holds them: names lower case, values raw bytes.
 /// (The SDK's `String` getter panics on a value that is not UTF-8, which a
@@ -39,12 +41,85 @@ pub fn clear_route_cache() -> bool {
 
 /// The plugin configuration bytes (empty when there is none).
 pub fn plugin_configuration() -> Bytes {
-    hostcalls::get_buffer(
-        proxy_wasm::types::BufferType::PluginConfiguration,
-        0,
-        usize::MAX,
+    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// The host's clock, in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Starts `GET <path>` to an Envoy cluster; the answer arrives in
+/// `on_http_call_response` of the context that is active now.
+pub fn get(
+    cluster: &str,
+    authority: &str,
+    path: &str,
+    if_none_match: Option<&str>,
+    timeout_ms: u64,
+) -> Result<u32, Status> {
+    let mut headers = vec![
+        (":method", "GET"),
+        (":path", path),
+        (":authority", authority),
+        (":scheme", "http"),
+        ("accept", "application/json"),
+        ("user-agent", "sandbox-router"),
+    ];
+    if let Some(etag) = if_none_match {
+        headers.push(("if-none-match", etag));
+    }
+    hostcalls::dispatch_http_call(
+        cluster,
+        headers,
+        None,
+        vec![],
+        Duration::from_millis(timeout_ms),
     )
-    .ok()
-    .flatten()
-    .unwrap_or_default()
+}
+
+/// The `:status` of the call response being handled, if there is one.
+pub fn call_response_status() -> Option<u16> {
+    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|status| std::str::from_utf8(&status).ok()?.parse().ok())
+}
+
+/// The body of the call response being handled.
+pub fn call_response_body(body_size: usize) -> Bytes {
+    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+pub fn shared_data(key: &str) -> (Option<Bytes>, Option<u32>) {
+    hostcalls::get_shared_data(key).unwrap_or((None, None))
+}
+
+pub fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
+    hostcalls::set_shared_data(key, Some(value), cas)
+}
+
+/// Makes later host calls act on request `context_id`; `false` if that
+/// request is gone.
+pub fn switch_to(context_id: u32) -> bool {
+    hostcalls::set_effective_context(context_id).is_ok()
+}
+
+/// Resumes the current (effective) request. Envoy defers the resumption
+/// until this VM call returns, so it is safe from within a callback.
+pub fn resume_request() {
+    let _ = hostcalls::resume_http_request();
+}
+
+pub fn set_tick_period(period_ms: u64) {
+    let _ = hostcalls::set_tick_period(Duration::from_millis(period_ms));
 }

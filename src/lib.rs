@@ -9,6 +9,8 @@ mod filter;
 mod host;
 mod metrics;
 mod root;
+mod table_sync;
+mod worker;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);

@@ -1,10 +1,10 @@
-//! The filter's Envoy counters. Envoy shows them in `/stats` with the
+//! The filter's Envoy metrics. Envoy shows them in `/stats` with the
 //! `wasmcustom.` prefix, e.g. `wasmcustom.sandbox_router.routed`.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-/// One counter per request outcome, plus configuration rejections.
+/// Counters. The first six count requests, one outcome each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counter {
     /// Sent to a sandbox.
@@ -15,61 +15,109 @@ pub enum Counter {
     NoKey,
     /// A routing key that failed validation.
     InvalidKey,
-    /// A client-supplied route header removed.
-    SpoofedHeaderRemoved,
     /// A trusted incoming route header left in place.
     AlreadyRouted,
+    /// Baseline because the RouteService could not answer (fail open).
+    FailOpen,
+    /// A client-supplied route header removed.
+    SpoofedHeaderRemoved,
     /// A configuration refused in `on_configure`.
     ConfigRejected,
+    /// Answered by the synced (or static) table.
+    TableHit,
+    /// Answered by the key cache.
+    CacheHit,
+    /// Neither knew the key: the RouteService was needed.
+    CacheMiss,
+    /// `GET /v1/routes?routingKey=K` calls made.
+    Lookup,
+    /// Lookups that failed (connection, status, body).
+    LookupError,
+    /// Lookups that timed out.
+    LookupTimeout,
+    /// Table syncs: new table, not modified (304), failed.
+    SyncOk,
+    SyncNotModified,
+    SyncError,
 }
 
-impl Counter {
-    const ALL: [Counter; 7] = [
-        Counter::Routed,
-        Counter::Baseline,
-        Counter::NoKey,
-        Counter::InvalidKey,
+/// Gauges, set by each worker on its tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gauge {
+    TableRoutes,
+    TableVersion,
+    CacheEntries,
+    /// 0 closed, 1 open, 2 half-open.
+    BreakerState,
+}
+
+const COUNTERS: [(Counter, &str); 17] = [
+    (Counter::Routed, "sandbox_router.routed"),
+    (Counter::Baseline, "sandbox_router.baseline"),
+    (Counter::NoKey, "sandbox_router.no_key"),
+    (Counter::InvalidKey, "sandbox_router.invalid_key"),
+    (Counter::AlreadyRouted, "sandbox_router.already_routed"),
+    (Counter::FailOpen, "sandbox_router.fail_open"),
+    (
         Counter::SpoofedHeaderRemoved,
-        Counter::AlreadyRouted,
-        Counter::ConfigRejected,
-    ];
+        "sandbox_router.spoofed_header_removed",
+    ),
+    (Counter::ConfigRejected, "sandbox_router.config_rejected"),
+    (Counter::TableHit, "sandbox_router.table_hit"),
+    (Counter::CacheHit, "sandbox_router.cache_hit"),
+    (Counter::CacheMiss, "sandbox_router.cache_miss"),
+    (Counter::Lookup, "sandbox_router.lookup"),
+    (Counter::LookupError, "sandbox_router.lookup_error"),
+    (Counter::LookupTimeout, "sandbox_router.lookup_timeout"),
+    (Counter::SyncOk, "sandbox_router.sync_ok"),
+    (Counter::SyncNotModified, "sandbox_router.sync_not_modified"),
+    (Counter::SyncError, "sandbox_router.sync_error"),
+];
 
-    fn name(self) -> &'static str {
-        match self {
-            Counter::Routed => "sandbox_router.routed",
-            Counter::Baseline => "sandbox_router.baseline",
-            Counter::NoKey => "sandbox_router.no_key",
-            Counter::InvalidKey => "sandbox_router.invalid_key",
-            Counter::SpoofedHeaderRemoved => "sandbox_router.spoofed_header_removed",
-            Counter::AlreadyRouted => "sandbox_router.already_routed",
-            Counter::ConfigRejected => "sandbox_router.config_rejected",
-        }
-    }
-}
+const GAUGES: [(Gauge, &str); 4] = [
+    (Gauge::TableRoutes, "sandbox_router.table_routes"),
+    (Gauge::TableVersion, "sandbox_router.table_version"),
+    (Gauge::CacheEntries, "sandbox_router.cache_entries"),
+    (Gauge::BreakerState, "sandbox_router.breaker_state"),
+];
 
-/// Metric ids defined with the host; a counter the host refused is skipped.
+/// Metric ids defined with the host; a metric the host refused is skipped.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
-    ids: [Option<u32>; Counter::ALL.len()],
+    counters: [Option<u32>; COUNTERS.len()],
+    gauges: [Option<u32>; GAUGES.len()],
 }
 
 impl Metrics {
     pub fn define() -> Self {
         let mut metrics = Metrics::default();
-        for (slot, counter) in metrics.ids.iter_mut().zip(Counter::ALL) {
-            *slot = hostcalls::define_metric(MetricType::Counter, counter.name()).ok();
+        for (slot, (_, name)) in metrics.counters.iter_mut().zip(COUNTERS) {
+            *slot = hostcalls::define_metric(MetricType::Counter, name).ok();
+        }
+        for (slot, (_, name)) in metrics.gauges.iter_mut().zip(GAUGES) {
+            *slot = hostcalls::define_metric(MetricType::Gauge, name).ok();
         }
         metrics
     }
 
     pub fn increment(&self, counter: Counter) {
-        let id = Counter::ALL
+        let id = COUNTERS
             .iter()
-            .position(|c| *c == counter)
-            .and_then(|index| self.ids.get(index).copied().flatten());
+            .position(|(c, _)| *c == counter)
+            .and_then(|index| self.counters.get(index).copied().flatten());
         if let Some(id) = id {
             // A failed increment loses one count; it must not fail a request.
             let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    pub fn set(&self, gauge: Gauge, value: u64) {
+        let id = GAUGES
+            .iter()
+            .position(|(g, _)| *g == gauge)
+            .and_then(|index| self.gauges.get(index).copied().flatten());
+        if let Some(id) = id {
+            let _ = hostcalls::record_metric(id, value);
         }
     }
 }

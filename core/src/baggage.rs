@@ -89,7 +89,30 @@ where
     members(lines)
         .filter(|m| m.key == key)
         .last()
-        .map(|m| decode_value(m.value))
+        .map(|m| percent_decode(m.value))
+}
+
+/// One property as it appears between `;` in a list-member: `name` or
+/// `name = value`, OWS allowed around both, the value percent-decoded as a
+/// member's value is. `None` if `text` is malformed (the member parser then
+/// drops the whole member) or empty (the member parser skips an empty
+/// property, as in `k=v;`, and keeps the member).
+pub fn parse_property(text: &str) -> Option<Property> {
+    let (name, value) = property_parts(trim_ows(text.as_bytes()))?;
+    Some(Property {
+        name: name.to_owned(),
+        value: value.map(|v| percent_decode(v).into_owned()),
+    })
+}
+
+/// Percent-decodes one value, the text between `=` and the next `;` or `,`
+/// with OWS removed, exactly as the member parser does. `None` if it is not a
+/// valid value, which makes the member parser drop the member: a byte that is
+/// not a baggage-octet, or a `%` not followed by two hex digits. Bytes that
+/// are not UTF-8 after decoding become U+FFFD.
+pub fn decode_value(text: &str) -> Option<String> {
+    let value = text.as_bytes();
+    is_value(value).then(|| percent_decode(value).into_owned())
 }
 
 /// A syntactically valid list-member, borrowed and not yet decoded.
@@ -104,12 +127,12 @@ impl RawMember<'_> {
     pub fn decode(&self) -> Member {
         Member {
             key: self.key.to_owned(),
-            value: decode_value(self.value).into_owned(),
+            value: percent_decode(self.value).into_owned(),
             properties: split_properties(self.properties)
-                .filter_map(parse_property)
+                .filter_map(property_parts)
                 .map(|(name, value)| Property {
                     name: name.to_owned(),
-                    value: value.map(|v| decode_value(v).into_owned()),
+                    value: value.map(|v| percent_decode(v).into_owned()),
                 })
                 .collect(),
         }
@@ -153,7 +176,7 @@ fn parse_member(element: &[u8]) -> Option<RawMember<'_>> {
     let (key, value) = split_once(key_value, b'=')?;
     let key = token(trim_ows(key))?;
     let value = trim_ows(value);
-    if !is_value(value) || !split_properties(properties).all(|p| parse_property(p).is_some()) {
+    if !is_value(value) || !split_properties(properties).all(|p| property_parts(p).is_some()) {
         return None;
     }
     Some(RawMember {
@@ -172,7 +195,7 @@ fn split_properties(properties: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// `name` or `name=value`; `None` if malformed.
-fn parse_property(property: &[u8]) -> Option<(&str, Option<&[u8]>)> {
+fn property_parts(property: &[u8]) -> Option<(&str, Option<&[u8]>)> {
     match split_once(property, b'=') {
         None => Some((token(property)?, None)),
         Some((name, value)) => {
@@ -202,7 +225,7 @@ fn is_value(value: &[u8]) -> bool {
 
 /// Percent-decodes a value that passed [`is_value`]; bytes that are not UTF-8
 /// after decoding become U+FFFD, as the W3C spec says.
-fn decode_value(value: &[u8]) -> Cow<'_, str> {
+fn percent_decode(value: &[u8]) -> Cow<'_, str> {
     if !value.contains(&b'%') {
         // Baggage-octets are ASCII, so this is always valid UTF-8.
         return String::from_utf8_lossy(value);
@@ -416,6 +439,47 @@ mod tests {
         for lines in inputs {
             let parsed = value(&parse(lines), "k");
             assert_eq!(find(lines, "k"), parsed, "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn parse_property_parses_one_property_as_the_member_parser_does() {
+        let property = |name: &str, value: Option<&str>| Property {
+            name: name.to_owned(),
+            value: value.map(str::to_owned),
+        };
+        assert_eq!(parse_property("flag"), Some(property("flag", None)));
+        assert_eq!(
+            parse_property(" \tk = v%20x\t"),
+            Some(property("k", Some("v x")))
+        );
+        assert_eq!(parse_property("k="), Some(property("k", Some(""))));
+        assert_eq!(parse_property("k=a=b"), Some(property("k", Some("a=b"))));
+        assert_eq!(parse_property("k%41"), Some(property("k%41", None)));
+        for malformed in ["=v", "a b", "k=%G0", "k=%", "k=a b", "é"] {
+            assert_eq!(parse_property(malformed), None, "{malformed:?}");
+            let member = format!("m=1;{malformed}");
+            assert!(find(&[member.as_str()], "m").is_none(), "{member:?}");
+        }
+        // `;` and `,` delimit properties and members, so never in one.
+        assert_eq!(parse_property(",;,"), None);
+        assert_eq!(parse_property("k;x"), None);
+        // Empty: not a property, but the member parser skips it.
+        assert_eq!(parse_property(""), None);
+        assert_eq!(parse_property(" \t"), None);
+        assert_eq!(find(&["m=1; \t;p"], "m").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn decode_value_decodes_or_rejects_one_value() {
+        assert_eq!(decode_value("a%20b+c").as_deref(), Some("a b+c"));
+        assert_eq!(decode_value("").as_deref(), Some(""));
+        assert_eq!(decode_value("a%FFb").as_deref(), Some("a\u{FFFD}b"));
+        assert_eq!(decode_value("%C3%A9").as_deref(), Some("é"));
+        for invalid in [
+            "%", "%1", "%G0", "a%zz", "a b", " a", "a,b", "a;b", "\"a\"", "é",
+        ] {
+            assert_eq!(decode_value(invalid), None, "{invalid:?}");
         }
     }
 

@@ -40,6 +40,9 @@ pub enum Decision<'t> {
     Baseline,
     /// An upstream hop already marked it and that mark is trusted.
     AlreadyRouted,
+    /// The answer was needed from the RouteService and it could not give it
+    /// in time (down, slow, wrong, or its breaker open): baseline.
+    FailOpen,
     /// Send it to the sandbox.
     Routed(Marking<'t>),
 }
@@ -50,6 +53,22 @@ pub struct Marking<'t> {
     pub target: &'t SandboxTarget,
     /// New `:authority` (mode `authority` only), port kept.
     pub authority: Option<String>,
+}
+
+/// A request with a valid key and a known destination: what remains is to
+/// ask the route table (or the RouteService) about `(key, destination)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query<'a> {
+    pub key: Cow<'a, str>,
+    pub destination: Cow<'a, str>,
+    authority: Option<Authority<'a>>,
+}
+
+/// Either the decision is already made, or it needs a table answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step<'a> {
+    Decided(Decision<'static>),
+    Lookup(Query<'a>),
 }
 
 /// Reads the route header and the routing key of a request.
@@ -75,40 +94,81 @@ where
     }
 }
 
-/// Decides a request against `table`. `cluster` is the cluster of the route
+/// Everything up to the table lookup. `cluster` is the cluster of the route
 /// Envoy chose before the filter acted, `authority` the request's.
-pub fn decide<'t>(
+pub fn prepare<'a>(
     config: &FilterConfig,
-    table: &'t RouteTable,
-    inspection: &Inspection<'_>,
-    cluster: Option<&str>,
-    authority: Option<&[u8]>,
-) -> Decision<'t> {
-    let key = match &inspection.key {
-        KeyOutcome::NoKey => return Decision::NoKey,
-        KeyOutcome::Invalid(e, _) => return Decision::InvalidKey(*e),
+    inspection: Inspection<'a>,
+    cluster: Option<&'a str>,
+    authority: Option<&'a [u8]>,
+) -> Step<'a> {
+    let key = match inspection.key {
+        KeyOutcome::NoKey => return Step::Decided(Decision::NoKey),
+        KeyOutcome::Invalid(e, _) => return Step::Decided(Decision::InvalidKey(e)),
         KeyOutcome::Valid(key, _) => key,
     };
     if inspection.trusted_route_header {
-        return Decision::AlreadyRouted;
+        return Step::Decided(Decision::AlreadyRouted);
     }
     // Envoy chose the cluster with the client's route header still present,
     // so after a spoofed header it may name the fork: trust only the authority.
     let cluster = cluster.filter(|_| !inspection.spoofed_route_header);
     let authority = authority.and_then(Authority::parse);
-    let Some(destination) = destination::resolve(cluster, authority.as_ref(), &config.namespace)
-    else {
-        return Decision::Baseline;
-    };
-    match table.lookup(key, &destination) {
-        None => Decision::Baseline,
-        Some(target) => Decision::Routed(Marking {
-            target,
-            authority: match config.mode {
-                Mode::Header => None,
-                Mode::Authority => authority.map(|a| a.with_host(&target.target)),
-            },
+    match destination::resolve(cluster, authority.as_ref(), &config.namespace) {
+        None => Step::Decided(Decision::Baseline),
+        Some(destination) => Step::Lookup(Query {
+            key,
+            destination,
+            authority,
         }),
+    }
+}
+
+impl<'a> Query<'a> {
+    /// The decision given the table's answer for `(key, destination)`.
+    pub fn decide<'t>(
+        &self,
+        config: &FilterConfig,
+        answer: Option<&'t SandboxTarget>,
+    ) -> Decision<'t> {
+        match answer {
+            None => Decision::Baseline,
+            Some(target) => Decision::Routed(Marking {
+                target,
+                authority: match config.mode {
+                    Mode::Header => None,
+                    Mode::Authority => self.authority.as_ref().map(|a| a.with_host(&target.target)),
+                },
+            }),
+        }
+    }
+
+    /// The decision from a table that holds the whole answer.
+    pub fn decide_from<'t>(&self, config: &FilterConfig, table: &'t RouteTable) -> Decision<'t> {
+        self.decide(config, table.lookup(&self.key, &self.destination))
+    }
+
+    /// A copy that owns its data, to wait for a RouteService answer.
+    pub fn into_owned(self) -> Query<'static> {
+        Query {
+            key: Cow::Owned(self.key.into_owned()),
+            destination: Cow::Owned(self.destination.into_owned()),
+            authority: self.authority.map(Authority::into_owned),
+        }
+    }
+}
+
+/// The whole decision against one table (the static-routes path).
+pub fn decide<'t, 'a>(
+    config: &FilterConfig,
+    table: &'t RouteTable,
+    inspection: Inspection<'a>,
+    cluster: Option<&'a str>,
+    authority: Option<&'a [u8]>,
+) -> Decision<'t> {
+    match prepare(config, inspection, cluster, authority) {
+        Step::Decided(decision) => decision,
+        Step::Lookup(query) => query.decide_from(config, table),
     }
 }
 
@@ -149,14 +209,15 @@ mod tests {
             .iter()
             .find(|(k, _)| *k == ":authority")
             .map(|(_, v)| *v);
+        let spoofed = inspection.spoofed_route_header;
         let decision = decide(
             config,
             &config.static_routes,
-            &inspection,
+            inspection,
             cluster,
             authority,
         );
-        (inspection.spoofed_route_header, decision)
+        (spoofed, decision)
     }
 
     fn sandbox(decision: &Decision<'_>) -> Option<String> {

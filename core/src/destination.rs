@@ -20,10 +20,10 @@ pub fn from_cluster_name(cluster: &str) -> Option<&str> {
 }
 
 /// An `:authority` split into host and optional port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authority<'a> {
-    pub host: &'a str,
-    pub port: Option<&'a str>,
+    pub host: Cow<'a, str>,
+    pub port: Option<Cow<'a, str>>,
 }
 
 impl<'a> Authority<'a> {
@@ -37,16 +37,18 @@ impl<'a> Authority<'a> {
         };
         let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
         let host = host.strip_suffix('.').unwrap_or(host);
-        (port_ok && is_dns_name(host)).then_some(Authority { host, port })
+        (port_ok && is_dns_name(host)).then_some(Authority {
+            host: Cow::Borrowed(host),
+            port: port.map(Cow::Borrowed),
+        })
     }
 
     /// The FQDN this host names from namespace `namespace`.
     pub fn service_fqdn(&self, namespace: &str) -> Cow<'a, str> {
-        let host = self.host;
-        let lower = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(host.to_ascii_lowercase())
+        let lower = if self.host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(self.host.to_ascii_lowercase())
         } else {
-            Cow::Borrowed(host)
+            self.host.clone()
         };
         match lower.matches('.').count() {
             0 => Cow::Owned(format!("{lower}.{namespace}.{CLUSTER_DOMAIN}")),
@@ -56,9 +58,17 @@ impl<'a> Authority<'a> {
         }
     }
 
+    /// A copy that owns its text.
+    pub fn into_owned(self) -> Authority<'static> {
+        Authority {
+            host: Cow::Owned(self.host.into_owned()),
+            port: self.port.map(|p| Cow::Owned(p.into_owned())),
+        }
+    }
+
     /// This authority with its host replaced, keeping the port.
     pub fn with_host(&self, host: &str) -> String {
-        match self.port {
+        match &self.port {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
         }

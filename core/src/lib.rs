@@ -11,13 +11,25 @@
 //! - [`destination`]: the destination service of a request;
 //! - [`route_table`]: which key forks which service;
 //! - [`config`]: the plugin configuration;
-//! - [`decision`]: what the filter does to one request.
+//! - [`decision`]: what the filter does to one request;
+//! - [`routes_api`]: the RouteService's answers, read defensively;
+//! - [`key_cache`]: per-worker cache of single-key answers;
+//! - [`breaker`]: stop calling a failing RouteService for a while;
+//! - [`inflight`]: one RouteService call per key per worker;
+//! - [`table_sync`]: one table fetch per Envoy, shared by every worker;
+//! - [`worker_routes`]: what a worker knows, and when it must ask.
 
 pub mod baggage;
+pub mod breaker;
 pub mod carrier;
 pub mod config;
 pub mod decision;
 pub mod destination;
+pub mod inflight;
+pub mod key_cache;
 pub mod legacy;
 pub mod route_table;
+pub mod routes_api;
 pub mod routing_key;
+pub mod table_sync;
+pub mod worker_routes;

@@ -129,6 +129,11 @@ impl RouteTable {
         self.by_key.contains_key(routing_key)
     }
 
+    /// The routing keys this table routes.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.by_key.keys().map(String::as_str)
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

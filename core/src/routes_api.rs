@@ -1,0 +1,184 @@
+//! The RouteService's answers as the filter reads them (INTERFACES section 5):
+//! `GET /v1/routes` and `GET /v1/routes?routingKey=K` both answer
+//! `{"version": <u64>, "routes": [Route...]}`.
+//!
+//! The body comes from the network, so it is read defensively: a size limit
+//! before parsing, every route validated, and one bad route refuses the whole
+//! answer (the filter then keeps what it had: fail open, counted).
+
+use serde::{Deserialize, Serialize};
+
+use crate::route_table::{InvalidRouteAt, Route, RouteTable};
+use crate::routing_key::RoutingKey;
+
+/// Largest body accepted from the RouteService. A full table of 10,000
+/// sandboxes with one route each is about 2 MB.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Path of the whole table.
+pub const ROUTES_PATH: &str = "/v1/routes";
+
+/// Path of one key's routes. The key is validated, so it needs no escaping
+/// (`[A-Za-z0-9._~-]` are URL-unreserved).
+pub fn routes_for_key_path(key: &RoutingKey) -> String {
+    format!("{ROUTES_PATH}?routingKey={}", key.as_str())
+}
+
+/// The `ETag` of a table version, as the RouteService sends it.
+pub fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// The wire shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutesResponse {
+    pub version: u64,
+    pub routes: Vec<Route>,
+}
+
+/// Why an answer was not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadAnswer {
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("no HTTP status (connection failure or timeout)")]
+    NoStatus,
+    #[error("body larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("body is not a routes document: {0}")]
+    Malformed(String),
+    #[error("routes{0}")]
+    InvalidRoute(InvalidRouteAt),
+    #[error("answer for another routing key")]
+    ForeignKey,
+}
+
+/// A validated answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutesAnswer {
+    pub version: u64,
+    pub table: RouteTable,
+}
+
+/// Parses a `200` body into a table.
+pub fn parse_routes(body: &[u8]) -> Result<RoutesAnswer, BadAnswer> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(BadAnswer::TooLarge);
+    }
+    let response: RoutesResponse =
+        serde_json::from_slice(body).map_err(|e| BadAnswer::Malformed(e.to_string()))?;
+    let table = RouteTable::new(&response.routes).map_err(BadAnswer::InvalidRoute)?;
+    Ok(RoutesAnswer {
+        version: response.version,
+        table,
+    })
+}
+
+/// Parses the answer to `GET /v1/routes?routingKey=K`: every route must be
+/// for `key` (a server that answers for other keys is wrong, not trusted).
+pub fn parse_key_routes(body: &[u8], key: &str) -> Result<RoutesAnswer, BadAnswer> {
+    let answer = parse_routes(body)?;
+    let foreign = answer.table.keys().any(|k| k != key);
+    if foreign {
+        return Err(BadAnswer::ForeignKey);
+    }
+    Ok(answer)
+}
+
+/// Classifies an HTTP status for a routes call: `Ok(true)` a body to parse,
+/// `Ok(false)` not modified (304).
+pub fn check_status(status: Option<u16>) -> Result<bool, BadAnswer> {
+    match status {
+        None => Err(BadAnswer::NoStatus),
+        Some(200) => Ok(true),
+        Some(304) => Ok(false),
+        Some(other) => Err(BadAnswer::Status(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const BODY: &str = r#"{"version": 7, "routes": [
+        {"routingKey": "pr-42", "sandbox": "pr-42", "baseline": "catalog.demo.svc.cluster.local",
+         "target": "catalog-pr-42.demo.svc.cluster.local"}]}"#;
+
+    #[test]
+    fn parses_a_table() {
+        let answer = parse_routes(BODY.as_bytes()).unwrap();
+        assert_eq!(answer.version, 7);
+        assert_eq!(answer.table.len(), 1);
+        assert!(answer
+            .table
+            .lookup("pr-42", "catalog.demo.svc.cluster.local")
+            .is_some());
+    }
+
+    #[test]
+    fn unknown_fields_are_tolerated_at_the_top_but_not_in_routes() {
+        // A newer server may add top-level fields; a route it does not
+        // describe in the agreed shape is refused.
+        let extra = r#"{"version": 1, "routes": [], "generatedAt": "now"}"#;
+        assert!(parse_routes(extra.as_bytes()).is_ok());
+        let bad = r#"{"version": 1, "routes": [{"routingKey": "k", "sandbox": "s", "baseline": "a.b", "target": "c.d", "weight": 5}]}"#;
+        assert!(matches!(
+            parse_routes(bad.as_bytes()),
+            Err(BadAnswer::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_garbage_and_bad_routes() {
+        for body in [
+            "",
+            "{",
+            "null",
+            "[]",
+            r#"{"version": -1, "routes": []}"#,
+            r#"{"routes": []}"#,
+        ] {
+            assert!(
+                matches!(parse_routes(body.as_bytes()), Err(BadAnswer::Malformed(_))),
+                "{body}"
+            );
+        }
+        let bad_key = BODY.replace("\"routingKey\": \"pr-42\"", "\"routingKey\": \"a b\"");
+        let err = parse_routes(bad_key.as_bytes()).unwrap_err();
+        assert!(err.to_string().starts_with("routes[0].routingKey"), "{err}");
+        let huge = vec![b' '; MAX_BODY_BYTES + 1];
+        assert_eq!(parse_routes(&huge), Err(BadAnswer::TooLarge));
+    }
+
+    #[test]
+    fn key_answers_must_be_for_that_key() {
+        assert!(parse_key_routes(BODY.as_bytes(), "pr-42").is_ok());
+        assert_eq!(
+            parse_key_routes(BODY.as_bytes(), "pr-7"),
+            Err(BadAnswer::ForeignKey)
+        );
+        let empty = r#"{"version": 3, "routes": []}"#;
+        assert!(parse_key_routes(empty.as_bytes(), "pr-7")
+            .unwrap()
+            .table
+            .is_empty());
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(check_status(Some(200)), Ok(true));
+        assert_eq!(check_status(Some(304)), Ok(false));
+        assert_eq!(check_status(Some(503)), Err(BadAnswer::Status(503)));
+        assert_eq!(check_status(None), Err(BadAnswer::NoStatus));
+    }
+
+    #[test]
+    fn paths_and_etags() {
+        let key = RoutingKey::parse("pr-42").unwrap();
+        assert_eq!(routes_for_key_path(&key), "/v1/routes?routingKey=pr-42");
+        assert_eq!(etag(12), "\"12\"");
+    }
+}

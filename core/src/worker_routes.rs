@@ -1,0 +1,279 @@
+//! Everything one worker knows about routes, and the policy for asking the
+//! RouteService about the rest:
+//!
+//! 1. the synced table (or, until the first sync, the static `routes` as a
+//!    bootstrap table) answers for every key it knows, with no call at all;
+//! 2. a key it does not know (a sandbox newer than the last sync) is answered
+//!    from the key cache while fresh;
+//! 3. otherwise the RouteService is asked, one call per key per worker, unless
+//!    its breaker is open: then the request goes to baseline at once.
+
+use crate::breaker::Breaker;
+use crate::inflight::{InFlight, Joined};
+use crate::key_cache::{CacheLookup, CachePolicy, KeyCache};
+use crate::route_table::{RouteTable, SandboxTarget};
+use crate::routes_api::{BadAnswer, RoutesAnswer};
+
+/// The answer for one request's `(key, destination)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer<'t> {
+    /// The table knows the key: routed to this target, or baseline (`None`).
+    Table(Option<&'t SandboxTarget>),
+    /// The key cache knows it: routed to this target, or baseline (`None`).
+    Cached(Option<&'t SandboxTarget>),
+    /// Unknown: this request makes the RouteService call and waits for it.
+    Call,
+    /// Unknown: a call for this key is in flight; wait for it.
+    Wait,
+    /// Unknown, and the RouteService is not being asked (breaker open).
+    FailOpen,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerRoutes {
+    table: RouteTable,
+    /// `None` while the table is the static bootstrap one.
+    table_version: Option<u64>,
+    cache: KeyCache,
+    breaker: Breaker,
+    inflight: InFlight,
+}
+
+impl WorkerRoutes {
+    pub fn new(bootstrap: RouteTable, policy: CachePolicy) -> Self {
+        WorkerRoutes {
+            table: bootstrap,
+            table_version: None,
+            cache: KeyCache::new(policy),
+            breaker: Breaker::default(),
+            inflight: InFlight::default(),
+        }
+    }
+
+    /// The answer for request `context_id`, joining or starting a call if
+    /// the answer is unknown.
+    pub fn answer(
+        &mut self,
+        key: &str,
+        destination: &str,
+        now_ms: u64,
+        context_id: u32,
+    ) -> Answer<'_> {
+        if self.table.knows_key(key) {
+            return Answer::Table(self.table.lookup(key, destination));
+        }
+        if let CacheLookup::Hit(target) = self.cache.lookup(key, destination, now_ms) {
+            return Answer::Cached(target);
+        }
+        if self.inflight.contains(key) {
+            self.inflight.join(key, context_id);
+            return Answer::Wait;
+        }
+        if !self.breaker.allow(now_ms) {
+            return Answer::FailOpen;
+        }
+        match self.inflight.join(key, context_id) {
+            Joined::Owner => Answer::Call,
+            Joined::Waiter => Answer::Wait,
+        }
+    }
+
+    /// The answer once a call settled: known, or `None` (fail open). Never
+    /// starts a call.
+    pub fn settled(
+        &mut self,
+        key: &str,
+        destination: &str,
+        now_ms: u64,
+    ) -> Option<Option<&SandboxTarget>> {
+        if self.table.knows_key(key) {
+            return Some(self.table.lookup(key, destination));
+        }
+        match self.cache.lookup(key, destination, now_ms) {
+            CacheLookup::Hit(target) => Some(target),
+            CacheLookup::Miss => None,
+        }
+    }
+
+    /// Records the RouteService's answer for `key`; returns the waiting
+    /// requests to resume (the owner resumes itself).
+    pub fn call_finished(
+        &mut self,
+        key: &str,
+        result: Result<RoutesAnswer, BadAnswer>,
+        now_ms: u64,
+    ) -> Vec<u32> {
+        match result {
+            Ok(answer) => {
+                self.breaker.record_success();
+                self.cache.insert(key, answer.version, answer.table, now_ms);
+            }
+            Err(_) => self.breaker.record_failure(now_ms),
+        }
+        self.inflight.complete(key)
+    }
+
+    /// A request ended while waiting or owning a call: the waiters to
+    /// resume without an answer (see [`InFlight::leave`]).
+    pub fn request_ended(&mut self, context_id: u32) -> Vec<u32> {
+        self.inflight.leave(context_id)
+    }
+
+    /// Adopts a synced table; cached answers it supersedes are dropped.
+    pub fn adopt_table(&mut self, version: u64, table: RouteTable) {
+        self.table = table;
+        self.table_version = Some(version);
+        self.cache.superseded_by(version);
+    }
+
+    /// A table sync succeeded (200 or 304) or failed: the RouteService's
+    /// health, for the breaker.
+    pub fn sync_finished(&mut self, ok: bool, now_ms: u64) {
+        if ok {
+            self.breaker.record_success();
+        } else {
+            self.breaker.record_failure(now_ms);
+        }
+    }
+
+    pub fn table_version(&self) -> Option<u64> {
+        self.table_version
+    }
+
+    pub fn table_len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::FAILURE_THRESHOLD;
+    use crate::route_table::Route;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const SVC: &str = "svc.ns.svc.cluster.local";
+    const POLICY: CachePolicy = CachePolicy {
+        ttl_ms: 1000,
+        negative_ttl_ms: 100,
+        max_entries: 100,
+    };
+
+    fn table(key: &str) -> RouteTable {
+        RouteTable::new(&[Route {
+            routing_key: key.into(),
+            sandbox: key.into(),
+            baseline: SVC.into(),
+            target: format!("svc-{key}.ns.svc.cluster.local"),
+        }])
+        .unwrap()
+    }
+
+    fn answer(version: u64, key: &str) -> Result<RoutesAnswer, BadAnswer> {
+        Ok(RoutesAnswer {
+            version,
+            table: table(key),
+        })
+    }
+
+    fn sandbox(a: Answer<'_>) -> Option<String> {
+        match a {
+            Answer::Table(t) | Answer::Cached(t) => t.map(|t| t.sandbox.clone()),
+            other => panic!("not known: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_table_answers_without_a_call() {
+        let mut w = WorkerRoutes::new(table("boot"), POLICY);
+        assert_eq!(
+            sandbox(w.answer("boot", SVC, 0, 1)).as_deref(),
+            Some("boot")
+        );
+        assert_eq!(sandbox(w.answer("boot", "other.ns", 0, 1)), None);
+        w.adopt_table(3, table("synced"));
+        assert_eq!(w.table_version(), Some(3));
+        assert_eq!(
+            w.answer("boot", SVC, 0, 1),
+            Answer::Call,
+            "bootstrap replaced"
+        );
+    }
+
+    #[test]
+    fn a_miss_makes_one_call_shared_by_waiters_then_caches() {
+        let mut w = WorkerRoutes::new(RouteTable::default(), POLICY);
+        assert_eq!(w.answer("new", SVC, 0, 1), Answer::Call);
+        assert_eq!(w.answer("new", SVC, 0, 2), Answer::Wait);
+        assert_eq!(w.answer("new", SVC, 0, 3), Answer::Wait);
+        assert_eq!(w.call_finished("new", answer(5, "new"), 10), vec![2, 3]);
+        assert_eq!(
+            w.settled("new", SVC, 10)
+                .flatten()
+                .map(|t| t.sandbox.as_str()),
+            Some("new")
+        );
+        assert_eq!(
+            sandbox(w.answer("new", SVC, 500, 4)).as_deref(),
+            Some("new")
+        );
+        assert_eq!(w.answer("new", SVC, 1010, 5), Answer::Call, "expired");
+    }
+
+    #[test]
+    fn unknown_keys_are_cached_negatively() {
+        let mut w = WorkerRoutes::new(RouteTable::default(), POLICY);
+        assert_eq!(w.answer("nope", SVC, 0, 1), Answer::Call);
+        let empty = Ok(RoutesAnswer {
+            version: 5,
+            table: RouteTable::default(),
+        });
+        w.call_finished("nope", empty, 0);
+        assert_eq!(w.answer("nope", SVC, 99, 2), Answer::Cached(None));
+        assert_eq!(w.answer("nope", SVC, 100, 3), Answer::Call);
+    }
+
+    #[test]
+    fn failures_are_not_cached_and_open_the_breaker() {
+        let mut w = WorkerRoutes::new(RouteTable::default(), POLICY);
+        for id in 0..FAILURE_THRESHOLD {
+            assert_eq!(w.answer("k", SVC, 0, id), Answer::Call);
+            w.call_finished("k", Err(BadAnswer::NoStatus), 0);
+            assert_eq!(w.settled("k", SVC, 0), None);
+        }
+        assert_eq!(w.answer("k", SVC, 1, 99), Answer::FailOpen);
+        // Known keys still route while the RouteService is down.
+        w.adopt_table(1, table("k"));
+        assert_eq!(sandbox(w.answer("k", SVC, 1, 100)).as_deref(), Some("k"));
+        // A successful sync closes the breaker.
+        w.sync_finished(true, 2);
+        assert_eq!(w.answer("other", SVC, 2, 101), Answer::Call);
+    }
+
+    #[test]
+    fn a_newer_table_drops_older_cached_answers() {
+        let mut w = WorkerRoutes::new(RouteTable::default(), POLICY);
+        w.answer("gone", SVC, 0, 1);
+        w.call_finished("gone", answer(4, "gone"), 0);
+        w.adopt_table(5, RouteTable::default());
+        assert_eq!(w.answer("gone", SVC, 1, 2), Answer::Call);
+    }
+
+    #[test]
+    fn an_owner_ending_releases_waiters() {
+        let mut w = WorkerRoutes::new(RouteTable::default(), POLICY);
+        w.answer("k", SVC, 0, 1);
+        w.answer("k", SVC, 0, 2);
+        assert_eq!(w.request_ended(1), vec![2]);
+        assert_eq!(w.answer("k", SVC, 0, 3), Answer::Call);
+    }
+}

@@ -1,0 +1,293 @@
+//! The local demo mesh of INTERFACES section 8, as one value.
+//!
+//! A caller `frontend` in namespace `demo` whose sidecar reaches `catalog`
+//! and `reviews`, each with a baseline and a fork `<svc>-pr-42`. Envoy's
+//! routes know both forks — a VirtualService header rule per fork in
+//! `header` mode, and in every mode the forks' own virtual hosts, as Istio
+//! generates for any service — while which requests the plugin sends to a
+//! fork is up to the plugin configuration the caller passes in.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::{json, Value};
+
+use crate::bootstrap::{
+    HeaderRoute, MeshService, SidecarBootstrap, WasmPlugin, Workload, LISTENER_NAME,
+};
+use crate::envoy::{self, Envoy, RunFiles};
+use crate::upstream::{Identity, Upstream};
+
+/// The demo namespace.
+pub const NAMESPACE: &str = "demo";
+/// The demo services (short names).
+pub const SERVICES: [&str; 2] = ["catalog", "reviews"];
+/// The demo sandbox, which is also its routing key.
+pub const SANDBOX: &str = "pr-42";
+/// The route header (plugin default `routeHeader`).
+pub const ROUTE_HEADER: &str = "x-sandbox-route";
+/// The calling workload.
+pub const CALLER: &str = "frontend";
+/// The WasmPlugin's name as Istio would render it (`<namespace>.<name>`).
+pub const PLUGIN_NAME: &str = "istio-system.sandbox-router";
+
+/// How the plugin marks a request for a fork, and so what routes Envoy needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The plugin sets the route header; a VirtualService rule matches it.
+    Header,
+    /// The plugin rewrites `:authority`; the fork's own virtual host matches.
+    Authority,
+}
+
+impl Mode {
+    /// The plugin config spelling: `header` or `authority`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Header => "header",
+            Mode::Authority => "authority",
+        }
+    }
+}
+
+impl FromStr for Mode {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "header" => Ok(Mode::Header),
+            "authority" => Ok(Mode::Authority),
+            other => bail!("mode must be `header` or `authority`, not {other:?}"),
+        }
+    }
+}
+
+/// `<service>.demo.svc.cluster.local`.
+pub fn fqdn(service: &str) -> String {
+    format!("{service}.{NAMESPACE}.{}", crate::bootstrap::CLUSTER_DOMAIN)
+}
+
+/// The fork of `service` for `sandbox`: `<service>-<sandbox>`.
+pub fn fork_name(service: &str, sandbox: &str) -> String {
+    format!("{service}-{sandbox}")
+}
+
+/// The plugin configuration `make run` uses: a static route table in which
+/// sandbox `pr-42` (key `pr-42`) forks `catalog` only.
+pub fn demo_plugin_config(mode: Mode) -> Value {
+    json!({
+        "mode": mode.as_str(),
+        "namespace": NAMESPACE,
+        "routes": [{
+            "routingKey": SANDBOX,
+            "sandbox": SANDBOX,
+            "baseline": fqdn("catalog"),
+            "target": fqdn(&fork_name("catalog", SANDBOX)),
+        }],
+    })
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct MeshOptions {
+    /// Decides the Envoy routes (the plugin's own `mode` is in `plugin_config`).
+    pub mode: Mode,
+    /// The plugin configuration, passed to the plugin as JSON text.
+    pub plugin_config: Value,
+    /// Outbound listener port on 127.0.0.1; `0` picks a free one.
+    pub listener_port: u16,
+    /// Admin port on 127.0.0.1; `0` picks a free one.
+    pub admin_port: u16,
+    /// First upstream port (the four upstreams take consecutive ports);
+    /// `None` picks free ports.
+    pub upstream_base_port: Option<u16>,
+    /// Names the run directory.
+    pub label: String,
+}
+
+impl MeshOptions {
+    /// Free ports everywhere, for tests running in parallel.
+    pub fn for_tests(mode: Mode, plugin_config: Value) -> Self {
+        Self {
+            mode,
+            plugin_config,
+            listener_port: 0,
+            admin_port: 0,
+            upstream_base_port: None,
+            label: format!("mesh-{}", mode.as_str()),
+        }
+    }
+
+    /// The demo's fixed ports (listener 10000, admin 9901), overridable by
+    /// `DEMO_LISTENER_PORT`, `DEMO_ADMIN_PORT` and `DEMO_UPSTREAM_BASE_PORT`.
+    pub fn for_demo(mode: Mode, plugin_config: Value) -> Result<Self> {
+        Ok(Self {
+            mode,
+            plugin_config,
+            listener_port: port_from_env("DEMO_LISTENER_PORT")?.unwrap_or(10000),
+            admin_port: port_from_env("DEMO_ADMIN_PORT")?.unwrap_or(9901),
+            upstream_base_port: port_from_env("DEMO_UPSTREAM_BASE_PORT")?,
+            label: "demo".to_owned(),
+        })
+    }
+}
+
+fn port_from_env(name: &str) -> Result<Option<u16>> {
+    match std::env::var(name) {
+        Ok(text) => {
+            Ok(Some(text.parse().with_context(|| {
+                format!("{name}={text:?} is not a port")
+            })?))
+        }
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("reading {name}")),
+    }
+}
+
+/// The running demo mesh. Dropping it stops Envoy, then the upstreams.
+#[derive(Debug)]
+pub struct DemoMesh {
+    envoy: Envoy,
+    upstreams: Vec<Upstream>,
+    listener: SocketAddr,
+    mode: Mode,
+}
+
+impl DemoMesh {
+    /// Starts the four upstreams and an Envoy in front of them, and waits
+    /// until Envoy is ready.
+    pub fn start(options: &MeshOptions) -> Result<Self> {
+        let Launched {
+            mut envoy,
+            upstreams,
+        } = launch(options)?;
+        envoy.wait_until_ready()?;
+        let listener = envoy.listener_addr(LISTENER_NAME)?;
+        Ok(Self {
+            envoy,
+            upstreams,
+            listener,
+            mode: options.mode,
+        })
+    }
+
+    /// Where callers send requests (the outbound listener).
+    pub fn listener(&self) -> SocketAddr {
+        self.listener
+    }
+
+    /// The Envoy process.
+    pub fn envoy(&self) -> &Envoy {
+        &self.envoy
+    }
+
+    /// The upstreams, baselines and forks.
+    pub fn upstreams(&self) -> &[Upstream] {
+        &self.upstreams
+    }
+
+    /// The mode its routes were built for.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+}
+
+/// The upstreams and an Envoy that was started but not waited for, to watch
+/// an Envoy that is expected to refuse its configuration.
+#[derive(Debug)]
+pub struct Launched {
+    /// The Envoy process, maybe still starting.
+    pub envoy: Envoy,
+    /// The running upstreams.
+    pub upstreams: Vec<Upstream>,
+}
+
+/// Starts the upstreams and spawns Envoy without waiting for it.
+pub fn launch(options: &MeshOptions) -> Result<Launched> {
+    let upstreams = start_upstreams(options.upstream_base_port)?;
+    let files = RunFiles::in_dir(&crate::new_run_dir(&options.label)?);
+    let bootstrap = sidecar_bootstrap(options, &upstreams, &files)?;
+    let envoy = Envoy::spawn(&bootstrap.to_json(), files)?;
+    Ok(Launched { envoy, upstreams })
+}
+
+/// Baseline and fork of every demo service, in that order.
+fn start_upstreams(base_port: Option<u16>) -> Result<Vec<Upstream>> {
+    let variants = SERVICES
+        .iter()
+        .flat_map(|service| [(*service, "baseline"), (*service, SANDBOX)]);
+    variants
+        .enumerate()
+        .map(|(index, (service, variant))| {
+            let port = match base_port {
+                Some(base) => base
+                    .checked_add(u16::try_from(index)?)
+                    .context("upstream port out of range")?,
+                None => 0,
+            };
+            let identity = Identity {
+                service: service.to_owned(),
+                variant: variant.to_owned(),
+            };
+            Upstream::start(identity, port)
+        })
+        .collect()
+}
+
+fn sidecar_bootstrap(
+    options: &MeshOptions,
+    upstreams: &[Upstream],
+    files: &RunFiles,
+) -> Result<SidecarBootstrap> {
+    let services = upstreams.iter().map(mesh_service).collect();
+    let header_routes = match options.mode {
+        Mode::Header => SERVICES
+            .iter()
+            .map(|service| fork_header_route(service))
+            .collect(),
+        Mode::Authority => Vec::new(),
+    };
+    Ok(SidecarBootstrap {
+        workload: Workload {
+            name: CALLER.to_owned(),
+            namespace: NAMESPACE.to_owned(),
+        },
+        listener_port: options.listener_port,
+        admin_port: options.admin_port,
+        services,
+        header_routes,
+        plugin: WasmPlugin {
+            name: PLUGIN_NAME.to_owned(),
+            wasm_path: envoy::plugin_wasm()?,
+            configuration: options.plugin_config.to_string(),
+        },
+        access_log: files.access_log(),
+    })
+}
+
+/// The Kubernetes service an upstream plays: `<svc>` or `<svc>-<sandbox>`.
+fn mesh_service(upstream: &Upstream) -> MeshService {
+    let Identity { service, variant } = upstream.identity();
+    let name = if variant == "baseline" {
+        service.clone()
+    } else {
+        fork_name(service, variant)
+    };
+    MeshService {
+        name,
+        namespace: NAMESPACE.to_owned(),
+        endpoint: upstream.addr(),
+    }
+}
+
+/// The VirtualService rule that sends `service` requests carrying
+/// `x-sandbox-route: pr-42` to the fork.
+fn fork_header_route(service: &str) -> HeaderRoute {
+    HeaderRoute {
+        service: fqdn(service),
+        header: ROUTE_HEADER.to_owned(),
+        value: SANDBOX.to_owned(),
+        target: fqdn(&fork_name(service, SANDBOX)),
+    }
+}

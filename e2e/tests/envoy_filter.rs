@@ -1,0 +1,748 @@
+//! The release plugin in a real Envoy, driven by real requests.
+//!
+//! Each mode gets one Envoy (with its four upstreams) shared by the tests of
+//! this binary: starting V8 costs about a second, and every port is picked
+//! free, so tests run in parallel. Each test ends by checking that Envoy's
+//! log shows no plugin failure. Counters are checked as "moved" (before <
+//! after), which holds however the parallel tests interleave.
+//!
+//! Needs the release `.wasm` (`make build`) and Envoy (`make run` installs
+//! it); see e2e/README.md.
+
+// This whole file is test code, helpers included: a failing check should
+// fail the test loudly. clippy.toml only exempts `#[test]` functions
+// themselves, not the helpers they share.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::OnceLock;
+
+use sandbox_router_e2e::client::{Request, Response};
+use sandbox_router_e2e::envoy::Startup;
+use sandbox_router_e2e::envoy_log;
+use sandbox_router_e2e::mesh::{self, DemoMesh, MeshOptions, Mode};
+use sandbox_router_e2e::upstream::Echo;
+
+const KEY: &str = "pr-42";
+const CATALOG: &str = "catalog.demo.svc.cluster.local";
+const CATALOG_PORT: &str = "catalog.demo.svc.cluster.local:8080";
+const REVIEWS: &str = "reviews.demo.svc.cluster.local";
+const CATALOG_FORK: &str = "catalog-pr-42.demo.svc.cluster.local";
+
+// ---------------------------------------------------------------- harness
+
+fn header_mesh() -> &'static DemoMesh {
+    static MESH: OnceLock<Result<DemoMesh, String>> = OnceLock::new();
+    shared_mesh(&MESH, Mode::Header)
+}
+
+fn authority_mesh() -> &'static DemoMesh {
+    static MESH: OnceLock<Result<DemoMesh, String>> = OnceLock::new();
+    shared_mesh(&MESH, Mode::Authority)
+}
+
+/// Header mode with every carrier option changed and the incoming route
+/// header trusted (a caller behind a gateway that already routed it).
+fn custom_config_mesh() -> &'static DemoMesh {
+    static MESH: OnceLock<Result<DemoMesh, String>> = OnceLock::new();
+    let started = MESH.get_or_init(|| {
+        let mut config = mesh::demo_plugin_config(Mode::Header);
+        config["trustIncomingRouteHeader"] = true.into();
+        config["routingKey"] = serde_json::json!({
+            "baggageKeys": ["sandbox"],
+            "legacyHeaders": false,
+            "headers": ["x-routing-key"],
+        });
+        let mut options = MeshOptions::for_tests(Mode::Header, config);
+        options.label = "mesh-custom".to_owned();
+        DemoMesh::start(&options).map_err(|error| format!("{error:#}"))
+    });
+    started
+        .as_ref()
+        .unwrap_or_else(|error| panic!("could not start the custom-config mesh: {error}"))
+}
+
+/// Starts the mesh once per test binary; never dropped, so Envoy goes when
+/// the test process does (parent-death signal).
+fn shared_mesh(cell: &'static OnceLock<Result<DemoMesh, String>>, mode: Mode) -> &'static DemoMesh {
+    let started = cell.get_or_init(|| {
+        let options = MeshOptions::for_tests(mode, mesh::demo_plugin_config(mode));
+        DemoMesh::start(&options).map_err(|error| format!("{error:#}"))
+    });
+    match started {
+        Ok(mesh) => mesh,
+        Err(error) => panic!("could not start the {mode:?} mesh: {error}"),
+    }
+}
+
+/// A GET of `/` to `host` (the Host header becomes `:authority`).
+fn to(host: &str) -> Request {
+    Request::get("/").header("host", host)
+}
+
+/// `baggage: sd-routing-key=<value>`.
+fn with_key(host: &str, value: &str) -> Request {
+    to(host).header("baggage", format!("sd-routing-key={value}"))
+}
+
+fn send(mesh: &DemoMesh, request: &Request) -> Response {
+    request
+        .send(mesh.listener())
+        .unwrap_or_else(|error| panic!("{error:#}\nrequest:\n{}", shown(request)))
+}
+
+/// Sends `request`, asserts a 200 from `served_by`, returns what the upstream saw.
+#[track_caller]
+fn assert_served_by(mesh: &DemoMesh, request: &Request, served_by: &str) -> Echo {
+    let response = send(mesh, request);
+    assert_eq!(
+        (response.status, response.header("x-served-by").as_deref()),
+        (200, Some(served_by)),
+        "request:\n{}\nresponse: {} {}\n{}",
+        shown(request),
+        response.status,
+        response.headers_text(),
+        response.text()
+    );
+    Echo::parse(&response.body).unwrap()
+}
+
+fn shown(request: &Request) -> String {
+    let text = String::from_utf8_lossy(&request.to_bytes()).into_owned();
+    match text.char_indices().nth(600) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()),
+        None => text,
+    }
+}
+
+/// The plugin never failed, trapped or panicked in this Envoy so far.
+#[track_caller]
+fn assert_plugin_healthy(mesh: &DemoMesh) {
+    let log = mesh.envoy().log().unwrap();
+    let problems = envoy_log::plugin_problems(&log);
+    assert!(
+        problems.is_empty(),
+        "plugin problems in {}:\n{}",
+        mesh.envoy().files().log.display(),
+        problems.join("\n")
+    );
+}
+
+fn counter(mesh: &DemoMesh, name: &str) -> u64 {
+    mesh.envoy()
+        .plugin_counter(name)
+        .unwrap()
+        .unwrap_or_else(|| {
+            panic!("the plugin defines no counter {name} (looked for wasmcustom.{name} in /stats)")
+        })
+}
+
+/// Asserts that sending `request` moves counter `name`.
+#[track_caller]
+fn assert_counts(mesh: &DemoMesh, name: &str, request: &Request) {
+    let before = counter(mesh, name);
+    let response = send(mesh, request);
+    let after = counter(mesh, name);
+    assert!(
+        after > before,
+        "{name} stayed at {before} after:\n{}\n(response {})",
+        shown(request),
+        response.status
+    );
+}
+
+// ---------------------------------------------------------- routing key
+
+#[test]
+fn key_routes_catalog_to_its_fork_with_the_route_header() {
+    let mesh = header_mesh();
+    let echo = assert_served_by(mesh, &with_key(CATALOG, KEY), "catalog/pr-42");
+    assert_eq!(echo.header_values("x-sandbox-route"), ["pr-42"]);
+    // Header mode leaves the authority alone.
+    assert_eq!(echo.header("host").as_deref(), Some(CATALOG));
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn no_key_goes_to_baseline_untouched() {
+    let mesh = header_mesh();
+    let echo = assert_served_by(mesh, &to(CATALOG), "catalog/baseline");
+    assert_eq!(echo.header("x-sandbox-route"), None);
+    assert_eq!(echo.header("host").as_deref(), Some(CATALOG));
+    // Baggage without our member is not a key either.
+    assert_served_by(
+        mesh,
+        &to(CATALOG).header("baggage", "userId=alice,sd-routing-keys=pr-42"),
+        "catalog/baseline",
+    );
+    assert_served_by(mesh, &with_key(CATALOG, ""), "catalog/baseline");
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn invalid_keys_go_to_baseline() {
+    let mesh = header_mesh();
+    let too_long = "a".repeat(200);
+    let just_too_long = "a".repeat(129);
+    for key in [
+        "bad%20key",
+        too_long.as_str(),
+        just_too_long.as_str(),
+        "pr%2F42",
+        "pr/42",
+        "pr-42%",
+        "pr-%ZZ42",
+        "%C3%A9t%C3%A9",
+        "pr+42",
+        "\"pr-42\"",
+    ] {
+        let echo = assert_served_by(mesh, &with_key(CATALOG, key), "catalog/baseline");
+        assert_eq!(echo.header("x-sandbox-route"), None, "key {key:?}");
+    }
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn longest_valid_key_is_accepted_as_a_key() {
+    // 128 bytes is valid but unknown: baseline, counted as a valid key's miss,
+    // not as an invalid key.
+    let mesh = header_mesh();
+    let key = "k".repeat(128);
+    assert_served_by(mesh, &with_key(CATALOG, &key), "catalog/baseline");
+    assert_counts(mesh, "sandbox_router.baseline", &with_key(CATALOG, &key));
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn unknown_key_goes_to_baseline() {
+    let mesh = header_mesh();
+    let echo = assert_served_by(mesh, &with_key(CATALOG, "pr-99"), "catalog/baseline");
+    assert_eq!(echo.header("x-sandbox-route"), None);
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn key_for_a_service_the_sandbox_does_not_fork_goes_to_baseline() {
+    // Envoy has a route to reviews-pr-42, but sandbox pr-42 forks catalog only.
+    let mesh = header_mesh();
+    let echo = assert_served_by(mesh, &with_key(REVIEWS, KEY), "reviews/baseline");
+    assert_eq!(echo.header("x-sandbox-route"), None);
+    assert_served_by(mesh, &with_key("reviews:8080", KEY), "reviews/baseline");
+    assert_plugin_healthy(mesh);
+}
+
+// ------------------------------------------------------ baggage parsing
+
+#[test]
+fn key_in_a_second_baggage_line_routes() {
+    let mesh = header_mesh();
+    let request = to(CATALOG)
+        .header("baggage", "userId=alice,tenant=acme")
+        .header("baggage", "sd-routing-key=pr-42");
+    let echo = assert_served_by(mesh, &request, "catalog/pr-42");
+    assert_eq!(echo.header_values("x-sandbox-route"), ["pr-42"]);
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn key_among_members_with_properties_routes() {
+    let mesh = header_mesh();
+    for baggage in [
+        "a=1;p=2,b=2,sd-routing-key=pr-42;ttl=10,c=3",
+        "sd-routing-key=pr-42;ttl=10;flag",
+        "a=1, sd-routing-key = pr-42 ;ttl=10 , c=3",
+    ] {
+        assert_served_by(
+            mesh,
+            &to(CATALOG).header("baggage", baggage),
+            "catalog/pr-42",
+        );
+    }
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn percent_encoded_key_routes() {
+    let mesh = header_mesh();
+    assert_served_by(mesh, &with_key(CATALOG, "pr%2D42"), "catalog/pr-42");
+    assert_served_by(mesh, &with_key(CATALOG, "%70%72%2d%34%32"), "catalog/pr-42");
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn legacy_jaeger_and_opentracing_headers_route() {
+    let mesh = header_mesh();
+    for name in [
+        "uberctx-sd-routing-key",
+        "ot-baggage-sd-routing-key",
+        "Uberctx-SD-Routing-Key",
+    ] {
+        let echo = assert_served_by(mesh, &to(CATALOG).header(name, KEY), "catalog/pr-42");
+        assert_eq!(echo.header_values("x-sandbox-route"), ["pr-42"], "{name}");
+    }
+    // Jaeger's value is URL-query-encoded.
+    assert_served_by(
+        mesh,
+        &to(CATALOG).header("uberctx-sd-routing-key", "pr%2D42"),
+        "catalog/pr-42",
+    );
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn w3c_baggage_wins_over_legacy_headers() {
+    let mesh = header_mesh();
+    let baggage_routes = with_key(CATALOG, KEY)
+        .header("uberctx-sd-routing-key", "pr-99")
+        .header("ot-baggage-sd-routing-key", "pr-99");
+    assert_served_by(mesh, &baggage_routes, "catalog/pr-42");
+    let baggage_unknown = with_key(CATALOG, "pr-99")
+        .header("uberctx-sd-routing-key", KEY)
+        .header("ot-baggage-sd-routing-key", KEY);
+    assert_served_by(mesh, &baggage_unknown, "catalog/baseline");
+    assert_plugin_healthy(mesh);
+}
+
+// -------------------------------------------------------- anti-spoofing
+
+#[test]
+fn spoofed_route_header_without_key_is_removed() {
+    let mesh = header_mesh();
+    // Envoy has a header rule to each fork: only the plugin's removal (and
+    // its route-cache clearing) keeps these on baseline.
+    for host in [CATALOG, REVIEWS, "catalog:8080"] {
+        let request = to(host).header("x-sandbox-route", KEY);
+        let service = host.split(['.', ':']).next().unwrap();
+        let echo = assert_served_by(mesh, &request, &format!("{service}/baseline"));
+        assert_eq!(echo.header("x-sandbox-route"), None, "{host}");
+    }
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn spoofed_route_header_with_a_valid_key_still_routes_to_the_fork() {
+    let mesh = header_mesh();
+    for spoofed in ["pr-42", "pr-99", "other"] {
+        let request = with_key(CATALOG, KEY).header("x-sandbox-route", spoofed);
+        let echo = assert_served_by(mesh, &request, "catalog/pr-42");
+        assert_eq!(
+            echo.header_values("x-sandbox-route"),
+            ["pr-42"],
+            "spoofed {spoofed:?}"
+        );
+    }
+    // A spoofed header to a service the key does not fork is dropped too.
+    let request = with_key(REVIEWS, KEY).header("x-sandbox-route", KEY);
+    let echo = assert_served_by(mesh, &request, "reviews/baseline");
+    assert_eq!(echo.header("x-sandbox-route"), None);
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn spoofed_route_header_lines_are_all_removed() {
+    let mesh = header_mesh();
+    let request = to(CATALOG)
+        .header("x-sandbox-route", KEY)
+        .header("X-Sandbox-Route", KEY)
+        .header("x-sandbox-route", [0xff, 0xfe]);
+    let echo = assert_served_by(mesh, &request, "catalog/baseline");
+    assert_eq!(echo.header("x-sandbox-route"), None);
+    assert_plugin_healthy(mesh);
+}
+
+// ---------------------------------------------------------------- hosts
+
+#[test]
+fn short_and_qualified_hosts_all_route() {
+    let mesh = header_mesh();
+    for host in [
+        "catalog",
+        "catalog:8080",
+        "catalog.demo",
+        "catalog.demo:8080",
+        CATALOG,
+        CATALOG_PORT,
+    ] {
+        let echo = assert_served_by(mesh, &with_key(host, KEY), "catalog/pr-42");
+        assert_eq!(
+            echo.header("host").as_deref(),
+            Some(host),
+            "header mode keeps the authority"
+        );
+        assert_served_by(mesh, &to(host), "catalog/baseline");
+    }
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn unknown_host_with_a_key_gets_envoys_no_route_answer() {
+    let mesh = header_mesh();
+    let response = send(mesh, &with_key("nowhere.example", KEY));
+    assert_eq!(response.status, 404, "{}", response.text());
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn other_methods_and_bodies_route_too() {
+    let mesh = header_mesh();
+    let request = Request::new("POST", "/orders?id=7")
+        .header("host", CATALOG)
+        .header("baggage", "sd-routing-key=pr-42")
+        .body(r#"{"item": 1}"#);
+    let echo = assert_served_by(mesh, &request, "catalog/pr-42");
+    assert_eq!(
+        (echo.method.as_str(), echo.target.as_str()),
+        ("POST", "/orders?id=7")
+    );
+    assert_plugin_healthy(mesh);
+}
+
+// ------------------------------------------------------- authority mode
+
+#[test]
+fn authority_mode_rewrites_the_authority_and_keeps_the_port() {
+    let mesh = authority_mesh();
+    let cases = [
+        (CATALOG_PORT, "catalog-pr-42.demo.svc.cluster.local:8080"),
+        ("catalog:8080", "catalog-pr-42.demo.svc.cluster.local:8080"),
+        (CATALOG, CATALOG_FORK),
+        ("catalog", CATALOG_FORK),
+    ];
+    for (host, rewritten) in cases {
+        let echo = assert_served_by(mesh, &with_key(host, KEY), "catalog/pr-42");
+        assert_eq!(
+            echo.header("host").as_deref(),
+            Some(rewritten),
+            "from {host}"
+        );
+        assert_eq!(
+            echo.header_values("x-sandbox-route"),
+            ["pr-42"],
+            "from {host}"
+        );
+    }
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn authority_mode_leaves_baseline_requests_alone() {
+    let mesh = authority_mesh();
+    let cases = [
+        (to(CATALOG_PORT), "catalog/baseline", CATALOG_PORT),
+        (
+            with_key(CATALOG_PORT, "pr-99"),
+            "catalog/baseline",
+            CATALOG_PORT,
+        ),
+        (
+            with_key(CATALOG_PORT, "bad%20key"),
+            "catalog/baseline",
+            CATALOG_PORT,
+        ),
+        (
+            with_key("reviews:8080", KEY),
+            "reviews/baseline",
+            "reviews:8080",
+        ),
+        (
+            to(CATALOG).header("x-sandbox-route", KEY),
+            "catalog/baseline",
+            CATALOG,
+        ),
+    ];
+    for (request, served_by, host) in cases {
+        let echo = assert_served_by(mesh, &request, served_by);
+        assert_eq!(echo.header("host").as_deref(), Some(host));
+        assert_eq!(echo.header("x-sandbox-route"), None, "{}", shown(&request));
+    }
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn authority_mode_reads_every_carrier() {
+    let mesh = authority_mesh();
+    let requests = [
+        to(CATALOG_PORT)
+            .header("baggage", "a=1")
+            .header("baggage", "sd-routing-key=pr%2D42;ttl=1"),
+        to(CATALOG_PORT).header("uberctx-sd-routing-key", KEY),
+        to(CATALOG_PORT).header("ot-baggage-sd-routing-key", KEY),
+    ];
+    for request in requests {
+        let echo = assert_served_by(mesh, &request, "catalog/pr-42");
+        assert_eq!(
+            echo.header("host").as_deref(),
+            Some("catalog-pr-42.demo.svc.cluster.local:8080")
+        );
+    }
+    assert_plugin_healthy(mesh);
+}
+
+// ------------------------------------------------------- custom config
+
+#[test]
+fn configured_carriers_replace_the_defaults() {
+    let mesh = custom_config_mesh();
+    assert_served_by(
+        mesh,
+        &to(CATALOG).header("baggage", "sandbox=pr-42"),
+        "catalog/pr-42",
+    );
+    assert_served_by(
+        mesh,
+        &to(CATALOG).header("x-routing-key", KEY),
+        "catalog/pr-42",
+    );
+    // The default baggage key and the legacy headers are off.
+    assert_served_by(mesh, &with_key(CATALOG, KEY), "catalog/baseline");
+    assert_served_by(
+        mesh,
+        &to(CATALOG).header("uberctx-sandbox", KEY),
+        "catalog/baseline",
+    );
+    assert_served_by(
+        mesh,
+        &to(CATALOG).header("ot-baggage-sandbox", KEY),
+        "catalog/baseline",
+    );
+    // Baggage still comes before plain headers.
+    let both = to(CATALOG)
+        .header("baggage", "sandbox=pr-99")
+        .header("x-routing-key", KEY);
+    assert_served_by(mesh, &both, "catalog/baseline");
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn trusted_route_header_is_kept() {
+    let mesh = custom_config_mesh();
+    let echo = assert_served_by(
+        mesh,
+        &to(CATALOG).header("x-sandbox-route", KEY),
+        "catalog/pr-42",
+    );
+    assert_eq!(echo.header_values("x-sandbox-route"), ["pr-42"]);
+    let echo = assert_served_by(
+        mesh,
+        &to(REVIEWS).header("x-sandbox-route", KEY),
+        "reviews/pr-42",
+    );
+    assert_eq!(echo.header_values("x-sandbox-route"), ["pr-42"]);
+    assert_plugin_healthy(mesh);
+}
+
+// ------------------------------------------------ garbage and oversize
+
+/// Baggage values Envoy's codec lets through that no parser should choke on.
+fn garbage_baggage() -> Vec<(&'static str, Vec<u8>)> {
+    let high_bytes: Vec<u8> = (0x80..=0xff).collect();
+    let mut with_high_bytes = b"sd-routing-key=".to_vec();
+    with_high_bytes.extend(&high_bytes);
+    let sixteen_kib = format!("big={}", "x".repeat(16 * 1024)).into_bytes();
+    let many_members = (0..300)
+        .map(|i| format!("m{i}=v{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+        .into_bytes();
+    vec![
+        ("bytes 0x80-0xFF", high_bytes),
+        ("key with bytes 0x80-0xFF", with_high_bytes),
+        ("16 KiB", sixteen_kib),
+        ("300 members", many_members),
+        ("separators only", b",,,;;;===".to_vec()),
+        (
+            "tabs and quotes",
+            b"\ta=\"1\"\t,\tb=\\x,{}=[],sd-routing-key=\tpr 42".to_vec(),
+        ),
+        ("empty", Vec::new()),
+        ("equals only", b"=".to_vec()),
+        ("key without value", b"sd-routing-key".to_vec()),
+        ("double equals", b"sd-routing-key==pr-42".to_vec()),
+        ("truncated percent", b"sd-routing-key=%".to_vec()),
+        ("percent-encoded NUL", b"sd-routing-key=pr%0042".to_vec()),
+        ("overlong UTF-8", b"sd-routing-key=%C0%AF".to_vec()),
+        ("spaces", b"   ,   ,   ".to_vec()),
+    ]
+}
+
+#[test]
+fn garbage_baggage_goes_to_baseline_never_5xx() {
+    for mesh in [header_mesh(), authority_mesh()] {
+        for (what, baggage) in garbage_baggage() {
+            let request = to(CATALOG_PORT).header("baggage", &baggage);
+            let echo = assert_served_by(mesh, &request, "catalog/baseline");
+            assert_eq!(echo.header("x-sandbox-route"), None, "{what}");
+        }
+        assert_plugin_healthy(mesh);
+    }
+}
+
+#[test]
+fn garbage_in_legacy_headers_goes_to_baseline() {
+    let mesh = header_mesh();
+    let values: [&[u8]; 4] = [&[0x80, 0xff], b"%", b"%ZZ", b"pr 42"];
+    for value in values {
+        for name in ["uberctx-sd-routing-key", "ot-baggage-sd-routing-key"] {
+            assert_served_by(mesh, &to(CATALOG).header(name, value), "catalog/baseline");
+        }
+    }
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn many_baggage_lines_go_to_baseline() {
+    let mesh = header_mesh();
+    // Envoy's default limit is 100 header lines (431 beyond): stay just below.
+    let request = (0..95).fold(to(CATALOG), |request, i| {
+        request.header("baggage", format!("m{i}=v{i}"))
+    });
+    assert_served_by(mesh, &request, "catalog/baseline");
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn control_characters_are_refused_by_envoy_before_the_plugin() {
+    // Envoy's HTTP/1 codec answers 400 to CTLs other than HTAB in a header
+    // value; the plugin never sees them. What matters: no 5xx, no crash.
+    let mesh = header_mesh();
+    for value in [
+        &b"a=\x01"[..],
+        b"sd-routing-key=pr-42\x0b",
+        b"a=\x7f",
+        b"a=\x1f",
+    ] {
+        let request = to(CATALOG).header("baggage", value);
+        let response = send(mesh, &request);
+        assert_eq!(response.status, 400, "{}", shown(&request));
+        assert_eq!(response.header("x-served-by"), None);
+    }
+    assert_plugin_healthy(mesh);
+}
+
+// ------------------------------------------------------------- counters
+
+#[test]
+fn plugin_counters_are_exposed_under_wasmcustom() {
+    let mesh = header_mesh();
+    let stats = mesh.envoy().stats().unwrap();
+    for name in [
+        "sandbox_router.routed",
+        "sandbox_router.baseline",
+        "sandbox_router.no_key",
+        "sandbox_router.invalid_key",
+        "sandbox_router.spoofed_header_removed",
+        "sandbox_router.config_rejected",
+    ] {
+        assert!(
+            stats.contains_key(&format!("wasmcustom.{name}")),
+            "no wasmcustom.{name} in /stats"
+        );
+    }
+    assert_eq!(stats["wasmcustom.sandbox_router.config_rejected"], 0);
+}
+
+#[test]
+fn plugin_counters_move_with_each_outcome() {
+    let mesh = header_mesh();
+    assert_counts(mesh, "sandbox_router.routed", &with_key(CATALOG, KEY));
+    assert_counts(mesh, "sandbox_router.baseline", &with_key(CATALOG, "pr-99"));
+    assert_counts(mesh, "sandbox_router.no_key", &to(CATALOG));
+    assert_counts(
+        mesh,
+        "sandbox_router.invalid_key",
+        &with_key(CATALOG, "bad%20key"),
+    );
+    assert_counts(
+        mesh,
+        "sandbox_router.spoofed_header_removed",
+        &to(CATALOG).header("x-sandbox-route", KEY),
+    );
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn prometheus_output_names_plugin_counters_without_the_namespace() {
+    let mesh = header_mesh();
+    send(mesh, &with_key(CATALOG, KEY));
+    let (status, text) = mesh.envoy().admin_get("/stats/prometheus").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with("sandbox_router_routed")),
+        "no sandbox_router_routed in /stats/prometheus"
+    );
+}
+
+// ------------------------------------------------------ rejected config
+
+/// Starts an Envoy whose plugin gets `plugin_config` and returns how it
+/// ended and its log: Envoy refuses a plugin that fails `on_configure`.
+fn start_with_bad_config(plugin_config: serde_json::Value) -> (Startup, String) {
+    let mut options = MeshOptions::for_tests(Mode::Header, plugin_config);
+    options.label = "bad-config".to_owned();
+    let mut launched = mesh::launch(&options).unwrap();
+    let startup = launched
+        .envoy
+        .wait_for_startup(sandbox_router_e2e::envoy::STARTUP_TIMEOUT)
+        .unwrap();
+    (startup, launched.envoy.log_and_console())
+}
+
+#[track_caller]
+fn assert_rejected(plugin_config: serde_json::Value, field: &str) {
+    let (startup, log) = start_with_bad_config(plugin_config.clone());
+    let Startup::Exited(status) = startup else {
+        panic!("Envoy started with plugin config {plugin_config}");
+    };
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "exit status; log:\n{}",
+        envoy_log::tail(&log, 20)
+    );
+    let invalid: Vec<&str> = envoy_log::plugin_lines(&log)
+        .into_iter()
+        .filter(|line| line.contains("sandbox-router: invalid configuration:"))
+        .collect();
+    assert_eq!(
+        invalid.len(),
+        1,
+        "one invalid-configuration line expected; log:\n{}",
+        envoy_log::tail(&log, 20)
+    );
+    assert!(
+        invalid[0].contains("[error]"),
+        "logged at error level: {}",
+        invalid[0]
+    );
+    assert!(
+        invalid[0].contains(field),
+        "the line names {field}: {}",
+        invalid[0]
+    );
+    assert!(
+        log.contains(&format!(
+            "Unable to create Wasm plugin {}",
+            mesh::PLUGIN_NAME
+        )),
+        "Envoy names the plugin it could not create; log:\n{}",
+        envoy_log::tail(&log, 20)
+    );
+}
+
+#[test]
+fn bad_mode_makes_envoy_refuse_to_start() {
+    assert_rejected(serde_json::json!({"mode": "sideways"}), "mode");
+}
+
+#[test]
+fn unknown_field_makes_envoy_refuse_to_start() {
+    assert_rejected(
+        serde_json::json!({"mode": "header", "routeHeaderz": "x"}),
+        "routeHeaderz",
+    );
+}

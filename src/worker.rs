@@ -1,0 +1,123 @@
+//! State shared by every request on one worker VM: the configuration, the
+//! metrics, what the worker knows about routes, and the requests parked
+//! while the RouteService is asked. Also how a decision is applied to the
+//! request being handled, now or after resuming it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use sandbox_router_core::config::FilterConfig;
+use sandbox_router_core::decision::{Decision, Marking, Query};
+use sandbox_router_core::key_cache::CachePolicy;
+use sandbox_router_core::worker_routes::WorkerRoutes;
+
+use crate::host;
+use crate::metrics::{Counter, Metrics};
+
+pub struct Worker {
+    pub config: Rc<FilterConfig>,
+    pub metrics: Rc<Metrics>,
+    pub routes: RefCell<WorkerRoutes>,
+    /// Requests paused for a RouteService answer, by context id.
+    parked: RefCell<HashMap<u32, Query<'static>>>,
+}
+
+impl Worker {
+    pub fn new(config: Rc<FilterConfig>, metrics: Rc<Metrics>) -> Self {
+        let policy = config.route_service.as_ref().map_or(
+            CachePolicy {
+                ttl_ms: 0,
+                negative_ttl_ms: 0,
+                max_entries: 0,
+            },
+            |rs| CachePolicy {
+                ttl_ms: rs.cache_ttl_ms,
+                negative_ttl_ms: rs.negative_cache_ttl_ms,
+                max_entries: usize::try_from(rs.max_entries).unwrap_or(usize::MAX),
+            },
+        );
+        let routes = WorkerRoutes::new(config.static_routes.clone(), policy);
+        Worker {
+            config,
+            metrics,
+            routes: RefCell::new(routes),
+            parked: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Applies a decision to the current request and counts it; `true` if a
+    /// header changed (the caller clears the route cache).
+    pub fn apply(&self, decision: &Decision<'_>) -> bool {
+        let (counter, changed) = match decision {
+            Decision::NoKey => (Counter::NoKey, false),
+            Decision::InvalidKey(_) => (Counter::InvalidKey, false),
+            Decision::Baseline => (Counter::Baseline, false),
+            Decision::AlreadyRouted => (Counter::AlreadyRouted, false),
+            Decision::FailOpen => (Counter::FailOpen, false),
+            Decision::Routed(marking) => (Counter::Routed, self.mark(marking)),
+        };
+        self.metrics.increment(counter);
+        changed
+    }
+
+    fn mark(&self, marking: &Marking<'_>) -> bool {
+        let header = &self.config.route_header;
+        let sandbox = &marking.target.sandbox;
+        let mut changed = match host::set_request_header(header, sandbox) {
+            Ok(()) => true,
+            Err(status) => {
+                log::warn!("sandbox-router: could not set {header}: {status:?}");
+                false
+            }
+        };
+        if let Some(authority) = &marking.authority {
+            changed |= host::set_request_header(":authority", authority).is_ok();
+        }
+        log::debug!(
+            "sandbox-router: routed to sandbox {sandbox} ({})",
+            marking.target.target
+        );
+        changed
+    }
+
+    pub fn park(&self, context_id: u32, query: Query<'static>) {
+        self.parked.borrow_mut().insert(context_id, query);
+    }
+
+    pub fn unpark(&self, context_id: u32) {
+        self.parked.borrow_mut().remove(&context_id);
+    }
+
+    /// Decides and resumes parked request `context_id` from what is known
+    /// now (no new call): routed, baseline, or fail-open baseline.
+    pub fn resume(&self, context_id: u32) {
+        let Some(query) = self.parked.borrow_mut().remove(&context_id) else {
+            return;
+        };
+        if !host::switch_to(context_id) {
+            return; // the request is gone
+        }
+        let changed = {
+            let mut routes = self.routes.borrow_mut();
+            let decision = match routes.settled(&query.key, &query.destination, host::now_ms()) {
+                Some(answer) => query.decide(&self.config, answer),
+                None => Decision::FailOpen,
+            };
+            self.apply(&decision)
+        };
+        if changed {
+            host::clear_route_cache();
+        }
+        host::resume_request();
+    }
+
+    /// Resumes every request in `context_ids`, then makes `current` the
+    /// effective context again.
+    pub fn resume_all(&self, context_ids: &[u32], current: u32) {
+        for &id in context_ids {
+            self.resume(id);
+        }
+        host::switch_to(current);
+    }
+}
