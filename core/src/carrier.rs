@@ -86,12 +86,11 @@ impl KeyCarriers {
         let formats = [LegacyFormat::Uberctx, LegacyFormat::OtBaggage];
         self.baggage_keys.iter().find_map(|key| {
             formats.into_iter().find_map(|format| {
-                headers
+                // The last occurrence wins, as for baggage duplicates.
+                let (_, value) = headers
                     .iter()
-                    .filter(|(name, _)| legacy::is_item_header(name.as_ref(), format, key))
-                    .find_map(|(_, value)| {
-                        non_empty(format.decode(value.as_ref()), Carrier::Legacy(format))
-                    })
+                    .rfind(|(name, _)| legacy::is_item_header(name.as_ref(), format, key))?;
+                non_empty(format.decode(value.as_ref()), Carrier::Legacy(format))
             })
         })
     }
@@ -102,13 +101,11 @@ impl KeyCarriers {
         V: AsRef<[u8]>,
     {
         self.headers.iter().find_map(|wanted| {
-            headers
+            let (_, value) = headers
                 .iter()
-                .filter(|(name, _)| name.as_ref().eq_ignore_ascii_case(wanted))
-                .find_map(|(_, value)| {
-                    let value = String::from_utf8_lossy(baggage::trim_ows(value.as_ref()));
-                    non_empty(value, Carrier::Header)
-                })
+                .rfind(|(name, _)| name.as_ref().eq_ignore_ascii_case(wanted))?;
+            let value = String::from_utf8_lossy(baggage::trim_ows(value.as_ref()));
+            non_empty(value, Carrier::Header)
         })
     }
 }
@@ -186,6 +183,21 @@ mod tests {
             extract(&carriers, &headers),
             Some(("a/b".into(), Carrier::Baggage))
         );
+    }
+
+    #[test]
+    fn the_last_legacy_header_wins_as_in_baggage() {
+        let carriers = KeyCarriers::default();
+        let headers = [
+            ("uberctx-sd-routing-key", "first"),
+            ("uberctx-sd-routing-key", "last"),
+        ];
+        assert_eq!(extract(&carriers, &headers).unwrap().0, "last");
+        let emptied = [
+            ("uberctx-sd-routing-key", "x"),
+            ("uberctx-sd-routing-key", ""),
+        ];
+        assert_eq!(extract(&carriers, &emptied), None);
     }
 
     #[test]
