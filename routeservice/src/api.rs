@@ -1,0 +1,483 @@
+//! The HTTP API v1 (INTERFACES section 5) as an axum [`Router`]: [`app`].
+//!
+//! | call | answers |
+//! |---|---|
+//! | `GET /v1/routes[?routingKey=K]` | `{"version","routes"}`, `ETag`, `304` on `If-None-Match` |
+//! | `PUT /v1/sandboxes/{name}` | `201` created / `200` replaced or unchanged, the stored sandbox |
+//! | `GET /v1/sandboxes`, `GET /v1/sandboxes/{name}` | list / one (`404`) |
+//! | `DELETE /v1/sandboxes/{name}` | `204` / `404` |
+//! | `GET /healthz`, `/readyz`, `/metrics` | liveness, readiness latch, Prometheus text |
+//!
+//! Reads are open; writes need the bearer token. Every handler answers from
+//! the service's current snapshot; writes run on a blocking thread (the store
+//! fsyncs) that finishes even if the client goes away, so a commit is never
+//! left unpublished.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::{Deserialize, Serialize};
+use serde_json::error::Category;
+
+use crate::auth::Auth;
+use crate::error::{error_response, ApiError, FieldError};
+use crate::metrics::Metrics;
+use crate::model::{validate_name, validate_routing_key, SandboxSpec};
+use crate::service::{PutOutcome, RouteService, WriteError};
+
+/// Default limit of a request body.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Set once storage is open and loaded; once ready, never unready.
+    service: OnceLock<Arc<RouteService>>,
+    auth: Auth,
+    metrics: Arc<Metrics>,
+    body_limit: usize,
+}
+
+impl AppState {
+    /// A state that is not ready yet: `/v1/*` answer `503` until
+    /// [`AppState::set_ready`].
+    pub fn new(auth: Auth, metrics: Arc<Metrics>, body_limit: usize) -> Self {
+        AppState {
+            inner: Arc::new(Shared {
+                service: OnceLock::new(),
+                auth,
+                metrics,
+                body_limit,
+            }),
+        }
+    }
+
+    /// A ready state around `service` (tests, embedding).
+    pub fn ready(service: RouteService, auth: Auth) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let state = AppState::new(auth, Arc::clone(&metrics), DEFAULT_BODY_LIMIT);
+        state.set_ready(Arc::new(service.with_observer(metrics)));
+        state
+    }
+
+    /// Latches readiness. A second call is ignored (returns `false`).
+    pub fn set_ready(&self, service: Arc<RouteService>) -> bool {
+        self.inner.service.set(service).is_ok()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.service.get().is_some()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The service, or `503` while storage loads.
+    pub fn service(&self) -> Result<Arc<RouteService>, ApiError> {
+        self.inner.service.get().cloned().ok_or(ApiError::NotReady)
+    }
+
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.inner.auth.check(headers)
+    }
+}
+
+/// The whole API. `GET /v1/decisions` (message consumers) is the next call
+/// to add here.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/routes", get(get_routes))
+        .route("/v1/sandboxes", get(list_sandboxes))
+        .route(
+            "/v1/sandboxes/{name}",
+            get(get_sandbox).put(put_sandbox).delete(delete_sandbox),
+        )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), access_log))
+        .with_state(state)
+}
+
+/// One log line and one metrics sample per request.
+async fn access_log(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    state
+        .metrics()
+        .request(method.as_str(), &route, status, took);
+    tracing::info!(
+        target: "routeservice::access",
+        method = %method,
+        route = %route,
+        path = %path,
+        status,
+        latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    response
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RoutesQuery {
+    routing_key: Option<String>,
+}
+
+async fn get_routes(
+    State(state): State<AppState>,
+    query: Result<Query<RoutesQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
+    if let Some(key) = &query.routing_key {
+        validate_routing_key(key)?;
+    }
+    let snapshot = state.service()?.snapshot();
+    let etag = format!("\"{}\"", snapshot.version());
+    let etag_header = HeaderValue::from_str(&etag).map_err(|_| ApiError::Internal)?;
+    if if_none_match_matches(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response());
+    }
+    let body = match &query.routing_key {
+        None => snapshot.routes_json(),
+        Some(key) => snapshot.routes_json_for_key(key),
+    };
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, etag_header),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// RFC 9110 section 13.1.2: `*` matches any current representation; else
+/// the weak comparison of each listed entity tag (`W/"7"` matches `"7"`).
+/// A malformed field matches nothing (the full answer is always safe).
+pub fn if_none_match_matches(headers: &HeaderMap, etag: &str) -> bool {
+    let current = etag.strip_prefix("W/").unwrap_or(etag);
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| {
+            entity_tags(value).is_some_and(|tags| tags.iter().any(|t| *t == "*" || *t == current))
+        })
+}
+
+/// The opaque tags (with quotes, without `W/`) of an `If-None-Match` value,
+/// or `None` if it is malformed. `*` stands for itself.
+fn entity_tags(value: &str) -> Option<Vec<&str>> {
+    let value = value.trim_matches([' ', '\t']);
+    if value == "*" {
+        return Some(vec!["*"]);
+    }
+    let mut tags = Vec::new();
+    let mut rest = value;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return Some(tags);
+        }
+        let tag = rest.strip_prefix("W/").unwrap_or(rest);
+        // opaque-tag = DQUOTE *etagc DQUOTE; etagc has no DQUOTE.
+        let inner = tag.strip_prefix('"')?;
+        let close = inner.find('"')?;
+        let end = close + 2; // both quotes
+        tags.push(tag.get(..end)?);
+        rest = tag.get(end..)?;
+        let next = rest.trim_start_matches([' ', '\t']);
+        if !(next.is_empty() || next.starts_with(',')) {
+            return None;
+        }
+        rest = next;
+    }
+}
+
+async fn list_sandboxes(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let snapshot = state.service()?.snapshot();
+    Ok(Json(snapshot.sandbox_list()).into_response())
+}
+
+fn sandbox_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(name) = path.map_err(|e| ApiError::BadRequest(format!("name: {}", e.body_text())))?;
+    validate_name(&name)?;
+    Ok(name)
+}
+
+async fn get_sandbox(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let name = sandbox_name(path)?;
+    let snapshot = state.service()?.snapshot();
+    let sandbox = snapshot
+        .sandbox(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("name: no sandbox named {name:?}")))?;
+    Ok(Json(sandbox).into_response())
+}
+
+async fn put_sandbox(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    state.authorize(&headers)?;
+    let name = sandbox_name(path)?;
+    let service = state.service()?;
+    require_json(&headers)?;
+    let bytes = read_body(&headers, body, state.inner.body_limit).await?;
+    let spec: SandboxSpec = parse_json(&bytes)?;
+    let write_name = name.clone();
+    let outcome = run_write(move || service.put(&write_name, spec)).await?;
+    let (status, sandbox) = match outcome {
+        PutOutcome::Created(s) => (StatusCode::CREATED, s),
+        PutOutcome::Replaced(s) | PutOutcome::Unchanged(s) => (StatusCode::OK, s),
+    };
+    let mut response = (status, Json(sandbox)).into_response();
+    if status == StatusCode::CREATED {
+        if let Ok(location) = HeaderValue::from_str(&format!("/v1/sandboxes/{name}")) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+    }
+    Ok(response)
+}
+
+async fn delete_sandbox(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state.authorize(&headers)?;
+    let name = sandbox_name(path)?;
+    let service = state.service()?;
+    run_write(move || service.delete(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Runs a write on a blocking thread. The thread runs to the end even if
+/// this future is dropped (client gone), so a commit is always published.
+async fn run_write<T: Send + 'static>(
+    write: impl FnOnce() -> Result<T, WriteError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let result = tokio::task::spawn_blocking(write).await.map_err(|e| {
+        tracing::error!(error = %e, "write task failed");
+        ApiError::Internal
+    })?;
+    result.map_err(|e| match e {
+        WriteError::Invalid(e) => ApiError::Invalid(e),
+        WriteError::Conflict(e) => ApiError::Conflict(e),
+        WriteError::NotFound(name) => {
+            ApiError::NotFound(format!("name: no sandbox named {name:?}"))
+        }
+        WriteError::Store(e) => {
+            tracing::error!(error = %e, "write refused: storage failed; nothing was changed");
+            ApiError::Internal
+        }
+    })
+}
+
+/// `Content-Type` must be `application/json` (parameters allowed).
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+/// Reads the body, refusing it (`413`) past `limit` bytes, by
+/// `Content-Length` before reading a byte when the client states it.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "body: could not be read: {e}"
+        ))),
+    }
+}
+
+/// Parses strict JSON; errors say where: the JSON path of a wrong value
+/// (`routes[0].baseline: invalid type ...`), or the line and column of
+/// malformed JSON.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            Category::Data => {
+                let field = if path == "." { "body".to_owned() } else { path };
+                FieldError::new(field, inner.to_string())
+            }
+            Category::Syntax | Category::Eof | Category::Io => {
+                FieldError::new("body", format!("malformed JSON: {inner}"))
+            }
+        }
+    })?;
+    de.end()
+        .map_err(|e| FieldError::new("body", format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+#[derive(Serialize)]
+struct Status {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+}
+
+async fn healthz() -> Response {
+    Json(Status {
+        status: "ok",
+        version: None,
+    })
+    .into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.service() {
+        Ok(service) => Json(Status {
+            status: "ready",
+            version: Some(service.snapshot().version()),
+        })
+        .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Status {
+                status: "loading",
+                version: None,
+            }),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let snapshot = state.service().ok().map(|s| s.snapshot());
+    let text = state.metrics().render(snapshot.as_deref());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("method {method} is not allowed here"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inm(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(header::IF_NONE_MATCH, HeaderValue::from_str(v).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn if_none_match_follows_rfc_9110() {
+        let etag = "\"7\"";
+        for matching in [
+            &["\"7\""][..],
+            &["W/\"7\""],
+            &["*"],
+            &[" \"3\", \"7\" "],
+            &["\"3\",W/\"7\""],
+            &["\"3\"", "\"7\""],
+            &["\"a,b\", \"7\""],
+        ] {
+            assert!(if_none_match_matches(&inm(matching), etag), "{matching:?}");
+        }
+        for other in [
+            &[][..],
+            &["\"8\""],
+            &["7"],
+            &["\"7"],
+            &["\"77\""],
+            &["W/7"],
+            &["\"3\" \"7\""],
+            &["\"7\"x"],
+            &["**"],
+            &["\"a,\"7\"\""],
+        ] {
+            assert!(!if_none_match_matches(&inm(other), etag), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn json_errors_say_where() {
+        let e = parse_json::<SandboxSpec>(br#"{"routingKey": "k", "routes": [{"baseline": 1}]}"#)
+            .unwrap_err();
+        assert_eq!(e.field, "routes[0].baseline", "{e}");
+        let e =
+            parse_json::<SandboxSpec>(br#"{"routingKey": "k", "routes": [], "x": 1}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `x`"), "{e}");
+        let e = parse_json::<SandboxSpec>(b"{\"routingKey\": \n").unwrap_err();
+        assert_eq!(e.field, "body");
+        assert!(e.problem.contains("line 2"), "{e}");
+        let e = parse_json::<SandboxSpec>(br#"{"routingKey": "k", "routes": []} x"#).unwrap_err();
+        assert!(e.problem.contains("trailing"), "{e}");
+    }
+}

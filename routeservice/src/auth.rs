@@ -1,0 +1,154 @@
+//! Write authorisation: `Authorization: Bearer <token>` (RFC 6750), the
+//! token compared in constant time. Reads are open.
+
+use axum::http::{header, HeaderMap};
+
+use crate::error::ApiError;
+
+/// Who may write.
+#[derive(Clone)]
+pub enum Auth {
+    /// Writes need this bearer token.
+    Token(Vec<u8>),
+    /// Anyone may write (`--insecure-no-auth`).
+    Disabled,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Token(_) => f.write_str("Auth::Token(<redacted>)"),
+            Auth::Disabled => f.write_str("Auth::Disabled"),
+        }
+    }
+}
+
+/// Why a token cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidToken {
+    #[error("the token is empty")]
+    Empty,
+    #[error("the token has a character outside printable ASCII, or a space")]
+    BadCharacter,
+}
+
+impl Auth {
+    /// A token auth, if `token` can be sent in a header as one word.
+    pub fn token(token: &str) -> Result<Self, InvalidToken> {
+        if token.is_empty() {
+            return Err(InvalidToken::Empty);
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(InvalidToken::BadCharacter);
+        }
+        Ok(Auth::Token(token.as_bytes().to_vec()))
+    }
+
+    /// `Ok` if the request may write.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Auth::Token(expected) = self else {
+            return Ok(());
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| bearer_token(value.as_bytes()));
+        match presented {
+            None => Err(ApiError::Unauthorized {
+                invalid_token: false,
+            }),
+            Some(token) if constant_time_eq(token, expected) => Ok(()),
+            Some(_) => Err(ApiError::Unauthorized {
+                invalid_token: true,
+            }),
+        }
+    }
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive, RFC 9110 11.1).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let scheme = value.get(..6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let rest = value.get(6..)?;
+    let token_start = rest.iter().position(|b| *b != b' ')?;
+    if token_start == 0 {
+        return None;
+    }
+    let token = rest.get(token_start..)?;
+    let end = token
+        .iter()
+        .rposition(|b| *b != b' ')
+        .map_or(0, |last| last + 1);
+    token.get(..end)
+}
+
+/// Equal, in a time that depends only on the lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= std::hint::black_box(x ^ y);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with_auth(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer   abc  "), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Bearerabc"), None);
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bearer "), None);
+        assert_eq!(bearer_token(b"Bear"), None);
+    }
+
+    #[test]
+    fn only_the_token_writes() {
+        let auth = Auth::token("dev-token").unwrap();
+        auth.check(&with_auth("Bearer dev-token")).unwrap();
+        for wrong in [
+            "Bearer dev-toke",
+            "Bearer dev-token2",
+            "Bearer x",
+            "Basic dev-token",
+        ] {
+            assert!(auth.check(&with_auth(wrong)).is_err(), "{wrong}");
+        }
+        assert!(matches!(
+            auth.check(&HeaderMap::new()),
+            Err(ApiError::Unauthorized {
+                invalid_token: false
+            })
+        ));
+        Auth::Disabled.check(&HeaderMap::new()).unwrap();
+    }
+
+    #[test]
+    fn tokens_must_fit_a_header() {
+        assert_eq!(Auth::token("").unwrap_err(), InvalidToken::Empty);
+        assert_eq!(Auth::token("a b").unwrap_err(), InvalidToken::BadCharacter);
+        assert_eq!(Auth::token("é").unwrap_err(), InvalidToken::BadCharacter);
+    }
+
+    #[test]
+    fn constant_time_eq_is_eq() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

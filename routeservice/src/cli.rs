@@ -1,0 +1,380 @@
+//! The `routeservice` command line: `serve`, and the commands people use
+//! against a running server (`list`, `get`, `create`, `delete`, `routes`).
+//!
+//! Exit codes: 0 done; 1 the server refused (its message is printed);
+//! 2 bad command line; 64 `serve` refused its configuration; 69 the server
+//! could not be reached; 74 `serve` could not open its storage.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::client::{Client, ClientError, Stored};
+use crate::model::{SandboxRoute, SandboxSpec};
+use crate::server::{self, LogFormat, ServeConfig};
+
+/// Exit code when the server cannot be reached (`EX_UNAVAILABLE`).
+pub const EXIT_UNREACHABLE: u8 = 69;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "routeservice",
+    version,
+    about = "RouteService for sandbox-router: which routing key forks which service",
+    long_about = "RouteService for sandbox-router: which routing key forks which service.\n\n\
+                  `routeservice serve` runs the server; the other commands talk to a running one."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// List the sandboxes.
+    List(ClientArgs),
+    /// Show one sandbox.
+    Get {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create or replace a sandbox.
+    Create {
+        /// Sandbox name (DNS-1123 label).
+        name: String,
+        /// The routing key requests of this sandbox carry.
+        #[arg(long)]
+        routing_key: String,
+        /// A forked service: BASELINE=TARGET (FQDNs). Repeat for more.
+        #[arg(long = "route", value_name = "BASELINE=TARGET", required = true, value_parser = parse_route)]
+        routes: Vec<SandboxRoute>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a sandbox.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show the route table the filter reads.
+    Routes {
+        /// Only the routes of this routing key.
+        #[arg(long)]
+        routing_key: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (IP:port).
+    #[arg(long, env = "ROUTESERVICE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the database (`routes.redb`); created if missing.
+    #[arg(
+        long,
+        env = "ROUTESERVICE_DATA_DIR",
+        default_value = "routeservice-data"
+    )]
+    pub data_dir: PathBuf,
+    /// JSON file of sandboxes to create or replace at start:
+    /// {"sandboxes": {"<name>": {"routingKey": "K", "routes": [...]}}}.
+    #[arg(long, env = "ROUTESERVICE_SEED")]
+    pub seed: Option<PathBuf>,
+    /// Accept writes without a token (when ROUTESERVICE_TOKEN is unset).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Log line format.
+    #[arg(long, env = "ROUTESERVICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Largest request body accepted, in bytes (413 past it).
+    #[arg(long, default_value_t = crate::api::DEFAULT_BODY_LIMIT)]
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The RouteService to talk to.
+    #[arg(
+        long,
+        env = "ROUTESERVICE_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// Output: a table for people, or the server's JSON.
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+fn parse_route(value: &str) -> Result<SandboxRoute, String> {
+    match value.split_once('=') {
+        Some((baseline, target)) if !baseline.is_empty() && !target.is_empty() => {
+            Ok(SandboxRoute {
+                baseline: baseline.to_owned(),
+                target: target.to_owned(),
+            })
+        }
+        _ => Err(format!("{value:?} is not BASELINE=TARGET")),
+    }
+}
+
+/// Runs the command; the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let token = std::env::var("ROUTESERVICE_TOKEN").ok();
+    match cli.command {
+        Command::Serve(args) => server::main(ServeConfig {
+            listen: args.listen,
+            data_dir: args.data_dir,
+            seed: args.seed,
+            token,
+            insecure_no_auth: args.insecure_no_auth,
+            log_format: args.log_format,
+            body_limit: args.max_body_bytes,
+            drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        }),
+        Command::List(client) => finish(list(&client)),
+        Command::Get { name, client } => finish(get(&client, &name)),
+        Command::Create {
+            name,
+            routing_key,
+            routes,
+            client,
+        } => finish(create(&client, token, &name, routing_key, routes)),
+        Command::Delete { name, client } => finish(delete(&client, token, &name)),
+        Command::Routes {
+            routing_key,
+            client,
+        } => finish(routes(&client, routing_key.as_deref())),
+    }
+}
+
+fn finish(result: Result<String, ClientError>) -> ExitCode {
+    match result {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            if stdout.write_all(out.as_bytes()).is_err() {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("routeservice: {e}");
+            match e {
+                ClientError::Unreachable { .. } => ExitCode::from(EXIT_UNREACHABLE),
+                ClientError::Server { status: 401, .. } => {
+                    eprintln!(
+                        "routeservice: writes need ROUTESERVICE_TOKEN set to the server's token"
+                    );
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String, ClientError> {
+    serde_json::to_string_pretty(value)
+        .map(|s| s + "\n")
+        .map_err(|e| ClientError::BadResponse(e.to_string()))
+}
+
+fn list(args: &ClientArgs) -> Result<String, ClientError> {
+    let list = Client::new(&args.server, None).list()?;
+    if args.output == Output::Json {
+        return json(&list);
+    }
+    let mut rows = vec![[
+        "NAME".to_owned(),
+        "ROUTING KEY".to_owned(),
+        "VERSION".to_owned(),
+        "ROUTES (BASELINE=TARGET)".to_owned(),
+    ]];
+    for sandbox in &list.sandboxes {
+        for (i, route) in sandbox.routes.iter().enumerate() {
+            let first = i == 0;
+            rows.push([
+                if first {
+                    sandbox.name.clone()
+                } else {
+                    String::new()
+                },
+                if first {
+                    sandbox.routing_key.clone()
+                } else {
+                    String::new()
+                },
+                if first {
+                    sandbox.version.to_string()
+                } else {
+                    String::new()
+                },
+                format!("{}={}", route.baseline, route.target),
+            ]);
+        }
+    }
+    let mut out = table(&rows);
+    out.push_str(&format!(
+        "{} sandboxes, table version {}\n",
+        list.sandboxes.len(),
+        list.version
+    ));
+    Ok(out)
+}
+
+fn get(args: &ClientArgs, name: &str) -> Result<String, ClientError> {
+    let sandbox = Client::new(&args.server, None).get(name)?;
+    if args.output == Output::Json {
+        return json(&sandbox);
+    }
+    let mut out = format!(
+        "name:        {}\nrouting key: {}\nversion:     {}\nroutes:\n",
+        sandbox.name, sandbox.routing_key, sandbox.version
+    );
+    for route in &sandbox.routes {
+        out.push_str(&format!("  {} -> {}\n", route.baseline, route.target));
+    }
+    Ok(out)
+}
+
+fn create(
+    args: &ClientArgs,
+    token: Option<String>,
+    name: &str,
+    routing_key: String,
+    routes: Vec<SandboxRoute>,
+) -> Result<String, ClientError> {
+    let spec = SandboxSpec {
+        routing_key,
+        routes,
+    };
+    let (stored, sandbox) = Client::new(&args.server, token).put(name, &spec)?;
+    if args.output == Output::Json {
+        return json(&sandbox);
+    }
+    let verb = match stored {
+        Stored::Created => "created",
+        Stored::Replaced => "stored",
+    };
+    Ok(format!(
+        "{verb} sandbox {} (routing key {}, {} routes, version {})\n",
+        sandbox.name,
+        sandbox.routing_key,
+        sandbox.routes.len(),
+        sandbox.version
+    ))
+}
+
+fn delete(args: &ClientArgs, token: Option<String>, name: &str) -> Result<String, ClientError> {
+    Client::new(&args.server, token).delete(name)?;
+    Ok(format!("deleted sandbox {name}\n"))
+}
+
+fn routes(args: &ClientArgs, routing_key: Option<&str>) -> Result<String, ClientError> {
+    let list = Client::new(&args.server, None).routes(routing_key)?;
+    if args.output == Output::Json {
+        return json(&list);
+    }
+    let mut rows = vec![[
+        "ROUTING KEY".to_owned(),
+        "BASELINE".to_owned(),
+        "TARGET".to_owned(),
+        "SANDBOX".to_owned(),
+    ]];
+    for route in &list.routes {
+        rows.push([
+            route.routing_key.clone(),
+            route.baseline.clone(),
+            route.target.clone(),
+            route.sandbox.clone(),
+        ]);
+    }
+    let mut out = table(&rows);
+    out.push_str(&format!(
+        "{} routes, table version {}\n",
+        list.routes.len(),
+        list.version
+    ));
+    Ok(out)
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(widths) {
+            line.push_str(&format!("{cell:<width$}  "));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_baseline_equals_target() {
+        let r = parse_route("a.b=c.d").unwrap();
+        assert_eq!((r.baseline.as_str(), r.target.as_str()), ("a.b", "c.d"));
+        for bad in ["a.b", "=c", "a=", ""] {
+            assert!(parse_route(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        Cli::try_parse_from([
+            "routeservice",
+            "create",
+            "pr-42",
+            "--routing-key",
+            "pr-42",
+            "--route",
+            "a.b=c.d",
+            "--route",
+            "e.f=g.h",
+        ])
+        .unwrap();
+        assert!(
+            Cli::try_parse_from(["routeservice", "create", "x", "--routing-key", "k"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["routeservice"]).is_err());
+    }
+
+    #[test]
+    fn tables_align() {
+        let out = table(&[
+            ["A".to_owned(), "B".to_owned()],
+            ["long".to_owned(), "x".to_owned()],
+        ]);
+        assert_eq!(out, "A     B\nlong  x\n");
+    }
+}

@@ -1,0 +1,29 @@
+//! RouteService: the central table of which routing key forks which service
+//! (INTERFACES section 5), for the sandbox-router filter and message
+//! consumers.
+//!
+//! - [`model`]: sandboxes and routes on the wire, and their validation
+//!   (reusing the core's routing-key and DNS rules);
+//! - [`service`]: validated, serialised writes and the in-memory snapshot
+//!   reads are answered from (with the pre-serialised `GET /v1/routes` body);
+//! - [`store`]: the storage trait and an in-memory store for tests;
+//!   [`redb_store`]: the durable default;
+//! - [`api`]: the axum [`api::app`], [`auth`] and [`metrics`];
+//! - [`server`]: `routeservice serve`; [`cli`] and [`client`]: the command
+//!   line for people.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod redb_store;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use api::{app, AppState};
+pub use auth::Auth;
+pub use service::RouteService;

@@ -1,0 +1,566 @@
+//! The RouteService proper: validated writes to the store, and the
+//! in-memory snapshot every read is answered from.
+//!
+//! Invariants:
+//! - All writes go through one lock: validate against the current snapshot,
+//!   commit to the store, then publish the new snapshot. A write that is
+//!   refused or fails to commit publishes nothing, so the snapshot always
+//!   equals the store's last commit.
+//! - No two sandboxes fork the same (routing key, baseline) pair: the filter
+//!   must never have to choose between two sandboxes for one request.
+//! - `version` bumps by exactly one on every commit that changes something;
+//!   a write that changes nothing (same content again) commits nothing.
+//! - A snapshot carries the full-table JSON of `GET /v1/routes`, serialised
+//!   once per version.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use serde::{Deserialize, Serialize};
+
+use sandbox_router_core::route_table::Route;
+
+use crate::error::FieldError;
+use crate::model::{validate_name, Sandbox, SandboxList, SandboxSpec, StoredSandbox};
+use crate::store::{Batch, Store, StoreError, Stored};
+
+/// One consistent view of the table, shared by every reader.
+///
+/// Built from the previous snapshot on every commit: the maps are cloned
+/// (their values are shared `Arc`s) and only the changed sandboxes' routes
+/// are serialised; the full-table JSON is then a concatenation of
+/// pre-serialised route fragments.
+#[derive(Debug)]
+pub struct Snapshot {
+    version: u64,
+    sandboxes: BTreeMap<String, Arc<StoredSandbox>>,
+    /// (routing key, baseline) -> the one route that forks it: the sort
+    /// order of `GET /v1/routes` and the index of the conflict rule.
+    routes: BTreeMap<(String, String), Arc<RouteEntry>>,
+    /// `{"version":..,"routes":[..]}` of all routes.
+    routes_json: Bytes,
+}
+
+/// A route and its JSON.
+#[derive(Debug)]
+struct RouteEntry {
+    route: Route,
+    json: Vec<u8>,
+}
+
+impl RouteEntry {
+    fn new(route: Route) -> Self {
+        // Serialising a struct of strings cannot fail; `null` would make a
+        // client refuse the table rather than misread it.
+        let json = serde_json::to_vec(&route).unwrap_or_else(|_| b"null".to_vec());
+        RouteEntry { route, json }
+    }
+}
+
+impl Snapshot {
+    fn with_routes(
+        version: u64,
+        sandboxes: BTreeMap<String, Arc<StoredSandbox>>,
+        routes: BTreeMap<(String, String), Arc<RouteEntry>>,
+    ) -> Self {
+        let routes_json = Bytes::from(list_json(version, routes.values()));
+        Snapshot {
+            version,
+            sandboxes,
+            routes,
+            routes_json,
+        }
+    }
+
+    /// This snapshot with `upserts` written and `deletes` removed, at `version`.
+    fn apply(
+        &self,
+        version: u64,
+        upserts: Vec<(String, StoredSandbox)>,
+        deletes: &[String],
+    ) -> Self {
+        let mut sandboxes = self.sandboxes.clone();
+        let mut routes = self.routes.clone();
+        let gone = deletes.iter().chain(upserts.iter().map(|(name, _)| name));
+        for name in gone {
+            if let Some(old) = sandboxes.remove(name) {
+                for route in &old.spec.routes {
+                    routes.remove(&(old.spec.routing_key.clone(), route.baseline.clone()));
+                }
+            }
+        }
+        for (name, sandbox) in upserts {
+            for route in &sandbox.spec.routes {
+                routes.insert(
+                    (sandbox.spec.routing_key.clone(), route.baseline.clone()),
+                    Arc::new(RouteEntry::new(sandbox.spec.route(&name, route))),
+                );
+            }
+            sandboxes.insert(name, Arc::new(sandbox));
+        }
+        Snapshot::with_routes(version, sandboxes, routes)
+    }
+
+    fn from_stored(stored: Stored) -> Self {
+        let Stored { version, sandboxes } = stored;
+        let empty = Snapshot::with_routes(0, BTreeMap::new(), BTreeMap::new());
+        empty.apply(version, sandboxes.into_iter().collect(), &[])
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The pre-serialised body of `GET /v1/routes`.
+    pub fn routes_json(&self) -> Bytes {
+        self.routes_json.clone()
+    }
+
+    /// All routes, sorted by routing key, then baseline.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.values().map(|entry| &entry.route)
+    }
+
+    fn key_range<'a>(
+        &'a self,
+        routing_key: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<RouteEntry>> + 'a {
+        self.routes
+            .range((routing_key.to_owned(), String::new())..)
+            .take_while(move |((key, _), _)| key == routing_key)
+            .map(|(_, entry)| entry)
+    }
+
+    /// The routes of one routing key, sorted by baseline.
+    pub fn routes_for_key<'a>(
+        &'a self,
+        routing_key: &'a str,
+    ) -> impl Iterator<Item = &'a Route> + 'a {
+        self.key_range(routing_key).map(|entry| &entry.route)
+    }
+
+    /// The body of `GET /v1/routes?routingKey=K`.
+    pub fn routes_json_for_key(&self, routing_key: &str) -> Bytes {
+        Bytes::from(list_json(self.version, self.key_range(routing_key)))
+    }
+
+    pub fn sandbox(&self, name: &str) -> Option<Sandbox> {
+        self.sandboxes.get(name).map(|s| Sandbox::new(name, s))
+    }
+
+    /// All sandboxes, sorted by name.
+    pub fn sandbox_list(&self) -> SandboxList {
+        SandboxList {
+            version: self.version,
+            sandboxes: self
+                .sandboxes
+                .iter()
+                .map(|(name, s)| Sandbox::new(name, s))
+                .collect(),
+        }
+    }
+
+    pub fn sandbox_count(&self) -> usize {
+        self.sandboxes.len()
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Which sandbox forks `baseline` for `routing_key`.
+    pub fn owner(&self, routing_key: &str, baseline: &str) -> Option<&str> {
+        self.routes
+            .get(&(routing_key.to_owned(), baseline.to_owned()))
+            .map(|entry| entry.route.sandbox.as_str())
+    }
+}
+
+/// `{"version":N,"routes":[fragment,fragment,...]}`.
+fn list_json<'a>(version: u64, routes: impl Iterator<Item = &'a Arc<RouteEntry>>) -> Vec<u8> {
+    let mut out = format!("{{\"version\":{version},\"routes\":[").into_bytes();
+    for (i, entry) in routes.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&entry.json);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// What a `PUT` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created(Sandbox),
+    Replaced(Sandbox),
+    /// The same content was already stored: nothing was committed.
+    Unchanged(Sandbox),
+}
+
+/// What a seed did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeedOutcome {
+    /// Sandboxes created or changed (0: the seed was already applied).
+    pub changed: usize,
+    pub version: u64,
+}
+
+/// Why a write was refused. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{0}")]
+    Invalid(FieldError),
+    /// Another sandbox already forks a (routing key, baseline) pair.
+    #[error("{0}")]
+    Conflict(FieldError),
+    #[error("no sandbox named {0:?}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The sandboxes of a seed file: `{"sandboxes": {"<name>": SandboxSpec}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Seed {
+    pub sandboxes: BTreeMap<String, SandboxSpec>,
+}
+
+impl Seed {
+    /// Parses and checks a seed file's content; errors name the JSON path
+    /// (`sandboxes.pr-42.routes[0].baseline`). Conflicts with sandboxes
+    /// already stored are found when it is applied.
+    pub fn parse(json: &[u8]) -> Result<Self, FieldError> {
+        let seed: Seed = crate::api::parse_json(json)?;
+        seed.validate()?;
+        Ok(seed)
+    }
+
+    pub fn validate(&self) -> Result<(), FieldError> {
+        for (name, spec) in &self.sandboxes {
+            let prefix = format!("sandboxes.{name}");
+            validate_name(name).map_err(|e| FieldError::new(prefix.clone(), e.problem))?;
+            spec.validate(name).map_err(|e| e.under(&prefix))?;
+        }
+        Ok(())
+    }
+}
+
+/// Durations of store commits, for `/metrics`.
+pub trait CommitObserver: Send + Sync {
+    fn commit(&self, took: Duration, ok: bool);
+}
+
+/// The service: a store, the snapshot of its last commit, one writer at a time.
+pub struct RouteService {
+    store: Arc<dyn Store>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    writer: Mutex<()>,
+    observer: Option<Arc<dyn CommitObserver>>,
+}
+
+impl std::fmt::Debug for RouteService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteService")
+            .field("store", &self.store.describe())
+            .field("version", &self.snapshot().version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteService {
+    /// Loads the store's last commit. Blocks.
+    pub fn open(store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let stored = store.load()?;
+        Ok(RouteService {
+            store,
+            snapshot: RwLock::new(Arc::new(Snapshot::from_stored(stored))),
+            writer: Mutex::new(()),
+            observer: None,
+        })
+    }
+
+    /// Reports every commit's duration to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn CommitObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The current snapshot (cheap: one `Arc` clone).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshot.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn describe_store(&self) -> String {
+        self.store.describe()
+    }
+
+    /// Creates or replaces sandbox `name`. Blocks (commits durably).
+    pub fn put(&self, name: &str, spec: SandboxSpec) -> Result<PutOutcome, WriteError> {
+        validate_name(name).map_err(WriteError::Invalid)?;
+        spec.validate(name).map_err(WriteError::Invalid)?;
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshot();
+        let existing = current.sandboxes.get(name);
+        if let Some(existing) = existing.filter(|e| e.spec == spec) {
+            return Ok(PutOutcome::Unchanged(Sandbox::new(name, existing)));
+        }
+        find_conflict(&current, &[(name, &spec)]).map_err(|c| WriteError::Conflict(c.1))?;
+        let created = existing.is_none();
+        let version = next_version(&current)?;
+        let stored = StoredSandbox { spec, version };
+        self.commit(
+            &current,
+            Batch {
+                version,
+                upserts: vec![(name.to_owned(), stored.clone())],
+                deletes: vec![],
+            },
+        )?;
+        let sandbox = Sandbox::new(name, &stored);
+        Ok(if created {
+            PutOutcome::Created(sandbox)
+        } else {
+            PutOutcome::Replaced(sandbox)
+        })
+    }
+
+    /// Removes sandbox `name`; returns the new version. Blocks.
+    pub fn delete(&self, name: &str) -> Result<u64, WriteError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshot();
+        if !current.sandboxes.contains_key(name) {
+            return Err(WriteError::NotFound(name.to_owned()));
+        }
+        let version = next_version(&current)?;
+        self.commit(
+            &current,
+            Batch {
+                version,
+                upserts: vec![],
+                deletes: vec![name.to_owned()],
+            },
+        )?;
+        Ok(version)
+    }
+
+    /// Creates or replaces every sandbox of `seed` in one commit (sandboxes
+    /// not in the seed are kept). Applying the same seed again commits
+    /// nothing and keeps the version. Blocks.
+    pub fn apply_seed(&self, seed: &Seed) -> Result<SeedOutcome, WriteError> {
+        seed.validate().map_err(WriteError::Invalid)?;
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshot();
+        let changes: Vec<(&str, &SandboxSpec)> = seed
+            .sandboxes
+            .iter()
+            .filter(|(name, spec)| {
+                current
+                    .sandboxes
+                    .get(name.as_str())
+                    .is_none_or(|e| e.spec != **spec)
+            })
+            .map(|(name, spec)| (name.as_str(), spec))
+            .collect();
+        if changes.is_empty() {
+            return Ok(SeedOutcome {
+                changed: 0,
+                version: current.version,
+            });
+        }
+        find_conflict(&current, &changes).map_err(|ConflictAt(name, e)| {
+            WriteError::Conflict(e.under(&format!("sandboxes.{name}")))
+        })?;
+        let version = next_version(&current)?;
+        let upserts = changes
+            .iter()
+            .map(|(name, spec)| {
+                (
+                    (*name).to_owned(),
+                    StoredSandbox {
+                        spec: (*spec).clone(),
+                        version,
+                    },
+                )
+            })
+            .collect();
+        let changed = changes.len();
+        self.commit(
+            &current,
+            Batch {
+                version,
+                upserts,
+                deletes: vec![],
+            },
+        )?;
+        Ok(SeedOutcome { changed, version })
+    }
+
+    /// Commits `batch` and, only if that succeeded, publishes the snapshot
+    /// it makes. Called with the writer lock held.
+    fn commit(&self, current: &Snapshot, batch: Batch) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = self.store.commit(&batch);
+        if let Some(observer) = &self.observer {
+            observer.commit(started.elapsed(), result.is_ok());
+        }
+        result?;
+        let Batch {
+            version,
+            upserts,
+            deletes,
+        } = batch;
+        let next = Arc::new(current.apply(version, upserts, &deletes));
+        *self
+            .snapshot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = next;
+        Ok(())
+    }
+}
+
+fn next_version(current: &Snapshot) -> Result<u64, StoreError> {
+    current
+        .version
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Other("version counter exhausted".into()))
+}
+
+/// The first route of `changes` whose (routing key, baseline) pair another
+/// sandbox forks, in the table as it would be after `changes`. Sandboxes in
+/// `changes` give up their current routes.
+fn find_conflict<'a>(
+    current: &Snapshot,
+    changes: &[(&'a str, &'a SandboxSpec)],
+) -> Result<(), ConflictAt<'a>> {
+    let replaced: HashSet<&str> = changes.iter().map(|(name, _)| *name).collect();
+    let mut claimed: HashMap<(&str, &str), &str> = HashMap::new();
+    for (name, spec) in changes {
+        for (index, route) in spec.routes.iter().enumerate() {
+            let pair = (spec.routing_key.as_str(), route.baseline.as_str());
+            let owner = claimed.get(&pair).copied().or_else(|| {
+                current
+                    .owner(pair.0, pair.1)
+                    .filter(|owner| !replaced.contains(owner))
+            });
+            if let Some(other) = owner.filter(|other| other != name) {
+                return Err(ConflictAt(
+                    name,
+                    FieldError::new(
+                        format!("routes[{index}].baseline"),
+                        format!(
+                            "routing key {:?} already forks {} in sandbox {other:?} \
+                             (a request may be routed to only one sandbox)",
+                            spec.routing_key, route.baseline
+                        ),
+                    ),
+                ));
+            }
+            claimed.insert(pair, name);
+        }
+    }
+    Ok(())
+}
+
+/// A conflict found in the changes of sandbox `.0`.
+struct ConflictAt<'a>(&'a str, FieldError);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SandboxRoute;
+    use crate::store::MemoryStore;
+
+    fn spec(key: &str, baselines: &[&str]) -> SandboxSpec {
+        SandboxSpec {
+            routing_key: key.into(),
+            routes: baselines
+                .iter()
+                .map(|b| SandboxRoute {
+                    baseline: format!("{b}.ns"),
+                    target: format!("{b}-{key}.ns"),
+                })
+                .collect(),
+        }
+    }
+
+    /// The snapshot built change by change equals one built from the store.
+    #[test]
+    fn incremental_snapshots_equal_a_fresh_load() {
+        let store = Arc::new(MemoryStore::new());
+        let service = RouteService::open(store.clone()).unwrap();
+        let names = ["a", "b", "c", "d"];
+        let keys = ["k1", "k2"];
+        let baselines = ["x", "y", "z"];
+        for step in 0..200usize {
+            let name = names[step % names.len()];
+            let result = if step % 7 == 3 {
+                service.delete(name).map(|_| ())
+            } else {
+                let key = keys[(step / 3) % keys.len()];
+                let take = 1 + step % baselines.len();
+                let start = step % 2;
+                let chosen: Vec<&str> = baselines
+                    .iter()
+                    .cycle()
+                    .skip(start)
+                    .take(take)
+                    .copied()
+                    .collect();
+                service.put(name, spec(key, &chosen)).map(|_| ())
+            };
+            match result {
+                Ok(()) | Err(WriteError::Conflict(_)) | Err(WriteError::NotFound(_)) => {}
+                Err(e) => panic!("step {step}: {e}"),
+            }
+            let incremental = service.snapshot();
+            let fresh = Snapshot::from_stored(store.load().unwrap());
+            assert_eq!(
+                incremental.routes_json(),
+                fresh.routes_json(),
+                "step {step}"
+            );
+            assert_eq!(
+                incremental.sandbox_list(),
+                fresh.sandbox_list(),
+                "step {step}"
+            );
+            for key in keys {
+                assert_eq!(
+                    incremental.routes_json_for_key(key),
+                    fresh.routes_json_for_key(key)
+                );
+            }
+            // The conflict rule holds: every (key, baseline) once.
+            let routes: Vec<&Route> = incremental.routes().collect();
+            let total: usize = incremental
+                .sandbox_list()
+                .sandboxes
+                .iter()
+                .map(|s| s.routes.len())
+                .sum();
+            assert_eq!(routes.len(), total, "step {step}");
+        }
+    }
+
+    #[test]
+    fn the_table_json_is_what_serde_makes() {
+        let service = RouteService::open(Arc::new(MemoryStore::new())).unwrap();
+        service.put("b", spec("k", &["y"])).unwrap();
+        service.put("a", spec("k", &["x"])).unwrap();
+        let snapshot = service.snapshot();
+        let expected = serde_json::to_vec(&crate::model::RouteList {
+            version: 2,
+            routes: snapshot.routes().cloned().collect(),
+        })
+        .unwrap();
+        assert_eq!(snapshot.routes_json(), expected);
+        assert_eq!(
+            snapshot.routes_json_for_key("nope"),
+            &br#"{"version":2,"routes":[]}"#[..]
+        );
+    }
+}
