@@ -17,12 +17,14 @@
 //! - [`breaker`]: stop calling a failing RouteService for a while;
 //! - [`inflight`]: one RouteService call per key per worker;
 //! - [`table_sync`]: one table fetch per Envoy, shared by every worker;
-//! - [`worker_routes`]: what a worker knows, and when it must ask.
+//! - [`worker_routes`]: what a worker knows, and when it must ask;
+//! - [`consumption`]: which message-queue consumer processes a message.
 
 pub mod baggage;
 pub mod breaker;
 pub mod carrier;
 pub mod config;
+pub mod consumption;
 pub mod decision;
 pub mod destination;
 pub mod inflight;
