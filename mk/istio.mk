@@ -1,0 +1,117 @@
+# Istio packaging: the plugin's OCI image, static checks of the manifests,
+# and the kind + Istio end-to-end run. Included by the main Makefile; also
+# usable on its own: make -f mk/istio.mk <target>.
+#
+#   make oci          target/oci/sandbox-router/ (OCI image layout),
+#                     target/oci/sandbox-router.tar (oci-archive / docker load),
+#                     target/oci/sandbox-router.digest (the manifest digest to pin)
+#   make istio-check  every manifest in wasmplugin/, istio-config/, e2e/kind/:
+#                     Istio kinds against Istio's CRD schemas (tools/manifests),
+#                     core kinds with kubernetes-validate --strict, every
+#                     kustomization built (kubectl kustomize, when kubectl is
+#                     installed) and its output validated the same way, the
+#                     cross-reference tests, shellcheck on the scripts
+#   make e2e-kind     kind cluster + Istio + the plugin, end to end (needs
+#                     docker, kind, kubectl, istioctl; says which are missing)
+
+# This file, as make was told it (for the sub-make of e2e-kind).
+ISTIO_MK := $(lastword $(MAKEFILE_LIST))
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+CARGO  ?= cargo
+PYTHON ?= python3
+VENV   ?= $(CURDIR)/.venv
+
+# ------------------------------------------------------------------- oci
+
+# The image is named for the root package's version.
+SANDBOX_ROUTER_VERSION := $(shell awk -F'"' '/^\[package\]/ { p = 1 } p && /^version *=/ { print $$2; exit }' Cargo.toml 2>/dev/null)
+OCI_WASM       ?= $(CURDIR)/target/wasm32-wasip1/release/sandbox_router.wasm
+OCI_DIR        ?= $(CURDIR)/target/oci
+OCI_REPOSITORY ?= ghcr.io/sandbox-router/sandbox-router
+OCI_TAG        ?= $(SANDBOX_ROUTER_VERSION)
+# Every timestamp in the image: SOURCE_DATE_EPOCH from the environment, else 0.
+OCI_SOURCE_DATE_EPOCH ?= $(or $(SOURCE_DATE_EPOCH),0)
+
+# ---------------------------------------------------------- istio-check
+
+KUBERNETES_VALIDATE_VERSION := 1.37.0
+KUBERNETES_VALIDATE         := $(VENV)/bin/kubernetes-validate
+KUBERNETES_VALIDATE_STAMP   := $(VENV)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION).stamp
+# The oldest and newest Kubernetes the manifests are checked against.
+ISTIO_CHECK_K8S_VERSIONS    ?= 1.30 1.37
+ISTIO_MANIFEST_DIRS         := wasmplugin istio-config e2e/kind
+ISTIO_CHECK_DIR             := $(CURDIR)/target/istio-check
+MANIFESTS_TOOL               = $(CARGO) run -q -p sandbox-router-manifests --
+
+.PHONY: oci istio-check e2e-kind tool-kubernetes-validate tool-shellcheck
+
+oci: ## the plugin's OCI image (Istio compat layout, plugin.wasm): target/oci/
+	$(MAKE) --no-print-directory build
+	@mkdir -p '$(OCI_DIR)'
+	$(CARGO) run -q --release -p sandbox-router-oci -- \
+	  --wasm '$(OCI_WASM)' \
+	  --layout '$(OCI_DIR)/sandbox-router' \
+	  --archive '$(OCI_DIR)/sandbox-router.tar' \
+	  --digest-file '$(OCI_DIR)/sandbox-router.digest' \
+	  --repository '$(OCI_REPOSITORY)' \
+	  --tag '$(OCI_TAG)' \
+	  --source-date-epoch '$(OCI_SOURCE_DATE_EPOCH)'
+
+istio-check: tool-kubernetes-validate tool-shellcheck ## static checks of wasmplugin/, istio-config/, e2e/kind/ (schemas, kustomize, shellcheck, cross-references)
+	@echo '==> cross-reference and OCI tests (tools/manifests, tools/oci)'
+	$(CARGO) test -q -p sandbox-router-manifests -p sandbox-router-oci
+	@rm -rf '$(ISTIO_CHECK_DIR)' && mkdir -p '$(ISTIO_CHECK_DIR)/built'
+	@echo '==> Istio CRD schemas; kinds; kustomization references'
+	$(MANIFESTS_TOOL) check --core-files '$(ISTIO_CHECK_DIR)/core-files.txt' $(ISTIO_MANIFEST_DIRS)
+	@echo '==> core Kubernetes kinds: kubernetes-validate --strict ($(ISTIO_CHECK_K8S_VERSIONS))'
+	@for v in $(ISTIO_CHECK_K8S_VERSIONS); do \
+	  xargs -a '$(ISTIO_CHECK_DIR)/core-files.txt' '$(KUBERNETES_VALIDATE)' --strict --quiet -k "$$v" \
+	    || { echo "istio-check: kubernetes-validate failed against Kubernetes $$v" >&2; exit 1; }; \
+	  echo "kubernetes-validate: $$(wc -l < '$(ISTIO_CHECK_DIR)/core-files.txt') files valid against Kubernetes $$v"; \
+	done
+	@echo '==> kustomizations: built and validated'
+	@if command -v kubectl >/dev/null 2>&1; then \
+	  for k in $$(find $(ISTIO_MANIFEST_DIRS) -name kustomization.yaml | sort); do \
+	    dir=$$(dirname "$$k"); out='$(ISTIO_CHECK_DIR)/built/'$$(echo "$$dir" | tr / _).yaml; \
+	    kubectl kustomize "$$dir" > "$$out" || { echo "istio-check: kubectl kustomize $$dir failed" >&2; exit 1; }; \
+	    echo "kubectl kustomize $$dir: $$(grep -c '^kind:' "$$out") resources"; \
+	  done; \
+	  $(MANIFESTS_TOOL) check --core-files '$(ISTIO_CHECK_DIR)/built-core-files.txt' '$(ISTIO_CHECK_DIR)/built' | tail -n 1; \
+	  for v in $(ISTIO_CHECK_K8S_VERSIONS); do \
+	    xargs -a '$(ISTIO_CHECK_DIR)/built-core-files.txt' '$(KUBERNETES_VALIDATE)' --strict --quiet --no-warn -k "$$v" \
+	      || { echo "istio-check: kubernetes-validate failed on the built kustomizations ($$v)" >&2; exit 1; }; \
+	  done; \
+	  echo "kubernetes-validate: the built kustomizations are valid against Kubernetes $(ISTIO_CHECK_K8S_VERSIONS)"; \
+	else \
+	  echo "kubectl not installed: kustomizations checked for their references only (kubectl kustomize skipped)"; \
+	fi
+	@echo '==> shellcheck'
+	shellcheck --version | sed -n 2p
+	shellcheck e2e/kind/*.sh
+	@echo "istio-check: all passed"
+
+e2e-kind: ## kind + Istio end-to-end run (needs docker, kind, kubectl, istioctl: checked first)
+	e2e/kind/check-tools.sh
+	$(MAKE) --no-print-directory -f '$(ISTIO_MK)' oci
+	e2e/kind/run.sh
+
+# ----------------------------------------------------------- tool setup
+
+tool-kubernetes-validate: $(KUBERNETES_VALIDATE_STAMP)
+
+$(KUBERNETES_VALIDATE_STAMP):
+	@[ -x '$(VENV)/bin/pip' ] || $(PYTHON) -m venv '$(VENV)'
+	'$(VENV)/bin/pip' install --disable-pip-version-check --no-input -q 'kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)'
+	'$(KUBERNETES_VALIDATE)' --version
+	touch '$@'
+
+tool-shellcheck:
+	@command -v shellcheck >/dev/null 2>&1 || { \
+	  echo "shellcheck not found: installing Debian's shellcheck"; \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -q; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck; \
+	}
