@@ -128,17 +128,17 @@ impl RequestFilter {
         Action::Pause
     }
 
-    fn on_lookup_answer(&mut self, lookup: Lookup, body_size: usize) {
+    fn on_lookup_answer(&mut self, lookup: Lookup, num_headers: usize, body_size: usize) {
         let now = host::now_ms();
-        let result = read_answer(&lookup.key, body_size);
+        let result = read_answer(&lookup.key, num_headers, body_size);
         if let Err(error) = &result {
-            let timed_out = matches!(error, BadAnswer::NoStatus)
-                && self
-                    .worker
-                    .config
-                    .route_service
-                    .as_ref()
-                    .is_some_and(|rs| now.saturating_sub(lookup.started_ms) >= rs.timeout_ms);
+            let elapsed_ms = now.saturating_sub(lookup.started_ms);
+            let timed_out = self
+                .worker
+                .config
+                .route_service
+                .as_ref()
+                .is_some_and(|rs| routes_api::is_timeout(error, elapsed_ms, rs.timeout_ms));
             let counter = if timed_out {
                 Counter::LookupTimeout
             } else {
@@ -162,8 +162,12 @@ impl RequestFilter {
 }
 
 /// The answer to `GET /v1/routes?routingKey=K` being handled.
-fn read_answer(key: &str, body_size: usize) -> Result<routes_api::RoutesAnswer, BadAnswer> {
-    if !routes_api::check_status(host::call_response_status())? {
+fn read_answer(
+    key: &str,
+    num_headers: usize,
+    body_size: usize,
+) -> Result<routes_api::RoutesAnswer, BadAnswer> {
+    if !routes_api::check_status(host::call_response_status(num_headers))? {
         return Err(BadAnswer::Status(304));
     }
     if body_size > MAX_BODY_BYTES {
@@ -176,12 +180,14 @@ impl Context for RequestFilter {
     fn on_http_call_response(
         &mut self,
         token_id: u32,
-        _headers: usize,
+        num_headers: usize,
         body_size: usize,
         _trailers: usize,
     ) {
         match self.call.take() {
-            Some(lookup) if lookup.token == token_id => self.on_lookup_answer(lookup, body_size),
+            Some(lookup) if lookup.token == token_id => {
+                self.on_lookup_answer(lookup, num_headers, body_size)
+            }
             other => self.call = other,
         }
     }

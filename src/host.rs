@@ -85,7 +85,15 @@ pub fn get(
 }
 
 /// The `:status` of the call response being handled, if there is one.
-pub fn call_response_status() -> Option<u16> {
+/// `num_headers` is what the host reported with the response: `0` means the
+/// call failed without a response (reset mid-answer, a body slower than the
+/// timeout after the headers came, a buffer limit), and then Envoy has no
+/// header map at all and answers `BadArgument`, on which the SDK's getter
+/// panics (aborting the VM). So a response without headers is not asked.
+pub fn call_response_status(num_headers: usize) -> Option<u16> {
+    if num_headers == 0 {
+        return None;
+    }
     hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
         .ok()
         .flatten()
@@ -94,6 +102,9 @@ pub fn call_response_status() -> Option<u16> {
 
 /// The body of the call response being handled.
 pub fn call_response_body(body_size: usize) -> Bytes {
+    if body_size == 0 {
+        return Bytes::new();
+    }
     hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
         .ok()
         .flatten()

@@ -25,12 +25,12 @@ impl Context for Root {
     fn on_http_call_response(
         &mut self,
         token_id: u32,
-        _headers: usize,
+        num_headers: usize,
         body_size: usize,
         _trailers: usize,
     ) {
         if let (Some(sync), Some(worker)) = (&mut self.sync, &self.worker) {
-            sync.on_response(worker, token_id, body_size);
+            sync.on_response(worker, token_id, num_headers, body_size);
         }
     }
 }

@@ -43,13 +43,19 @@ impl TableSync {
     }
 
     /// Handles the answer to this worker's fetch; `false` if `token` is not ours.
-    pub fn on_response(&mut self, worker: &Worker, token: u32, body_size: usize) -> bool {
+    pub fn on_response(
+        &mut self,
+        worker: &Worker,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) -> bool {
         if self.in_flight != Some(token) {
             return false;
         }
         self.in_flight = None;
         let now = host::now_ms();
-        match read_table(body_size) {
+        match read_table(num_headers, body_size) {
             Ok(Some((answer, body))) => {
                 // Table first, then version: a worker that sees the new
                 // version finds the new table.
@@ -139,8 +145,11 @@ impl TableSync {
 
 /// The answer to `GET /v1/routes` being handled: a new table and its body,
 /// or `None` for not modified.
-fn read_table(body_size: usize) -> Result<Option<(RoutesAnswer, Vec<u8>)>, BadAnswer> {
-    if !routes_api::check_status(host::call_response_status())? {
+fn read_table(
+    num_headers: usize,
+    body_size: usize,
+) -> Result<Option<(RoutesAnswer, Vec<u8>)>, BadAnswer> {
+    if !routes_api::check_status(host::call_response_status(num_headers))? {
         return Ok(None);
     }
     if body_size > MAX_BODY_BYTES {

@@ -56,6 +56,21 @@ impl Breaker {
         }
     }
 
+    /// The half-open probe will never answer (its request ended and the
+    /// host cancelled the call): the next call may probe instead. Without
+    /// this the breaker would stay half-open with a probe "in flight"
+    /// forever, and refuse every call.
+    pub fn probe_abandoned(&mut self) {
+        if let BreakerState::HalfOpen {
+            probe_in_flight: true,
+        } = self.state
+        {
+            self.state = BreakerState::HalfOpen {
+                probe_in_flight: false,
+            };
+        }
+    }
+
     pub fn record_success(&mut self) {
         *self = Breaker::default();
     }
@@ -144,6 +159,21 @@ mod tests {
             expected = (expected * 2).min(MAX_BACKOFF_MS);
         }
         assert_eq!(expected, MAX_BACKOFF_MS);
+    }
+
+    #[test]
+    fn an_abandoned_probe_lets_the_next_call_probe() {
+        let mut b = Breaker::default();
+        fail_times(&mut b, FAILURE_THRESHOLD, 0);
+        assert!(b.allow(INITIAL_BACKOFF_MS), "probe");
+        assert!(!b.allow(INITIAL_BACKOFF_MS));
+        b.probe_abandoned();
+        assert!(b.allow(INITIAL_BACKOFF_MS), "a new probe");
+        assert!(!b.allow(INITIAL_BACKOFF_MS));
+        // Only a probe in flight is released.
+        let mut closed = Breaker::default();
+        closed.probe_abandoned();
+        assert_eq!(closed.state(), BreakerState::Closed);
     }
 
     #[test]

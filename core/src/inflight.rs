@@ -75,6 +75,14 @@ impl InFlight {
         Vec::new()
     }
 
+    /// The key whose call `context_id` owns, if any.
+    pub fn owned_by(&self, context_id: u32) -> Option<&str> {
+        self.calls
+            .iter()
+            .find(|(_, call)| call.owner == context_id)
+            .map(|(key, _)| key.as_str())
+    }
+
     pub fn contains(&self, key: &str) -> bool {
         self.calls.contains_key(key)
     }
@@ -121,6 +129,8 @@ mod tests {
         let mut f = InFlight::default();
         f.join("k", 1);
         f.join("k", 2);
+        assert_eq!(f.owned_by(1), Some("k"));
+        assert_eq!(f.owned_by(2), None);
         assert_eq!(f.leave(1), vec![2]);
         assert!(f.is_empty());
         assert!(f.complete("k").is_empty());

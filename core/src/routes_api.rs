@@ -86,6 +86,17 @@ pub fn parse_key_routes(body: &[u8], key: &str) -> Result<RoutesAnswer, BadAnswe
     Ok(answer)
 }
 
+/// Whether a failed call ran out of time. Envoy answers a
+/// `dispatch_http_call` whose timeout fired with its own `504` ("upstream
+/// request timeout"), not with a missing response; other hosts give no
+/// response at all. Either is a timeout once the call has taken its whole
+/// timeout (within 5%: the host's clock and its timers are not the same
+/// clock). A `504` that came sooner is the server's own error.
+pub fn is_timeout(error: &BadAnswer, elapsed_ms: u64, timeout_ms: u64) -> bool {
+    let waited = elapsed_ms.saturating_add(timeout_ms / 20) >= timeout_ms;
+    waited && matches!(error, BadAnswer::NoStatus | BadAnswer::Status(504))
+}
+
 /// Classifies an HTTP status for a routes call: `Ok(true)` a body to parse,
 /// `Ok(false)` not modified (304).
 pub fn check_status(status: Option<u16>) -> Result<bool, BadAnswer> {
@@ -173,6 +184,25 @@ mod tests {
         assert_eq!(check_status(Some(304)), Ok(false));
         assert_eq!(check_status(Some(503)), Err(BadAnswer::Status(503)));
         assert_eq!(check_status(None), Err(BadAnswer::NoStatus));
+    }
+
+    #[test]
+    fn timeouts_are_envoys_504_or_no_answer_after_the_whole_timeout() {
+        // Envoy 1.40 delivers a timed-out call as a local 504: it used to be
+        // counted as a lookup error, never as a timeout.
+        assert!(is_timeout(&BadAnswer::Status(504), 200, 200));
+        assert!(is_timeout(&BadAnswer::Status(504), 203, 200));
+        assert!(is_timeout(&BadAnswer::NoStatus, 200, 200));
+        assert!(is_timeout(&BadAnswer::NoStatus, 199, 200), "clock skew");
+        assert!(!is_timeout(&BadAnswer::Status(504), 20, 200), "a quick 504");
+        assert!(
+            !is_timeout(&BadAnswer::NoStatus, 3, 200),
+            "connection refused"
+        );
+        assert!(!is_timeout(&BadAnswer::Status(503), 200, 200));
+        assert!(!is_timeout(&BadAnswer::Malformed(String::new()), 500, 200));
+        assert!(!is_timeout(&BadAnswer::TooLarge, 500, 200));
+        assert!(is_timeout(&BadAnswer::NoStatus, 1, 1));
     }
 
     #[test]

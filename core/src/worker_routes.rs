@@ -8,7 +8,7 @@
 //! 3. otherwise the RouteService is asked, one call per key per worker, unless
 //!    its breaker is open: then the request goes to baseline at once.
 
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, BreakerState};
 use crate::inflight::{InFlight, Joined};
 use crate::key_cache::{CacheLookup, CachePolicy, KeyCache};
 use crate::route_table::{RouteTable, SandboxTarget};
@@ -37,6 +37,8 @@ pub struct WorkerRoutes {
     cache: KeyCache,
     breaker: Breaker,
     inflight: InFlight,
+    /// The key whose call is the breaker's half-open probe.
+    probe: Option<String>,
 }
 
 impl WorkerRoutes {
@@ -47,6 +49,7 @@ impl WorkerRoutes {
             cache: KeyCache::new(policy),
             breaker: Breaker::default(),
             inflight: InFlight::default(),
+            probe: None,
         }
     }
 
@@ -72,8 +75,14 @@ impl WorkerRoutes {
         if !self.breaker.allow(now_ms) {
             return Answer::FailOpen;
         }
+        let probe = matches!(self.breaker.state(), BreakerState::HalfOpen { .. });
         match self.inflight.join(key, context_id) {
-            Joined::Owner => Answer::Call,
+            Joined::Owner => {
+                if probe {
+                    self.probe = Some(key.to_owned());
+                }
+                Answer::Call
+            }
             Joined::Waiter => Answer::Wait,
         }
     }
@@ -103,6 +112,9 @@ impl WorkerRoutes {
         result: Result<RoutesAnswer, BadAnswer>,
         now_ms: u64,
     ) -> Vec<u32> {
+        if self.probe.as_deref() == Some(key) {
+            self.probe = None;
+        }
         match result {
             Ok(answer) => {
                 self.breaker.record_success();
@@ -114,8 +126,14 @@ impl WorkerRoutes {
     }
 
     /// A request ended while waiting or owning a call: the waiters to
-    /// resume without an answer (see [`InFlight::leave`]).
+    /// resume without an answer (see [`InFlight::leave`]). If its call was
+    /// the breaker's probe, the next call may probe.
     pub fn request_ended(&mut self, context_id: u32) -> Vec<u32> {
+        let owned = self.inflight.owned_by(context_id);
+        if owned.is_some() && owned == self.probe.as_deref() {
+            self.probe = None;
+            self.breaker.probe_abandoned();
+        }
         self.inflight.leave(context_id)
     }
 
@@ -257,6 +275,43 @@ mod tests {
         // A successful sync closes the breaker.
         w.sync_finished(true, 2);
         assert_eq!(w.answer("other", SVC, 2, 101), Answer::Call);
+    }
+
+    #[test]
+    fn a_probe_whose_request_ended_does_not_stop_lookups_for_good() {
+        // Found end to end: a client that gave up during the half-open probe
+        // left the breaker half-open with a probe "in flight" forever, and
+        // every later lookup on that worker failed open.
+        let mut w = WorkerRoutes::new(RouteTable::default(), POLICY);
+        for id in 0..FAILURE_THRESHOLD {
+            assert_eq!(w.answer(&format!("k{id}"), SVC, 0, id), Answer::Call);
+            w.call_finished(&format!("k{id}"), Err(BadAnswer::NoStatus), 0);
+        }
+        let after_backoff = crate::breaker::INITIAL_BACKOFF_MS;
+        assert_eq!(w.answer("probe", SVC, after_backoff, 10), Answer::Call);
+        assert_eq!(w.answer("other", SVC, after_backoff, 11), Answer::FailOpen);
+        assert!(w.request_ended(10).is_empty());
+        assert_eq!(w.answer("next", SVC, after_backoff, 12), Answer::Call);
+        w.call_finished(
+            "next",
+            Ok(RoutesAnswer {
+                version: 1,
+                table: RouteTable::default(),
+            }),
+            after_backoff,
+        );
+        assert_eq!(
+            w.answer("again", SVC, after_backoff, 13),
+            Answer::Call,
+            "closed"
+        );
+        // A waiter leaving, or an owner that was not the probe, changes nothing.
+        let mut w = WorkerRoutes::new(RouteTable::default(), POLICY);
+        assert_eq!(w.answer("k", SVC, 0, 1), Answer::Call);
+        assert_eq!(w.answer("k", SVC, 0, 2), Answer::Wait);
+        assert!(w.request_ended(2).is_empty());
+        assert_eq!(w.request_ended(1), Vec::<u32>::new());
+        assert_eq!(w.breaker().state(), BreakerState::Closed);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! | EDS cluster `outbound\|8080\|\|<fqdn>`                     | STATIC cluster of that name, endpoint on loopback |
 //! | WasmPlugin → ECDS `envoy.filters.http.wasm`, before router | the same filter inline, same `configuration` wrapping |
 //! | node metadata `NAMESPACE`, `WORKLOAD_NAME`, ...           | the same keys |
+//! | EDS cluster `outbound\|8080\|\|routeservice.sandbox-system...` | STATIC cluster of that name (the plugin calls it) |
 //!
 //! The cors and fault filters sit before the plugin as in Istio's chain; they
 //! look up the route early, so the plugin really has to clear the route cache
@@ -123,6 +124,11 @@ pub struct SidecarBootstrap {
     pub plugin: WasmPlugin,
     /// Where Envoy writes its access log.
     pub access_log: PathBuf,
+    /// The RouteService, reached by the plugin through its cluster
+    /// `outbound|8080||<fqdn>` (`dispatch_http_call`), as Istio would give
+    /// the sidecar for a service in another namespace. Only the cluster:
+    /// no request is routed to it by host.
+    pub route_service: Option<MeshService>,
 }
 
 /// Name of the outbound listener, as Istio names it.
@@ -138,7 +144,7 @@ impl SidecarBootstrap {
             },
             "static_resources": {
                 "listeners": [self.listener()],
-                "clusters": self.services.iter().map(cluster).collect::<Vec<_>>(),
+                "clusters": self.services.iter().chain(&self.route_service).map(cluster).collect::<Vec<_>>(),
             },
         })
     }

@@ -16,6 +16,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _, Result};
 
@@ -87,6 +88,43 @@ impl GuardedChild {
             let _ = child.kill();
         }
         child.wait().context("reaping the child process")
+    }
+}
+
+impl GuardedChild {
+    /// Asks the child to stop (`SIGTERM`), waits up to `grace` for it to
+    /// exit, then kills it (`SIGKILL`); reaps it either way.
+    pub fn terminate(&self, grace: Duration) -> Result<ExitStatus> {
+        {
+            let mut child = self
+                .child
+                .lock()
+                .map_err(|_| anyhow!("child mutex poisoned"))?;
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            send_sigterm(self.pid);
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Some(status) = child.try_wait()? {
+                    return Ok(status);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill()
+    }
+}
+
+/// `kill(pid, SIGTERM)`; a child that already exited is not an error.
+fn send_sigterm(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // Sending a signal has no memory-safety preconditions; `unsafe` only
+        // because it is a C call (the workspace denies `unsafe_code`).
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
     }
 }
 

@@ -62,7 +62,7 @@ pub fn plugin_wasm() -> Result<PathBuf> {
 
 /// A path from the environment; unset and empty mean the same (a Makefile
 /// may export an empty variable).
-fn env_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn env_path(name: &str) -> Option<PathBuf> {
     std::env::var_os(name)
         .filter(|value| !value.is_empty())
         .map(PathBuf::from)
@@ -251,8 +251,11 @@ impl Envoy {
         Ok(self.stats()?.get(&plugin_stat_name(name)).copied())
     }
 
-    /// Envoy's log so far.
+    /// Envoy's log so far (after waiting for Envoy to flush it).
     pub fn log(&self) -> Result<String> {
+        if self.child.exit_status()?.is_none() {
+            std::thread::sleep(2 * LOG_FLUSH_INTERVAL);
+        }
         let bytes = std::fs::read(&self.files.log)
             .with_context(|| format!("reading {}", self.files.log.display()))?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -272,6 +275,11 @@ impl Envoy {
         self.child.kill()
     }
 }
+
+/// How often Envoy writes its buffered log and access log to the files.
+/// [`Envoy::log`] waits this long (twice) so it sees every line logged
+/// before it was called.
+pub const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The `/stats` name of a plugin-defined metric: `wasmcustom.<name>`.
 pub fn plugin_stat_name(name: &str) -> String {
@@ -301,6 +309,13 @@ fn envoy_command(binary: &Path, files: &RunFiles, base_id: u32) -> Result<Comman
         .arg(&files.admin_address)
         .arg("--log-path")
         .arg(&files.log)
+        // Envoy writes its log (and access log) to the file every 10 s by
+        // default; a test reads the log before it ends and kills Envoy, so
+        // flush often (see `LOG_FLUSH_INTERVAL`).
+        .args([
+            "--file-flush-interval-msec",
+            &LOG_FLUSH_INTERVAL.as_millis().to_string(),
+        ])
         .args(["--log-level", "info"])
         .stdin(Stdio::null())
         .stdout(console.try_clone()?)

@@ -1,6 +1,6 @@
 //! End-to-end harness for sandbox-router: a real Envoy running the release
-//! `.wasm` in a sidecar-shaped configuration, real upstreams behind it, and a
-//! raw HTTP client to poke it. See `e2e/README.md`.
+//! `.wasm` in a sidecar-shaped configuration, real upstreams behind it, the
+//! real RouteService, and a raw HTTP client to poke it. See `e2e/README.md`.
 //!
 //! - [`child`]: a process that cannot outlive the harness;
 //! - [`envoy`]: finding, starting, probing and stopping Envoy;
@@ -8,14 +8,18 @@
 //! - [`bootstrap`]: the Istio-shaped Envoy configuration;
 //! - [`upstream`]: echoing upstream servers;
 //! - [`client`]: the raw HTTP/1.1 client;
-//! - [`mesh`]: the demo mesh (INTERFACES section 8) put together.
+//! - [`mesh`]: the demo mesh (INTERFACES section 8) put together;
+//! - [`routeservice`]: the real RouteService as a child process;
+//! - [`fake_routeservice`]: a scripted RouteService that misbehaves.
 
 pub mod bootstrap;
 pub mod child;
 pub mod client;
 pub mod envoy;
 pub mod envoy_log;
+pub mod fake_routeservice;
 pub mod mesh;
+pub mod routeservice;
 pub mod upstream;
 
 use std::path::PathBuf;

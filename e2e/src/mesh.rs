@@ -1,7 +1,9 @@
 //! The local demo mesh of INTERFACES section 8, as one value.
 //!
 //! A caller `frontend` in namespace `demo` whose sidecar reaches `catalog`
-//! and `reviews`, each with a baseline and a fork `<svc>-pr-42`. Envoy's
+//! and `reviews`, each with a baseline and a fork `<svc>-pr-42` (tests may
+//! ask for forks of more sandboxes), and, when the plugin uses one, the
+//! RouteService's cluster. Envoy's
 //! routes know both forks — a VirtualService header rule per fork in
 //! `header` mode, and in every mode the forks' own virtual hosts, as Istio
 //! generates for any service — while which requests the plugin sends to a
@@ -73,8 +75,8 @@ pub fn fork_name(service: &str, sandbox: &str) -> String {
     format!("{service}-{sandbox}")
 }
 
-/// The plugin configuration `make run` uses: a static route table in which
-/// sandbox `pr-42` (key `pr-42`) forks `catalog` only.
+/// A plugin configuration with a static route table in which sandbox
+/// `pr-42` (key `pr-42`) forks `catalog` only (no RouteService).
 pub fn demo_plugin_config(mode: Mode) -> Value {
     json!({
         "mode": mode.as_str(),
@@ -85,6 +87,70 @@ pub fn demo_plugin_config(mode: Mode) -> Value {
             "baseline": fqdn("catalog"),
             "target": fqdn(&fork_name("catalog", SANDBOX)),
         }],
+    })
+}
+
+/// The `routeService` block of the plugin configuration: the RouteService
+/// cluster and authority of [`crate::routeservice`], and the timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteServiceSettings {
+    /// `timeoutMs`: how long a request waits for a lookup (and a sync may take).
+    pub timeout_ms: u64,
+    /// `syncIntervalMs`: how often the table is fetched.
+    pub sync_interval_ms: u64,
+    /// `cacheTtlMs`: lifetime of a looked-up key that has routes.
+    pub cache_ttl_ms: u64,
+    /// `negativeCacheTtlMs`: lifetime of a looked-up key without routes.
+    pub negative_cache_ttl_ms: u64,
+}
+
+impl RouteServiceSettings {
+    /// Short intervals, so tests see syncs and expiries quickly.
+    pub fn for_tests() -> Self {
+        Self {
+            timeout_ms: 200,
+            sync_interval_ms: 300,
+            cache_ttl_ms: 30_000,
+            negative_cache_ttl_ms: 1000,
+        }
+    }
+
+    /// The demo's: a change shows within about a second.
+    pub fn for_demo() -> Self {
+        Self {
+            timeout_ms: 200,
+            sync_interval_ms: 1000,
+            cache_ttl_ms: 30_000,
+            negative_cache_ttl_ms: 2000,
+        }
+    }
+
+    /// The plugin's tick period for this sync interval (the core's
+    /// `tick_period_ms`): how long after a sync every worker has adopted it.
+    pub fn tick_ms(&self) -> u64 {
+        (self.sync_interval_ms / 4).clamp(50, 1000)
+    }
+
+    /// The `routeService` JSON block.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "cluster": crate::routeservice::CLUSTER,
+            "authority": crate::routeservice::FQDN,
+            "timeoutMs": self.timeout_ms,
+            "syncIntervalMs": self.sync_interval_ms,
+            "cacheTtlMs": self.cache_ttl_ms,
+            "negativeCacheTtlMs": self.negative_cache_ttl_ms,
+        })
+    }
+}
+
+/// The plugin configuration `make run` uses: routes come from the
+/// RouteService (no static `routes`).
+pub fn route_service_plugin_config(mode: Mode, settings: &RouteServiceSettings) -> Value {
+    json!({
+        "mode": mode.as_str(),
+        "namespace": NAMESPACE,
+        "routeService": settings.to_json(),
     })
 }
 
@@ -104,6 +170,13 @@ pub struct MeshOptions {
     pub upstream_base_port: Option<u16>,
     /// Names the run directory.
     pub label: String,
+    /// Sandbox names the mesh has forks for: every service gets an upstream
+    /// `<svc>-<sandbox>` per name (and, in `header` mode, the VirtualService
+    /// rule `x-sandbox-route: <sandbox>` to it). Default `["pr-42"]`.
+    pub sandboxes: Vec<String>,
+    /// Where the RouteService listens, if the plugin uses one: the sidecar
+    /// gets its cluster [`crate::routeservice::CLUSTER`].
+    pub route_service: Option<SocketAddr>,
 }
 
 impl MeshOptions {
@@ -116,6 +189,8 @@ impl MeshOptions {
             admin_port: 0,
             upstream_base_port: None,
             label: format!("mesh-{}", mode.as_str()),
+            sandboxes: vec![SANDBOX.to_owned()],
+            route_service: None,
         }
     }
 
@@ -129,11 +204,14 @@ impl MeshOptions {
             admin_port: port_from_env("DEMO_ADMIN_PORT")?.unwrap_or(9901),
             upstream_base_port: port_from_env("DEMO_UPSTREAM_BASE_PORT")?,
             label: "demo".to_owned(),
+            sandboxes: vec![SANDBOX.to_owned()],
+            route_service: None,
         })
     }
 }
 
-fn port_from_env(name: &str) -> Result<Option<u16>> {
+/// A port from environment variable `name`, if set.
+pub fn port_from_env(name: &str) -> Result<Option<u16>> {
     match std::env::var(name) {
         Ok(text) => {
             Ok(Some(text.parse().with_context(|| {
@@ -205,18 +283,22 @@ pub struct Launched {
 
 /// Starts the upstreams and spawns Envoy without waiting for it.
 pub fn launch(options: &MeshOptions) -> Result<Launched> {
-    let upstreams = start_upstreams(options.upstream_base_port)?;
+    let upstreams = start_upstreams(options.upstream_base_port, &options.sandboxes)?;
     let files = RunFiles::in_dir(&crate::new_run_dir(&options.label)?);
     let bootstrap = sidecar_bootstrap(options, &upstreams, &files)?;
     let envoy = Envoy::spawn(&bootstrap.to_json(), files)?;
     Ok(Launched { envoy, upstreams })
 }
 
-/// Baseline and fork of every demo service, in that order.
-fn start_upstreams(base_port: Option<u16>) -> Result<Vec<Upstream>> {
-    let variants = SERVICES
-        .iter()
-        .flat_map(|service| [(*service, "baseline"), (*service, SANDBOX)]);
+/// Baseline and forks of every demo service, in that order.
+fn start_upstreams(base_port: Option<u16>, sandboxes: &[String]) -> Result<Vec<Upstream>> {
+    let variants = SERVICES.iter().flat_map(|service| {
+        std::iter::once((*service, "baseline")).chain(
+            sandboxes
+                .iter()
+                .map(move |sandbox| (*service, sandbox.as_str())),
+        )
+    });
     variants
         .enumerate()
         .map(|(index, (service, variant))| {
@@ -244,7 +326,12 @@ fn sidecar_bootstrap(
     let header_routes = match options.mode {
         Mode::Header => SERVICES
             .iter()
-            .map(|service| fork_header_route(service))
+            .flat_map(|service| {
+                options
+                    .sandboxes
+                    .iter()
+                    .map(|sandbox| fork_header_route(service, sandbox))
+            })
             .collect(),
         Mode::Authority => Vec::new(),
     };
@@ -263,6 +350,11 @@ fn sidecar_bootstrap(
             configuration: options.plugin_config.to_string(),
         },
         access_log: files.access_log(),
+        route_service: options.route_service.map(|endpoint| MeshService {
+            name: "routeservice".to_owned(),
+            namespace: "sandbox-system".to_owned(),
+            endpoint,
+        }),
     })
 }
 
@@ -282,12 +374,12 @@ fn mesh_service(upstream: &Upstream) -> MeshService {
 }
 
 /// The VirtualService rule that sends `service` requests carrying
-/// `x-sandbox-route: pr-42` to the fork.
-fn fork_header_route(service: &str) -> HeaderRoute {
+/// `x-sandbox-route: <sandbox>` to its fork `<service>-<sandbox>`.
+fn fork_header_route(service: &str, sandbox: &str) -> HeaderRoute {
     HeaderRoute {
         service: fqdn(service),
         header: ROUTE_HEADER.to_owned(),
-        value: SANDBOX.to_owned(),
-        target: fqdn(&fork_name(service, SANDBOX)),
+        value: sandbox.to_owned(),
+        target: fqdn(&fork_name(service, sandbox)),
     }
 }

@@ -1,22 +1,29 @@
 //! `make run`: the local demo mesh in the foreground, until Ctrl-C or SIGTERM.
 //!
-//! Starts the four demo upstreams and an Istio-shaped Envoy running the
-//! release plugin with a static route table (sandbox `pr-42` forks
-//! `catalog`), prints what it started and how to try it, then waits. On a
-//! signal it stops Envoy and exits; Envoy also dies with this process if it
-//! is killed outright (parent-death signal).
+//! Starts the RouteService (the workspace's `routeservice` binary, built
+//! here if needed) on 127.0.0.1:8080 with a fresh data dir
+//! `target/demo/routeservice-data`, seeded from `routeservice/demo/seed.json`
+//! (sandbox `pr-42` forks `catalog` only); then the four demo upstreams and
+//! an Istio-shaped Envoy whose plugin takes its routes from the RouteService
+//! (no static routes). Prints what it started and how to try it, including
+//! how to change the sandbox with no restart, then waits. On a signal it
+//! stops Envoy and the RouteService and exits; both also die with this
+//! process if it is killed outright (parent-death signal).
 //!
 //! Environment: `MODE` (`header` | `authority`, default `header`),
 //! `DEMO_LISTENER_PORT` (10000), `DEMO_ADMIN_PORT` (9901),
-//! `DEMO_UPSTREAM_BASE_PORT` (free ports if unset), `ENVOY_BIN`,
-//! `SANDBOX_ROUTER_WASM`.
+//! `DEMO_ROUTESERVICE_PORT` (8080), `DEMO_UPSTREAM_BASE_PORT` (free ports if
+//! unset), `ROUTESERVICE_TOKEN` (`dev-token`), `ROUTESERVICE_BIN`,
+//! `ENVOY_BIN`, `SANDBOX_ROUTER_WASM`.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use sandbox_router_e2e::mesh::{self, DemoMesh, MeshOptions, Mode};
+use sandbox_router_e2e::mesh::{self, DemoMesh, MeshOptions, Mode, RouteServiceSettings};
+use sandbox_router_e2e::routeservice::{self, RouteService};
 
 fn main() -> ExitCode {
     match run() {
@@ -33,17 +40,63 @@ fn run() -> Result<()> {
         .unwrap_or_else(|_| "header".to_owned())
         .parse()?;
     let stop = stop_signal()?;
-    let options = MeshOptions::for_demo(mode, mesh::demo_plugin_config(mode))?;
+    let route_service = start_route_service()?;
+    let settings = RouteServiceSettings::for_demo();
+    let mut options =
+        MeshOptions::for_demo(mode, mesh::route_service_plugin_config(mode, &settings))?;
+    options.route_service = Some(route_service.addr());
     let demo = DemoMesh::start(&options)?;
-    print_summary(&demo, &options);
-    let outcome = wait_for_stop(&demo, &stop);
-    println!("\nstopping Envoy (pid {})", demo.envoy().pid());
+    print_summary(&demo, &options, &route_service, &settings);
+    let outcome = wait_for_stop(&demo, &route_service, &stop);
+    println!(
+        "\nstopping Envoy (pid {}) and the RouteService",
+        demo.envoy().pid()
+    );
     drop(demo);
+    let mut route_service = route_service;
+    if route_service.is_running() {
+        route_service.stop()?;
+    }
     outcome
 }
 
-/// Returns on Ctrl-C / SIGTERM, or with an error if Envoy dies first.
-fn wait_for_stop(demo: &DemoMesh, stop: &mpsc::Receiver<()>) -> Result<()> {
+/// The token writers must send: `ROUTESERVICE_TOKEN`, else `dev-token`.
+fn token() -> String {
+    std::env::var("ROUTESERVICE_TOKEN")
+        .ok()
+        .filter(|token| !token.is_empty())
+        .unwrap_or_else(|| "dev-token".to_owned())
+}
+
+/// The RouteService on `DEMO_ROUTESERVICE_PORT` (8080), on a fresh data dir,
+/// seeded with the demo sandbox.
+fn start_route_service() -> Result<RouteService> {
+    let dir = sandbox_router_e2e::target_dir().join("demo");
+    let data_dir = dir.join("routeservice-data");
+    // Fresh each run, so the demo always starts from the seed.
+    if data_dir.exists() {
+        std::fs::remove_dir_all(&data_dir)
+            .with_context(|| format!("removing {}", data_dir.display()))?;
+    }
+    println!("building the routeservice binary (cargo build -p routeservice) ...");
+    routeservice::binary()?;
+    let options = routeservice::Options {
+        data_dir,
+        log_dir: dir,
+        port: mesh::port_from_env("DEMO_ROUTESERVICE_PORT")?.unwrap_or(8080),
+        seed: Some(sandbox_router_e2e::repo_root().join("routeservice/demo/seed.json")),
+        token: token(),
+    };
+    RouteService::start(options).context("starting the RouteService")
+}
+
+/// Returns on Ctrl-C / SIGTERM, or with an error if Envoy or the
+/// RouteService dies first.
+fn wait_for_stop(
+    demo: &DemoMesh,
+    route_service: &RouteService,
+    stop: &mpsc::Receiver<()>,
+) -> Result<()> {
     loop {
         match stop.recv_timeout(Duration::from_millis(500)) {
             // A disconnected channel means the handler is gone: stop too.
@@ -54,6 +107,12 @@ fn wait_for_stop(demo: &DemoMesh, stop: &mpsc::Receiver<()>) -> Result<()> {
             bail!(
                 "Envoy exited ({status}); see {}",
                 demo.envoy().files().log.display()
+            );
+        }
+        if !route_service.is_running() {
+            bail!(
+                "the RouteService exited; see {}",
+                route_service.log_path().display()
             );
         }
     }
@@ -69,39 +128,106 @@ fn stop_signal() -> Result<mpsc::Receiver<()>> {
     Ok(rx)
 }
 
-fn print_summary(demo: &DemoMesh, options: &MeshOptions) {
+/// `path` relative to the repository when it is inside it (shorter to type).
+fn short(path: &Path) -> String {
+    let root = sandbox_router_e2e::repo_root();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn print_summary(
+    demo: &DemoMesh,
+    options: &MeshOptions,
+    route_service: &RouteService,
+    settings: &RouteServiceSettings,
+) {
     let envoy = demo.envoy();
     let files = envoy.files();
     let listener = demo.listener();
     println!("sandbox-router demo mesh, mode {}", demo.mode().as_str());
     println!(
-        "  envoy        pid {}, listener {listener}, admin {}",
+        "  envoy         pid {}, listener {listener}, admin {}",
         envoy.pid(),
         admin_text(demo)
     );
-    println!("  config       {}", files.config.display());
-    println!("  envoy log    {}", files.log.display());
-    println!("  access log   {}", files.access_log().display());
+    println!("  config        {}", files.config.display());
+    println!("  envoy log     {}", files.log.display());
+    println!("  access log    {}", files.access_log().display());
     for upstream in demo.upstreams() {
         println!(
-            "  upstream     {:<16} {}",
+            "  upstream      {:<16} {}",
             upstream.identity().served_by(),
             upstream.addr()
         );
     }
-    println!("  plugin config {}", options.plugin_config);
-    let port = listener.port();
-    println!("\ntry:");
-    println!("  curl -si -H 'host: catalog.demo.svc.cluster.local' -H 'baggage: sd-routing-key=pr-42' localhost:{port}/");
-    println!("    # x-served-by: catalog/pr-42");
-    println!("  curl -si -H 'host: catalog.demo.svc.cluster.local' localhost:{port}/");
-    println!("    # x-served-by: catalog/baseline (no routing key)");
-    println!("  curl -si -H 'host: reviews.demo.svc.cluster.local' -H 'baggage: sd-routing-key=pr-42' localhost:{port}/");
-    println!("    # x-served-by: reviews/baseline (pr-42 does not fork reviews)");
     println!(
-        "  curl -s localhost:{}/stats | grep wasmcustom",
+        "  routeservice  pid {}, {} (cluster {})",
+        route_service.pid().unwrap_or(0),
+        route_service.url(),
+        routeservice::CLUSTER
+    );
+    println!(
+        "  data dir      {} (fresh each run, seeded from routeservice/demo/seed.json)",
+        route_service.data_dir().display()
+    );
+    println!("  rs log        {}", route_service.log_path().display());
+    println!("  plugin config {}", options.plugin_config);
+
+    let port = listener.port();
+    let rs = route_service.url();
+    let token = token();
+    let cli = routeservice::binary()
+        .map(|path| short(&path))
+        .unwrap_or_else(|_| "routeservice".to_owned());
+    let server = if route_service.addr().port() == 8080 {
+        String::new()
+    } else {
+        format!(" --server {rs}")
+    };
+    let catalog = mesh::fqdn("catalog");
+    let reviews = mesh::fqdn("reviews");
+    let fork = |service: &str| mesh::fqdn(&mesh::fork_name(service, mesh::SANDBOX));
+    println!("\ntry:");
+    println!(
+        "  curl -si -H 'host: {catalog}' -H 'baggage: sd-routing-key=pr-42' localhost:{port}/"
+    );
+    println!("    # x-served-by: catalog/pr-42");
+    println!("  curl -si -H 'host: {catalog}' localhost:{port}/");
+    println!("    # x-served-by: catalog/baseline (no routing key)");
+    println!(
+        "  curl -si -H 'host: {reviews}' -H 'baggage: sd-routing-key=pr-42' localhost:{port}/"
+    );
+    println!("    # x-served-by: reviews/baseline (pr-42 does not fork reviews yet)");
+    println!("\nmake pr-42 fork reviews too, with no restart (the CLI, or curl):");
+    println!("  ROUTESERVICE_TOKEN={token} {cli}{server} create pr-42 --routing-key pr-42 \\");
+    println!("    --route {catalog}={} \\", fork("catalog"));
+    println!("    --route {reviews}={}", fork("reviews"));
+    println!(
+        "  curl -si -X PUT {rs}/v1/sandboxes/pr-42 -H 'authorization: Bearer {token}' -H 'content-type: application/json' \\"
+    );
+    println!(
+        "    -d '{{\"routingKey\": \"pr-42\", \"routes\": [{{\"baseline\": \"{catalog}\", \"target\": \"{}\"}}, {{\"baseline\": \"{reviews}\", \"target\": \"{}\"}}]}}'",
+        fork("catalog"),
+        fork("reviews")
+    );
+    println!(
+        "  # within syncIntervalMs ({} ms), the same reviews request answers:",
+        settings.sync_interval_ms
+    );
+    println!(
+        "  curl -si -H 'host: {reviews}' -H 'baggage: sd-routing-key=pr-42' localhost:{port}/"
+    );
+    println!("    # x-served-by: reviews/pr-42");
+    println!(
+        "  {cli}{server} list                  # the table; `{cli}{server} delete pr-42` undoes it"
+    );
+    println!(
+        "  curl -s localhost:{}/stats | grep wasmcustom     # the plugin's counters",
         envoy.admin_addr().map_or(0, |a| a.port())
     );
+    println!("  curl -s {rs}/metrics | grep requests_total");
     println!("\nCtrl-C to stop.");
 }
 
