@@ -6,6 +6,7 @@
 //! | `PUT /v1/sandboxes/{name}` | `201` created / `200` replaced or unchanged, the stored sandbox |
 //! | `GET /v1/sandboxes`, `GET /v1/sandboxes/{name}` | list / one (`404`) |
 //! | `DELETE /v1/sandboxes/{name}` | `204` / `404` |
+//! | `GET /v1/decisions?routingKey=K&workload=W[&sandbox=S]` | `{"process","reason","version"}`: the selective-consumption rule |
 //! | `GET /healthz`, `/readyz`, `/metrics` | liveness, readiness latch, Prometheus text |
 //!
 //! Reads are open; writes need the bearer token. Every handler answers from
@@ -33,6 +34,8 @@ use crate::error::{error_response, ApiError, FieldError};
 use crate::metrics::Metrics;
 use crate::model::{validate_name, validate_routing_key, SandboxSpec};
 use crate::service::{PutOutcome, RouteService, WriteError};
+use sandbox_router_core::consumption::Consumer;
+use sandbox_router_core::destination::{is_dns1123_label, is_dns_name};
 
 /// Default limit of a request body.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -97,11 +100,11 @@ impl AppState {
     }
 }
 
-/// The whole API. `GET /v1/decisions` (message consumers) is the next call
-/// to add here.
+/// The whole API.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/routes", get(get_routes))
+        .route("/v1/decisions", get(get_decision))
         .route("/v1/sandboxes", get(list_sandboxes))
         .route(
             "/v1/sandboxes/{name}",
@@ -223,6 +226,71 @@ fn entity_tags(value: &str) -> Option<Vec<&str>> {
         }
         rest = next;
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DecisionQuery {
+    routing_key: Option<String>,
+    workload: Option<String>,
+    sandbox: Option<String>,
+}
+
+/// The answer of `GET /v1/decisions`.
+#[derive(Debug, Serialize)]
+struct DecisionBody {
+    process: bool,
+    /// [`sandbox_router_core::consumption::Reason::code`].
+    reason: String,
+    /// The table version the decision was made from.
+    version: u64,
+}
+
+/// `GET /v1/decisions`: the selective-consumption rule for one message, for
+/// consumers that do not hold the table. A missing or invalid routing key is
+/// an answer (baseline's), not an error: the consumer must get one.
+async fn get_decision(
+    State(state): State<AppState>,
+    query: Result<Query<DecisionQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
+    let consumer = decision_consumer(query.workload, query.sandbox)?;
+    let snapshot = state.service()?.snapshot();
+    let verdict = snapshot.decide(&consumer, query.routing_key.as_deref());
+    Ok(Json(DecisionBody {
+        process: verdict.process,
+        reason: verdict.reason.code(),
+        version: snapshot.version(),
+    })
+    .into_response())
+}
+
+/// The consumer a decision is for: `workload` a lower-case DNS name (a
+/// route's `baseline`), `sandbox` a DNS-1123 label.
+fn decision_consumer(
+    workload: Option<String>,
+    sandbox: Option<String>,
+) -> Result<Consumer, FieldError> {
+    let workload = workload.ok_or_else(|| {
+        FieldError::new(
+            "workload",
+            "is required: the FQDN of the consumer's baseline workload",
+        )
+    })?;
+    if !is_dns_name(&workload) || workload.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(FieldError::new(
+            "workload",
+            "must be a lower-case DNS name (service FQDN)",
+        ));
+    }
+    if sandbox.as_deref().is_some_and(|s| !is_dns1123_label(s)) {
+        return Err(FieldError::new(
+            "sandbox",
+            "must be a DNS-1123 label (1-63 lower-case letters, digits and inner '-')",
+        ));
+    }
+    Ok(Consumer { workload, sandbox })
 }
 
 async fn list_sandboxes(State(state): State<AppState>) -> Result<Response, ApiError> {

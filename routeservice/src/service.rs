@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use serde::{Deserialize, Serialize};
 
-use sandbox_router_core::route_table::Route;
+use sandbox_router_core::consumption::{self, Consumer, MessageKey, Verdict};
+use sandbox_router_core::route_table::{Route, SandboxTarget};
 
 use crate::error::FieldError;
 use crate::model::{validate_name, Sandbox, SandboxList, SandboxSpec, StoredSandbox};
@@ -175,6 +176,28 @@ impl Snapshot {
         self.routes
             .get(&(routing_key.to_owned(), baseline.to_owned()))
             .map(|entry| entry.route.sandbox.as_str())
+    }
+
+    /// The sandbox that forks `baseline` for `routing_key`, and its fork.
+    pub fn fork(&self, routing_key: &str, baseline: &str) -> Option<SandboxTarget> {
+        self.routes
+            .get(&(routing_key.to_owned(), baseline.to_owned()))
+            .map(|entry| SandboxTarget {
+                sandbox: entry.route.sandbox.clone(),
+                target: entry.route.target.clone(),
+            })
+    }
+
+    /// The selective-consumption rule (the core's [`consumption::decide`])
+    /// for a message whose routing key, as extracted by the consumer, is
+    /// `routing_key`. An empty key is no key, as in every carrier.
+    pub fn decide(&self, consumer: &Consumer, routing_key: Option<&str>) -> Verdict {
+        let key = MessageKey::classify(routing_key.filter(|k| !k.is_empty()));
+        let fork = match key {
+            MessageKey::Valid(key) => self.fork(key, &consumer.workload),
+            MessageKey::Missing | MessageKey::Invalid => None,
+        };
+        consumption::decide(consumer, key, fork.as_ref())
     }
 }
 

@@ -744,13 +744,6 @@ async fn unknown_endpoints_and_methods() {
     let answer = h.get("/v2/routes").await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert!(!answer.error().is_empty());
-    // Not implemented yet (a later issue): answers like any unknown path.
-    assert_eq!(
-        h.get("/v1/decisions?routingKey=k&workload=a.b")
-            .await
-            .status,
-        StatusCode::NOT_FOUND
-    );
     let answer = h
         .send(Request::post("/v1/routes").body(Body::empty()).unwrap())
         .await;
@@ -920,4 +913,169 @@ async fn the_seed_may_take_over_routes_among_its_own_sandboxes() {
     }}));
     assert_eq!(h.service.apply_seed(&s).unwrap().changed, 2);
     assert_eq!(h.service.snapshot().owner("k", CATALOG), Some("b"));
+}
+
+// ------------------------------------------------------- GET /v1/decisions
+
+/// `(process, reason, version)` of a decision that must answer 200.
+async fn decision(h: &Harness, query: &str) -> (bool, String, u64) {
+    let answer = h.get(&format!("/v1/decisions?{query}")).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "{query}: {:?}",
+        answer.json()
+    );
+    assert_eq!(
+        answer.header(header::CONTENT_TYPE),
+        Some("application/json")
+    );
+    let json = answer.json();
+    assert_eq!(json.as_object().unwrap().len(), 3, "{json}");
+    (
+        json["process"].as_bool().unwrap(),
+        json["reason"].as_str().unwrap().to_owned(),
+        json["version"].as_u64().unwrap(),
+    )
+}
+
+/// A table where `pr-42` forks catalog and `pr-7` forks reviews only.
+async fn decisions_harness() -> Harness {
+    let h = harness();
+    h.put("pr-42", sandbox("pr-42", &[(CATALOG, CATALOG_FORK)]))
+        .await;
+    h.put(
+        "pr-7",
+        sandbox("pr-7", &[(REVIEWS, "reviews-pr-7.demo.svc.cluster.local")]),
+    )
+    .await;
+    assert_eq!(h.version(), 2);
+    h
+}
+
+const BASELINE: &str = "workload=catalog.demo.svc.cluster.local";
+const FORK: &str = "workload=catalog.demo.svc.cluster.local&sandbox=pr-42";
+const OTHER_FORK: &str = "workload=catalog.demo.svc.cluster.local&sandbox=pr-7";
+
+#[tokio::test]
+async fn decisions_forked_key_goes_to_the_sandbox_consumer_only() {
+    let h = decisions_harness().await;
+    let key = "routingKey=pr-42";
+    let reason = "forked-by:pr-42".to_owned();
+    assert_eq!(
+        decision(&h, &format!("{key}&{BASELINE}")).await,
+        (false, reason.clone(), 2)
+    );
+    assert_eq!(
+        decision(&h, &format!("{key}&{FORK}")).await,
+        (true, reason.clone(), 2)
+    );
+    assert_eq!(
+        decision(&h, &format!("{key}&{OTHER_FORK}")).await,
+        (false, reason, 2)
+    );
+}
+
+#[tokio::test]
+async fn decisions_no_key_invalid_key_and_unknown_key_are_baselines() {
+    let h = decisions_harness().await;
+    let too_long = format!("routingKey={}&", "x".repeat(129));
+    let cases = [
+        ("", "no-key"),
+        ("routingKey=&", "no-key"),
+        ("routingKey=bad%20key&", "invalid-key"),
+        ("routingKey=a%2Fb&", "invalid-key"),
+        (too_long.as_str(), "invalid-key"),
+        ("routingKey=pr-99&", "not-forked"),
+        // pr-7 is a sandbox, but it does not fork catalog.
+        ("routingKey=pr-7&", "not-forked"),
+    ];
+    for (key, reason) in cases {
+        let baseline = decision(&h, &format!("{key}{BASELINE}")).await;
+        assert_eq!(baseline, (true, reason.to_owned(), 2), "{key}");
+        for fork in [FORK, OTHER_FORK] {
+            let forked = decision(&h, &format!("{key}{fork}")).await;
+            assert_eq!(forked, (false, reason.to_owned(), 2), "{key}{fork}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn decisions_follow_the_table_and_its_version() {
+    let h = decisions_harness().await;
+    let query = format!("routingKey=pr-7&workload={REVIEWS}");
+    assert_eq!(
+        decision(&h, &query).await,
+        (false, "forked-by:pr-7".into(), 2)
+    );
+    assert_eq!(h.delete("pr-7").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(decision(&h, &query).await, (true, "not-forked".into(), 3));
+    assert_eq!(
+        decision(&h, &format!("{query}&sandbox=pr-7")).await,
+        (false, "not-forked".into(), 3)
+    );
+}
+
+#[tokio::test]
+async fn decisions_400_name_the_field() {
+    let h = decisions_harness().await;
+    let cases = [
+        ("routingKey=pr-42", "workload: is required"),
+        ("routingKey=pr-42&workload=", "workload: must be"),
+        (
+            "workload=Catalog.demo.svc.cluster.local",
+            "workload: must be",
+        ),
+        ("workload=10.0.0.1", "workload: must be"),
+        ("workload=catalog_x.demo", "workload: must be"),
+        ("workload=catalog.demo&sandbox=", "sandbox: must be"),
+        ("workload=catalog.demo&sandbox=PR-42", "sandbox: must be"),
+        ("workload=catalog.demo&sandbox=pr.42", "sandbox: must be"),
+        ("workload=catalog.demo&ttl=5", "query: "),
+        ("workload=a.b&workload=c.d", "query: "),
+    ];
+    for (query, prefix) in cases {
+        let answer = h.get(&format!("/v1/decisions?{query}")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}");
+        let error = answer.error();
+        assert!(error.starts_with(prefix), "{query}: {error}");
+    }
+    let answer = h
+        .send(
+            Request::post(format!("/v1/decisions?{BASELINE}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn decisions_503_while_loading_and_counted_by_route() {
+    let metrics = Arc::new(Metrics::new());
+    let state = AppState::new(
+        Auth::token(TOKEN).unwrap(),
+        metrics,
+        routeservice::api::DEFAULT_BODY_LIMIT,
+    );
+    let loading = app(state);
+    let response = loading
+        .oneshot(
+            Request::get(format!("/v1/decisions?{BASELINE}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let h = decisions_harness().await;
+    decision(&h, BASELINE).await;
+    let text = String::from_utf8(h.get("/metrics").await.body).unwrap();
+    assert!(
+        text.contains(
+            r#"routeservice_http_requests_total{method="GET",route="/v1/decisions",status="200"} 1"#
+        ),
+        "{text}"
+    );
 }

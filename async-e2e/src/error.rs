@@ -1,0 +1,28 @@
+//! The one error type of the flows.
+
+/// Why a flow could not run or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Envoy, the harness, the RouteService client: their own messages.
+    #[error("{0}")]
+    Harness(String),
+    /// A stream entry or an HTTP request that is not what the flow sends.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// Something did not happen in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+impl Error {
+    /// Wraps a harness (`anyhow`) or client error, keeping its whole chain.
+    pub fn harness(error: impl std::fmt::Display) -> Self {
+        Error::Harness(format!("{error:#}"))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,151 @@
+//! Redis Streams, the few commands the flows use: `XADD`, consumer groups
+//! (`XGROUP CREATE ... MKSTREAM`, `XREADGROUP`, `XACK`, `XPENDING`) and
+//! `XLEN`. Raw commands, parsed here, so what is sent to Redis is in plain
+//! sight.
+
+use std::collections::HashMap;
+
+use redis::{Connection, Value};
+
+use crate::error::{Error, Result};
+
+/// One stream entry: its id and its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: String,
+    pub fields: HashMap<String, Vec<u8>>,
+}
+
+/// Appends an entry; returns its id.
+pub fn add(conn: &mut Connection, stream: &str, fields: &[(&str, &[u8])]) -> Result<String> {
+    let mut command = redis::cmd("XADD");
+    command.arg(stream).arg("*");
+    for (name, value) in fields {
+        command.arg(*name).arg(*value);
+    }
+    Ok(command.query(conn)?)
+}
+
+/// Creates consumer group `group` reading `stream` from its first entry
+/// (creating the stream if needed). An existing group is kept.
+pub fn create_group(conn: &mut Connection, stream: &str, group: &str) -> Result<()> {
+    let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(conn);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Up to `count` new entries for `consumer` of `group`, waiting up to
+/// `block_ms` for the first one.
+pub fn read_group(
+    conn: &mut Connection,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    count: usize,
+    block_ms: u64,
+) -> Result<Vec<Entry>> {
+    let reply: Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(block_ms)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query(conn)?;
+    parse_read_reply(reply)
+}
+
+/// Acknowledges entries for `group`.
+pub fn ack(conn: &mut Connection, stream: &str, group: &str, ids: &[String]) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(redis::cmd("XACK")
+        .arg(stream)
+        .arg(group)
+        .arg(ids)
+        .query(conn)?)
+}
+
+/// The number of entries of the stream.
+pub fn len(conn: &mut Connection, stream: &str) -> Result<u64> {
+    Ok(redis::cmd("XLEN").arg(stream).query(conn)?)
+}
+
+/// The number of entries delivered to `group` and not acknowledged.
+pub fn pending(conn: &mut Connection, stream: &str, group: &str) -> Result<u64> {
+    let summary: Value = redis::cmd("XPENDING").arg(stream).arg(group).query(conn)?;
+    match summary {
+        Value::Array(items) => match items.first() {
+            Some(Value::Int(n)) => u64::try_from(*n).map_err(|e| malformed(e.to_string())),
+            _ => Err(malformed("XPENDING: no count")),
+        },
+        other => Err(malformed(format!("XPENDING: {other:?}"))),
+    }
+}
+
+/// `[[stream, [[id, [field, value, ...]], ...]]]`, or nil on timeout.
+fn parse_read_reply(reply: Value) -> Result<Vec<Entry>> {
+    let streams = match reply {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams,
+        other => return Err(malformed(format!("XREADGROUP: {other:?}"))),
+    };
+    let mut entries = Vec::new();
+    for stream in streams {
+        let [_, Value::Array(items)] = two(stream)? else {
+            return Err(malformed("XREADGROUP: stream without entries"));
+        };
+        for item in items {
+            entries.push(parse_entry(item)?);
+        }
+    }
+    Ok(entries)
+}
+
+fn parse_entry(item: Value) -> Result<Entry> {
+    let [id, Value::Array(flat)] = two(item)? else {
+        return Err(malformed("entry without fields"));
+    };
+    let id = bytes(id).and_then(|b| String::from_utf8(b).map_err(|e| malformed(e.to_string())))?;
+    let mut fields = HashMap::new();
+    let mut flat = flat.into_iter();
+    while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+        let name = String::from_utf8(bytes(name)?).map_err(|e| malformed(e.to_string()))?;
+        fields.insert(name, bytes(value)?);
+    }
+    Ok(Entry { id, fields })
+}
+
+fn two(value: Value) -> Result<[Value; 2]> {
+    match value {
+        Value::Array(items) => <[Value; 2]>::try_from(items)
+            .map_err(|v| malformed(format!("{} items, not 2", v.len()))),
+        other => Err(malformed(format!("not a pair: {other:?}"))),
+    }
+}
+
+fn bytes(value: Value) -> Result<Vec<u8>> {
+    match value {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.into_bytes()),
+        other => Err(malformed(format!("not a string: {other:?}"))),
+    }
+}
+
+fn malformed(problem: impl Into<String>) -> Error {
+    Error::Malformed(problem.into())
+}

@@ -1,0 +1,278 @@
+//! [`RouteClient`]: one consumer's view of the RouteService table, and its
+//! decisions.
+//!
+//! - [`RouteClient::refresh`] syncs the table once (`GET /v1/routes` with
+//!   `If-None-Match`); a failed sync keeps the last good table. Run it from
+//!   [`crate::SyncThread`] in the background, or call it yourself (tests).
+//! - [`RouteClient::should_process`] extracts the routing key from a
+//!   message's headers and applies the selective-consumption rule
+//!   (`sandbox_router_core::consumption`), asking the RouteService about a
+//!   key the table does not know (a sandbox newer than the last sync).
+//! - [`RouteClient::version`] and [`RouteClient::wait_for_version`] tell
+//!   which table the decisions come from.
+//!
+//! It is `Sync`: share one (in an `Arc`) between every consumer thread of a
+//! process. RouteService calls are made outside its lock.
+
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use sandbox_router_core::consumption::{self, Consumer, MessageKey, Verdict};
+use sandbox_router_core::route_table::SandboxTarget;
+use sandbox_router_core::routes_api::{BadAnswer, RoutesAnswer};
+use sandbox_router_core::routing_key::RoutingKey;
+
+use crate::config::ClientConfig;
+use crate::error::{FetchError, WaitTimeout};
+use crate::http::{RouteServiceHttp, TableFetch};
+use crate::stats::{Counters, Stats};
+use crate::view::{Known, View};
+
+/// Where the answer for a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// No valid routing key: the headers alone decide (baseline's).
+    Headers,
+    /// The synced table knows the key.
+    Table,
+    /// A fresh single-key answer from an earlier miss.
+    Cache,
+    /// A single-key call made for this message.
+    Lookup,
+    /// The table does not know the key and the RouteService could not be
+    /// asked (call failed, breaker open): no sandbox, baseline's.
+    FailOpen,
+}
+
+/// A verdict, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub source: Source,
+    /// The version of the synced table held when deciding (`None` before
+    /// the first successful sync).
+    pub table_version: Option<u64>,
+}
+
+/// What one [`RouteClient::refresh`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// `304`: the table held is current.
+    Unchanged(u64),
+    /// A new table was adopted.
+    Updated { from: Option<u64>, to: u64 },
+}
+
+/// A consumer's client of the RouteService.
+#[derive(Debug)]
+pub struct RouteClient {
+    config: ClientConfig,
+    http: RouteServiceHttp,
+    view: Mutex<View>,
+    /// Signalled whenever a new table is adopted.
+    adopted: Condvar,
+    /// One table sync at a time, so tables are adopted in version order.
+    syncing: Mutex<()>,
+    started: Instant,
+    counters: Counters,
+}
+
+impl RouteClient {
+    /// A client with an empty table; nothing is fetched until
+    /// [`RouteClient::refresh`] (or a [`crate::SyncThread`]) runs.
+    pub fn new(config: ClientConfig) -> Self {
+        RouteClient {
+            http: RouteServiceHttp::new(&config.server, config.timeout),
+            view: Mutex::new(View::new(config.cache)),
+            config,
+            adopted: Condvar::new(),
+            syncing: Mutex::new(()),
+            started: Instant::now(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    pub fn consumer(&self) -> &Consumer {
+        &self.config.consumer
+    }
+
+    /// Syncs the table once. On error the last good table stays in use.
+    pub fn refresh(&self) -> Result<Refresh, FetchError> {
+        let _one_at_a_time = lock(&self.syncing);
+        let held = self.version();
+        let fetched = self.http.table(held);
+        let now = self.now_ms();
+        let mut view = lock(&self.view);
+        view.sync_finished(fetched.is_ok(), now);
+        let outcome = match (fetched, held) {
+            (Ok(TableFetch::NotModified), Some(version)) => {
+                Counters::bump(&self.counters.not_modified);
+                Ok(Refresh::Unchanged(version))
+            }
+            (Ok(TableFetch::Changed(answer)), from) => {
+                Counters::bump(&self.counters.tables_adopted);
+                let to = answer.version;
+                view.adopt(to, answer.table);
+                self.adopted.notify_all();
+                Ok(Refresh::Updated { from, to })
+            }
+            // A 304 to a request that sent no tag: a broken server.
+            (Ok(TableFetch::NotModified), None) => Err(FetchError::BadAnswer {
+                url: self.config.server.clone(),
+                problem: BadAnswer::Status(304),
+            }),
+            (Err(error), _) => Err(error),
+        };
+        if outcome.is_err() {
+            Counters::bump(&self.counters.sync_errors);
+        }
+        outcome
+    }
+
+    /// Whether this consumer processes the message with these headers (any
+    /// string map: Kafka headers, Redis Stream fields, AMQP properties, SQS
+    /// attributes). Never fails: what cannot be decided is baseline's.
+    pub fn should_process<I, K, V>(&self, headers: I) -> Verdict
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
+        self.decide(headers).verdict
+    }
+
+    /// [`RouteClient::should_process`], saying where the answer came from.
+    pub fn decide<I, K, V>(&self, headers: I) -> Decision
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
+        Counters::bump(&self.counters.decisions);
+        let headers: Vec<(K, V)> = headers.into_iter().collect();
+        let candidate = self.config.carriers.extract(&headers);
+        let key = MessageKey::classify(candidate.as_ref().map(|c| c.value.as_ref()));
+        match key {
+            MessageKey::Valid(valid) => self.decide_key(key, valid),
+            MessageKey::Missing | MessageKey::Invalid => Decision {
+                verdict: consumption::decide(&self.config.consumer, key, None),
+                source: Source::Headers,
+                table_version: self.version(),
+            },
+        }
+    }
+
+    /// The version of the synced table (`None` before the first sync).
+    pub fn version(&self) -> Option<u64> {
+        lock(&self.view).version()
+    }
+
+    /// Waits until a table of at least version `at_least` is adopted (by a
+    /// [`crate::SyncThread`] or another thread's refresh); returns its version.
+    pub fn wait_for_version(&self, at_least: u64, timeout: Duration) -> Result<u64, WaitTimeout> {
+        let started = Instant::now();
+        let mut view = lock(&self.view);
+        loop {
+            if let Some(version) = view.version().filter(|v| *v >= at_least) {
+                return Ok(version);
+            }
+            let waited = started.elapsed();
+            let Some(left) = timeout.checked_sub(waited).filter(|l| !l.is_zero()) else {
+                return Err(WaitTimeout {
+                    wanted: at_least,
+                    have: view.version(),
+                    waited,
+                });
+            };
+            view = self
+                .adopted
+                .wait_timeout(view, left)
+                .map_or_else(|e| e.into_inner().0, |(guard, _)| guard);
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+
+    fn decide_key(&self, key: MessageKey<'_>, valid: &str) -> Decision {
+        let workload = self.config.consumer.workload.as_str();
+        let now = self.now_ms();
+        {
+            let mut view = lock(&self.view);
+            let table_version = view.version();
+            let source = match view.known(valid, workload, now) {
+                Known::Table(fork) => Some((fork, Source::Table)),
+                Known::Cached(fork) => Some((fork, Source::Cache)),
+                Known::Down => Some((None, Source::FailOpen)),
+                Known::Ask => None,
+            };
+            if let Some((fork, source)) = source {
+                return self.decision(key, fork, source, table_version);
+            }
+        }
+        self.look_up(key, valid)
+    }
+
+    /// Asks the RouteService about a key the table does not know, caches
+    /// the answer and decides from it (or fails open).
+    fn look_up(&self, key: MessageKey<'_>, valid: &str) -> Decision {
+        let answer = self.fetch_key(valid);
+        let mut view = lock(&self.view);
+        view.key_answered(valid, answer.clone(), self.now_ms());
+        let table_version = view.version();
+        drop(view);
+        let workload = self.config.consumer.workload.as_str();
+        match &answer {
+            Some(answer) => {
+                let fork = answer.table.lookup(valid, workload);
+                self.decision(key, fork, Source::Lookup, table_version)
+            }
+            None => self.decision(key, None, Source::FailOpen, table_version),
+        }
+    }
+
+    fn fetch_key(&self, valid: &str) -> Option<RoutesAnswer> {
+        Counters::bump(&self.counters.lookups);
+        let fetched = RoutingKey::parse(valid).ok().map(|key| self.http.key(&key));
+        match fetched {
+            Some(Ok(answer)) => Some(answer),
+            Some(Err(error)) => {
+                log::warn!("sandbox-router-consumer: lookup failed: {error}");
+                Counters::bump(&self.counters.lookup_errors);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn decision(
+        &self,
+        key: MessageKey<'_>,
+        fork: Option<&SandboxTarget>,
+        source: Source,
+        table_version: Option<u64>,
+    ) -> Decision {
+        if source == Source::FailOpen {
+            Counters::bump(&self.counters.fail_open);
+        }
+        Decision {
+            verdict: consumption::decide(&self.config.consumer, key, fork),
+            source,
+            table_version,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,308 @@
+//! The client against the real RouteService (in-process, real loopback
+//! HTTP) and a scripted fake: sync with `If-None-Match`, lookup on a miss,
+//! negative caching, the last good table on errors, the background thread,
+//! waiting for a version, and the rule for every kind of message.
+
+// A test crate: its helpers, like its tests, fail loudly (clippy.toml allows
+// that only inside `#[test]` functions themselves).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Fake, Server, WORKLOAD};
+use sandbox_router_consumer::CachePolicy;
+use sandbox_router_consumer::{sync, ClientConfig, FetchError, Refresh, RouteClient, Source};
+
+type Message = (Vec<(&'static str, &'static str)>, &'static str, usize);
+
+fn client(url: &str, sandbox: Option<&str>) -> RouteClient {
+    RouteClient::new(config(url, sandbox))
+}
+
+fn config(url: &str, sandbox: Option<&str>) -> ClientConfig {
+    ClientConfig::new(url, WORKLOAD, sandbox)
+        .unwrap()
+        .with_cache(CachePolicy {
+            ttl_ms: 30_000,
+            negative_ttl_ms: 300,
+            max_entries: 100,
+        })
+        .with_timeout(Duration::from_millis(500))
+        .unwrap()
+}
+
+fn baggage(key: &str) -> [(&'static str, String); 1] {
+    [("baggage", format!("userId=7,sd-routing-key={key}"))]
+}
+
+fn decide(client: &RouteClient, key: &str) -> (bool, String, Source) {
+    let d = client.decide(baggage(key));
+    (d.verdict.process, d.verdict.reason.code(), d.source)
+}
+
+#[test]
+fn syncs_the_table_with_if_none_match() {
+    let server = Server::start();
+    let client = client(&server.url, None);
+    assert_eq!(client.version(), None);
+    assert_eq!(
+        client.refresh().unwrap(),
+        Refresh::Updated { from: None, to: 0 }
+    );
+    assert_eq!(client.refresh().unwrap(), Refresh::Unchanged(0));
+    let v = server.put("pr-42", "pr-42", &["orders"]);
+    assert_eq!(
+        client.refresh().unwrap(),
+        Refresh::Updated {
+            from: Some(0),
+            to: v
+        }
+    );
+    assert_eq!(client.version(), Some(v));
+    let stats = client.stats();
+    assert_eq!((stats.tables_adopted, stats.not_modified), (2, 1));
+}
+
+#[test]
+fn the_rule_for_every_kind_of_message() {
+    let server = Server::start();
+    server.put("pr-42", "pr-42", &["orders"]);
+    server.put("pr-7", "pr-7", &["billing"]);
+    let consumers = [None, Some("pr-42"), Some("pr-7")];
+    let clients: Vec<RouteClient> = consumers
+        .iter()
+        .map(|sandbox| {
+            let c = client(&server.url, *sandbox);
+            c.refresh().unwrap();
+            c
+        })
+        .collect();
+    // (headers, reason, index of the one client that processes it)
+    let messages: [Message; 10] = [
+        (vec![], "no-key", 0),
+        (vec![("baggage", "userId=7")], "no-key", 0),
+        (
+            vec![("baggage", "sd-routing-key=pr-42")],
+            "forked-by:pr-42",
+            1,
+        ),
+        (
+            vec![("Baggage", "sd-routing-key=pr-42;prop=1")],
+            "forked-by:pr-42",
+            1,
+        ),
+        (
+            vec![("uberctx-sd-routing-key", "pr-42")],
+            "forked-by:pr-42",
+            1,
+        ),
+        (
+            vec![("ot-baggage-sd-routing-key", "pr-42")],
+            "forked-by:pr-42",
+            1,
+        ),
+        (vec![("baggage", "sd-routing-key=pr-7")], "not-forked", 0),
+        (vec![("baggage", "sd-routing-key=pr-99")], "not-forked", 0),
+        (
+            vec![("baggage", "sd-routing-key=bad%20key")],
+            "invalid-key",
+            0,
+        ),
+        (vec![("baggage", "sd-routing-key=a%2Fb")], "invalid-key", 0),
+    ];
+    for (headers, reason, taker) in messages {
+        for (index, client) in clients.iter().enumerate() {
+            let verdict = client.should_process(headers.iter().copied());
+            assert_eq!(verdict.reason.code(), reason, "{headers:?}");
+            assert_eq!(verdict.process, index == taker, "{headers:?} {index}");
+        }
+    }
+    // Any string map: a Kafka-style map of byte values.
+    let kafka: HashMap<String, Vec<u8>> =
+        HashMap::from([("baggage".to_owned(), b"sd-routing-key=pr-42".to_vec())]);
+    assert!(clients[1].should_process(&kafka).process);
+    assert!(!clients[0].should_process(&kafka).process);
+}
+
+#[test]
+fn a_sandbox_newer_than_the_table_is_seen_at_once_by_lookup() {
+    let server = Server::start();
+    let fork = client(&server.url, Some("pr-9"));
+    fork.refresh().unwrap();
+    server.put("pr-9", "pr-9", &["orders"]);
+    let forked = (true, "forked-by:pr-9".to_owned());
+    let (process, reason, source) = decide(&fork, "pr-9");
+    assert_eq!(
+        ((process, reason), source),
+        (forked.clone(), Source::Lookup)
+    );
+    let (process, reason, source) = decide(&fork, "pr-9");
+    assert_eq!(((process, reason), source), (forked, Source::Cache));
+    assert_eq!(fork.stats().lookups, 1);
+    // Once the table has it, the table answers.
+    fork.refresh().unwrap();
+    assert_eq!(decide(&fork, "pr-9").2, Source::Table);
+}
+
+#[test]
+fn unknown_keys_are_cached_negatively_for_the_negative_ttl() {
+    let server = Server::start();
+    let fork = client(&server.url, Some("pr-5"));
+    fork.refresh().unwrap();
+    assert_eq!(decide(&fork, "pr-5").2, Source::Lookup);
+    let created = Instant::now();
+    server.put("pr-5", "pr-5", &["orders"]);
+    // The cached "no such key" answers until it expires (300 ms here).
+    let (process, _, source) = decide(&fork, "pr-5");
+    assert_eq!((process, source), (false, Source::Cache));
+    let seen = loop {
+        let (process, _, source) = decide(&fork, "pr-5");
+        if process {
+            assert_eq!(source, Source::Lookup);
+            break created.elapsed();
+        }
+        assert!(created.elapsed() < Duration::from_secs(2), "never seen");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(seen >= Duration::from_millis(250), "{seen:?}");
+    assert_eq!(fork.stats().lookups, 2);
+}
+
+#[test]
+fn a_deleted_sandbox_is_seen_at_the_next_sync() {
+    let server = Server::start();
+    server.put("pr-42", "pr-42", &["orders"]);
+    let fork = client(&server.url, Some("pr-42"));
+    fork.refresh().unwrap();
+    let deleted = server.delete("pr-42");
+    assert_eq!(
+        decide(&fork, "pr-42"),
+        (true, "forked-by:pr-42".into(), Source::Table)
+    );
+    fork.refresh().unwrap();
+    assert_eq!(fork.version(), Some(deleted));
+    assert_eq!(
+        decide(&fork, "pr-42"),
+        (false, "not-forked".into(), Source::Lookup)
+    );
+}
+
+#[test]
+fn the_last_good_table_is_kept_when_the_service_goes_away() {
+    let mut server = Server::start();
+    let v = server.put("pr-42", "pr-42", &["orders"]);
+    let fork = client(&server.url, Some("pr-42"));
+    fork.refresh().unwrap();
+    server.stop();
+    assert!(matches!(
+        fork.refresh(),
+        Err(FetchError::Unreachable { .. })
+    ));
+    assert_eq!(fork.version(), Some(v));
+    assert_eq!(
+        decide(&fork, "pr-42"),
+        (true, "forked-by:pr-42".into(), Source::Table)
+    );
+    // A key the table does not know: baseline's, and after a few failures
+    // the breaker stops asking.
+    for _ in 0..20 {
+        assert_eq!(
+            decide(&fork, "pr-77"),
+            (false, "not-forked".into(), Source::FailOpen)
+        );
+    }
+    let stats = fork.stats();
+    assert_eq!((stats.fail_open, stats.sync_errors), (20, 1));
+    assert!(stats.lookups < 10, "{stats:?}");
+}
+
+#[test]
+fn bad_answers_are_refused_and_the_last_good_table_kept() {
+    let good = r#"{"version":3,"routes":[{"routingKey":"pr-42","sandbox":"pr-42","baseline":"orders.shop.svc.cluster.local","target":"orders-pr-42.shop.svc.cluster.local"}]}"#;
+    let fake = Fake::start(vec![
+        (200, "etag: \"3\"\r\n", good.to_owned()),
+        (500, "", "{\"error\":\"internal error\"}".to_owned()),
+        (200, "", "{\"version\":4,\"routes\":[{\"routingKey\":\"a b\",\"sandbox\":\"s\",\"baseline\":\"x.y\",\"target\":\"z.y\"}]}".to_owned()),
+        (200, "", "not json".to_owned()),
+        (304, "etag: \"3\"\r\n", String::new()),
+    ]);
+    let fork = client(&fake.url(), Some("pr-42"));
+    assert_eq!(
+        fork.refresh().unwrap(),
+        Refresh::Updated { from: None, to: 3 }
+    );
+    assert!(!fake
+        .request(0)
+        .to_ascii_lowercase()
+        .contains("if-none-match"));
+    for _ in 0..3 {
+        let error = fork.refresh().unwrap_err();
+        assert!(matches!(error, FetchError::BadAnswer { .. }), "{error}");
+        assert_eq!(fork.version(), Some(3));
+        assert!(fork.should_process(baggage("pr-42")).process);
+    }
+    assert_eq!(fork.refresh().unwrap(), Refresh::Unchanged(3));
+    let conditional = fake.request(4).to_ascii_lowercase();
+    assert!(conditional.starts_with("get /v1/routes "), "{conditional}");
+    assert!(
+        conditional.contains("if-none-match: \"3\""),
+        "{conditional}"
+    );
+}
+
+#[test]
+fn a_lookup_answer_for_another_key_is_not_trusted() {
+    let foreign = r#"{"version":3,"routes":[{"routingKey":"pr-1","sandbox":"pr-1","baseline":"orders.shop.svc.cluster.local","target":"orders-pr-1.shop.svc.cluster.local"}]}"#;
+    let fake = Fake::start(vec![(200, "", foreign.to_owned())]);
+    let fork = client(&fake.url(), Some("pr-1"));
+    assert_eq!(decide(&fork, "pr-2").2, Source::FailOpen);
+    assert_eq!(
+        fake.request(0).lines().next().unwrap(),
+        "GET /v1/routes?routingKey=pr-2 HTTP/1.1"
+    );
+    assert_eq!(fork.stats().lookup_errors, 1);
+}
+
+#[test]
+fn the_background_thread_syncs_and_callers_wait_for_a_version() {
+    let server = Server::start();
+    let config = config(&server.url, Some("pr-42"))
+        .with_sync_interval(Duration::from_millis(50))
+        .unwrap();
+    let (client, sync) = sync::start(config).unwrap();
+    client.wait_for_version(0, Duration::from_secs(5)).unwrap();
+    let v = server.put("pr-42", "pr-42", &["orders"]);
+    assert_eq!(client.wait_for_version(v, Duration::from_secs(5)), Ok(v));
+    assert_eq!(decide(&client, "pr-42").2, Source::Table);
+    let late = client
+        .wait_for_version(v + 10, Duration::from_millis(100))
+        .unwrap_err();
+    assert_eq!((late.wanted, late.have), (v + 10, Some(v)));
+    sync.stop();
+    let after = client.stats().not_modified;
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(client.stats().not_modified, after, "still syncing");
+}
+
+#[test]
+fn dropping_the_sync_thread_does_not_wait_for_the_interval() {
+    let server = Server::start();
+    let config = config(&server.url, None)
+        .with_sync_interval(Duration::from_secs(3600))
+        .unwrap();
+    let client = Arc::new(RouteClient::new(config));
+    let sync = sync::SyncThread::spawn(Arc::clone(&client)).unwrap();
+    client.wait_for_version(0, Duration::from_secs(5)).unwrap();
+    let started = Instant::now();
+    drop(sync);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
