@@ -18,6 +18,8 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use sandbox_router_core::consumption::{self, Consumer, MessageKey, Verdict};
+use sandbox_router_core::route_knowledge::{Known, RouteKnowledge};
+use sandbox_router_core::route_table::RouteTable;
 use sandbox_router_core::route_table::SandboxTarget;
 use sandbox_router_core::routes_api::{BadAnswer, RoutesAnswer};
 use sandbox_router_core::routing_key::RoutingKey;
@@ -26,7 +28,6 @@ use crate::config::ClientConfig;
 use crate::error::{FetchError, WaitTimeout};
 use crate::http::{RouteServiceHttp, TableFetch};
 use crate::stats::{Counters, Stats};
-use crate::view::{Known, View};
 
 /// Where the answer for a message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +69,8 @@ pub enum Refresh {
 pub struct RouteClient {
     config: ClientConfig,
     http: RouteServiceHttp,
-    view: Mutex<View>,
+    /// The same table + key cache + breaker policy as the filter's workers.
+    view: Mutex<RouteKnowledge>,
     /// Signalled whenever a new table is adopted.
     adopted: Condvar,
     /// One table sync at a time, so tables are adopted in version order.
@@ -83,7 +85,7 @@ impl RouteClient {
     pub fn new(config: ClientConfig) -> Self {
         RouteClient {
             http: RouteServiceHttp::new(&config.server, config.timeout),
-            view: Mutex::new(View::new(config.cache)),
+            view: Mutex::new(RouteKnowledge::new(RouteTable::default(), config.cache)),
             config,
             adopted: Condvar::new(),
             syncing: Mutex::new(()),
@@ -206,11 +208,16 @@ impl RouteClient {
         {
             let mut view = lock(&self.view);
             let table_version = view.version();
-            let source = match view.known(valid, workload, now) {
-                Known::Table(fork) => Some((fork, Source::Table)),
-                Known::Cached(fork) => Some((fork, Source::Cache)),
-                Known::Down => Some((None, Source::FailOpen)),
-                Known::Ask => None,
+            let known = view.is_known(valid, now);
+            // Unknown: ask, unless the breaker says the RouteService is down.
+            let source = if !known && view.breaker_mut().allow(now) {
+                None
+            } else {
+                match view.known(valid, workload, now) {
+                    Known::Table(fork) => Some((fork, Source::Table)),
+                    Known::Cached(fork) => Some((fork, Source::Cache)),
+                    Known::Unknown => Some((None, Source::FailOpen)),
+                }
             };
             if let Some((fork, source)) = source {
                 return self.decision(key, fork, source, table_version);

@@ -11,7 +11,8 @@
 //!
 //! - [`config`]: server, consumer identity, key carriers, intervals;
 //! - [`http`]: the two RouteService calls (table with `If-None-Match`, one key);
-//! - [`view`]: table, key cache and breaker: what is known, when to ask;
+//! - the table, key cache and breaker policy is the core's
+//!   `route_knowledge::RouteKnowledge`, the same the filter's workers use;
 //! - [`client`]: [`RouteClient`]: refresh, decide, table version;
 //! - [`sync`]: [`SyncThread`], the background refresh;
 //! - [`stats`], [`error`].
@@ -42,7 +43,6 @@ pub mod error;
 pub mod http;
 pub mod stats;
 pub mod sync;
-pub mod view;
 
 pub use client::{Decision, Refresh, RouteClient, Source};
 pub use config::ClientConfig;

@@ -68,6 +68,13 @@ impl KeyCache {
         }
     }
 
+    /// Whether a fresh answer for `key` is cached (no use recorded).
+    pub fn is_fresh(&self, key: &str, now_ms: u64) -> bool {
+        self.entries
+            .get(key)
+            .is_some_and(|e| e.expires_at_ms > now_ms)
+    }
+
     /// Stores the RouteService's answer for `key` (an empty table caches
     /// "unknown key").
     pub fn insert(&mut self, key: &str, version: u64, routes: RouteTable, now_ms: u64) {

@@ -14,6 +14,7 @@
 //! - [`decision`]: what the filter does to one request;
 //! - [`routes_api`]: the RouteService's answers, read defensively;
 //! - [`key_cache`]: per-worker cache of single-key answers;
+//! - [`route_knowledge`]: table + key cache + breaker, for any RouteService client;
 //! - [`breaker`]: stop calling a failing RouteService for a while;
 //! - [`inflight`]: one RouteService call per key per worker;
 //! - [`table_sync`]: one table fetch per Envoy, shared by every worker;
@@ -30,6 +31,7 @@ pub mod destination;
 pub mod inflight;
 pub mod key_cache;
 pub mod legacy;
+pub mod route_knowledge;
 pub mod route_table;
 pub mod routes_api;
 pub mod routing_key;

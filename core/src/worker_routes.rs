@@ -1,5 +1,7 @@
-//! Everything one worker knows about routes, and the policy for asking the
-//! RouteService about the rest:
+//! Everything one worker knows about routes ([`RouteKnowledge`]: table, key
+//! cache, breaker), plus what only a proxy needs: concurrent requests for one
+//! unknown key share one RouteService call, and the breaker's half-open probe
+//! is tracked so a probe abandoned by its client does not block lookups.
 //!
 //! 1. the synced table (or, until the first sync, the static `routes` as a
 //!    bootstrap table) answers for every key it knows, with no call at all;
@@ -10,7 +12,8 @@
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::inflight::{InFlight, Joined};
-use crate::key_cache::{CacheLookup, CachePolicy, KeyCache};
+use crate::key_cache::CachePolicy;
+use crate::route_knowledge::{Known, RouteKnowledge};
 use crate::route_table::{RouteTable, SandboxTarget};
 use crate::routes_api::{BadAnswer, RoutesAnswer};
 
@@ -31,11 +34,7 @@ pub enum Answer<'t> {
 
 #[derive(Debug, Clone)]
 pub struct WorkerRoutes {
-    table: RouteTable,
-    /// `None` while the table is the static bootstrap one.
-    table_version: Option<u64>,
-    cache: KeyCache,
-    breaker: Breaker,
+    knowledge: RouteKnowledge,
     inflight: InFlight,
     /// The key whose call is the breaker's half-open probe.
     probe: Option<String>,
@@ -44,10 +43,7 @@ pub struct WorkerRoutes {
 impl WorkerRoutes {
     pub fn new(bootstrap: RouteTable, policy: CachePolicy) -> Self {
         WorkerRoutes {
-            table: bootstrap,
-            table_version: None,
-            cache: KeyCache::new(policy),
-            breaker: Breaker::default(),
+            knowledge: RouteKnowledge::new(bootstrap, policy),
             inflight: InFlight::default(),
             probe: None,
         }
@@ -62,20 +58,24 @@ impl WorkerRoutes {
         now_ms: u64,
         context_id: u32,
     ) -> Answer<'_> {
-        if self.table.knows_key(key) {
-            return Answer::Table(self.table.lookup(key, destination));
-        }
-        if let CacheLookup::Hit(target) = self.cache.lookup(key, destination, now_ms) {
-            return Answer::Cached(target);
+        // Asked first without borrowing: an answer borrows the knowledge,
+        // and the call bookkeeping below needs its breaker mutably.
+        if self.knowledge.is_known(key, now_ms) {
+            return match self.knowledge.known(key, destination, now_ms) {
+                Known::Table(target) => Answer::Table(target),
+                Known::Cached(target) => Answer::Cached(target),
+                Known::Unknown => Answer::FailOpen,
+            };
         }
         if self.inflight.contains(key) {
             self.inflight.join(key, context_id);
             return Answer::Wait;
         }
-        if !self.breaker.allow(now_ms) {
+        let breaker = self.knowledge.breaker_mut();
+        if !breaker.allow(now_ms) {
             return Answer::FailOpen;
         }
-        let probe = matches!(self.breaker.state(), BreakerState::HalfOpen { .. });
+        let probe = matches!(breaker.state(), BreakerState::HalfOpen { .. });
         match self.inflight.join(key, context_id) {
             Joined::Owner => {
                 if probe {
@@ -95,13 +95,7 @@ impl WorkerRoutes {
         destination: &str,
         now_ms: u64,
     ) -> Option<Option<&SandboxTarget>> {
-        if self.table.knows_key(key) {
-            return Some(self.table.lookup(key, destination));
-        }
-        match self.cache.lookup(key, destination, now_ms) {
-            CacheLookup::Hit(target) => Some(target),
-            CacheLookup::Miss => None,
-        }
+        self.knowledge.known(key, destination, now_ms).answer()
     }
 
     /// Records the RouteService's answer for `key`; returns the waiting
@@ -115,13 +109,7 @@ impl WorkerRoutes {
         if self.probe.as_deref() == Some(key) {
             self.probe = None;
         }
-        match result {
-            Ok(answer) => {
-                self.breaker.record_success();
-                self.cache.insert(key, answer.version, answer.table, now_ms);
-            }
-            Err(_) => self.breaker.record_failure(now_ms),
-        }
+        self.knowledge.key_answered(key, result.ok(), now_ms);
         self.inflight.complete(key)
     }
 
@@ -132,42 +120,36 @@ impl WorkerRoutes {
         let owned = self.inflight.owned_by(context_id);
         if owned.is_some() && owned == self.probe.as_deref() {
             self.probe = None;
-            self.breaker.probe_abandoned();
+            self.knowledge.breaker_mut().probe_abandoned();
         }
         self.inflight.leave(context_id)
     }
 
     /// Adopts a synced table; cached answers it supersedes are dropped.
     pub fn adopt_table(&mut self, version: u64, table: RouteTable) {
-        self.table = table;
-        self.table_version = Some(version);
-        self.cache.superseded_by(version);
+        self.knowledge.adopt(version, table);
     }
 
     /// A table sync succeeded (200 or 304) or failed: the RouteService's
     /// health, for the breaker.
     pub fn sync_finished(&mut self, ok: bool, now_ms: u64) {
-        if ok {
-            self.breaker.record_success();
-        } else {
-            self.breaker.record_failure(now_ms);
-        }
+        self.knowledge.sync_finished(ok, now_ms);
     }
 
     pub fn table_version(&self) -> Option<u64> {
-        self.table_version
+        self.knowledge.version()
     }
 
     pub fn table_len(&self) -> usize {
-        self.table.len()
+        self.knowledge.table_len()
     }
 
     pub fn cache_len(&self) -> usize {
-        self.cache.len()
+        self.knowledge.cache_len()
     }
 
     pub fn breaker(&self) -> &Breaker {
-        &self.breaker
+        self.knowledge.breaker()
     }
 }
 
