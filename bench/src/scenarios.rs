@@ -1,0 +1,384 @@
+//! The scenarios and the Envoy bootstrap that gives each its own listener.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+use sandbox_router_e2e::routeservice;
+use serde_json::{json, Value};
+
+/// The routing key and sandbox every hit scenario uses.
+pub const SANDBOX: &str = "pr-421";
+/// Where the requests go (`:authority`), and the service the sandbox forks.
+pub const HOST: &str = "catalog.demo.svc.cluster.local";
+/// The sandbox's fork of it.
+pub const FORK_HOST: &str = "catalog-pr-421.demo.svc.cluster.local";
+pub const BAGGAGE_KEY: &str = "sd-routing-key";
+const ROUTE_HEADER: &str = "x-sandbox-route";
+/// What a per-sandbox VirtualService matches on `baggage` (Istio `regex`,
+/// RE2, whole-value match).
+pub const VS_REGEX: &str = ".*sd-routing-key=pr-421.*";
+
+/// Who should answer a scenario's request.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    Baseline,
+    Sandbox,
+    /// A new key per request (wrk script): baseline, after a RouteService lookup.
+    Miss,
+    /// Not through Envoy (RouteService load).
+    Nothing,
+}
+
+impl Expect {
+    pub fn served_by(&self) -> String {
+        match self {
+            Expect::Sandbox => format!("catalog/{SANDBOX}"),
+            _ => "catalog/baseline".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    Floor,
+    Lua,
+    VsRegex,
+    Router { authority: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    kind: Kind,
+    pub host: &'static str,
+    pub baggage: Option<String>,
+    pub expect: Expect,
+    /// Through a real upstream instead of `direct_response`.
+    upstream: bool,
+    /// wrk script (router_miss), with the path wrk requests.
+    pub script: Option<PathBuf>,
+    pub path: String,
+}
+
+impl Scenario {
+    fn new(name: &'static str, kind: Kind, baggage: Option<String>, expect: Expect) -> Self {
+        Scenario {
+            name,
+            kind,
+            host: HOST,
+            baggage,
+            expect,
+            upstream: false,
+            script: None,
+            path: "/".into(),
+        }
+    }
+
+    pub fn router_plugin(&self) -> bool {
+        matches!(self.kind, Kind::Router { .. })
+    }
+
+    /// `GET /v1/routes?routingKey=K` straight at the RouteService.
+    pub fn route_service_lookup(key: &str) -> Self {
+        let mut scenario = Scenario::new("routeservice_lookup", Kind::Plain, None, Expect::Nothing);
+        scenario.host = "routeservice";
+        scenario.path = format!("/v1/routes?routingKey={key}");
+        scenario
+    }
+}
+
+/// Every scenario, in the order they run within a round.
+pub fn all() -> Vec<Scenario> {
+    let hit = Some(baggage_300());
+    let router = Kind::Router { authority: false };
+    let mut miss = Scenario::new("router_miss", router, None, Expect::Miss);
+    miss.script = Some(crate::lua_path("miss.lua"));
+    let mut plain_up = Scenario::new("plain_upstream", Kind::Plain, hit.clone(), Expect::Baseline);
+    plain_up.upstream = true;
+    let mut router_up = Scenario::new("router_hit_upstream", router, hit.clone(), Expect::Sandbox);
+    router_up.upstream = true;
+    vec![
+        Scenario::new("plain", Kind::Plain, hit.clone(), Expect::Baseline),
+        Scenario::new("wasm_floor", Kind::Floor, hit.clone(), Expect::Baseline),
+        Scenario::new("lua", Kind::Lua, hit.clone(), Expect::Sandbox),
+        Scenario::new("vs_regex", Kind::VsRegex, hit.clone(), Expect::Sandbox),
+        Scenario::new(
+            "router_no_key",
+            router,
+            Some(baggage_no_key()),
+            Expect::Baseline,
+        ),
+        Scenario::new("router_hit", router, hit.clone(), Expect::Sandbox),
+        Scenario::new(
+            "router_hit_large",
+            router,
+            Some(baggage_large()),
+            Expect::Sandbox,
+        ),
+        Scenario::new(
+            "router_authority",
+            Kind::Router { authority: true },
+            hit,
+            Expect::Sandbox,
+        ),
+        miss,
+        plain_up,
+        router_up,
+    ]
+}
+
+pub fn by_name(name: &str) -> Result<Scenario> {
+    all()
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| anyhow!("no scenario {name}"))
+}
+
+/// Tracing-style members, `m<i>=<value>`, until `len` bytes.
+fn filler(count: usize, value_len: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| format!("m{i:02}={}", "v".repeat(value_len)))
+        .collect()
+}
+
+/// About 300 bytes, the key in the middle, one member with a property.
+pub fn baggage_300() -> String {
+    let mut members = filler(8, 22);
+    members.insert(4, format!("{BAGGAGE_KEY}={SANDBOX}"));
+    members.push("userId=alice;sampled=1".into());
+    pad(members.join(","), 300)
+}
+
+/// About 300 bytes, no routing key.
+fn baggage_no_key() -> String {
+    let mut members = filler(8, 22);
+    members.push("userId=alice;sampled=1".into());
+    pad(members.join(","), 300)
+}
+
+/// About 2 KB, 32 members, the key last.
+pub fn baggage_large() -> String {
+    let mut members = filler(32, 56);
+    members.push(format!("{BAGGAGE_KEY}={SANDBOX}"));
+    members.join(",")
+}
+
+fn pad(mut text: String, len: usize) -> String {
+    if text.len() < len {
+        let fill = len - text.len() - ",pad=".len();
+        text.push_str(",pad=");
+        text.push_str(&"x".repeat(fill));
+    }
+    text
+}
+
+/// Baggage values the report shows `vs_regex` getting wrong or right.
+pub fn regex_probes() -> [&'static str; 4] {
+    [
+        "sd-routing-key=pr-421",
+        "userId=alice;sd-routing-key=pr-421",
+        "sd-routing-key=pr-4210",
+        "sd-routing-key=pr-42",
+    ]
+}
+
+/// The routing key of seeded sandbox `i` (`pr-421` is one of them).
+pub fn key_of(i: usize) -> String {
+    format!("sb-{i:05}")
+}
+
+/// The RouteService seed: `pr-421` forking `catalog`, and `count - 1` more
+/// sandboxes forking other services, so the synced table holds `count` routes.
+pub fn seed(count: usize) -> Value {
+    let mut sandboxes = serde_json::Map::new();
+    sandboxes.insert(
+        SANDBOX.into(),
+        json!({"routingKey": SANDBOX, "routes": [{"baseline": HOST, "target": FORK_HOST}]}),
+    );
+    for i in 1..count {
+        let key = key_of(i);
+        sandboxes.insert(
+            key.clone(),
+            json!({"routingKey": key, "routes": [{
+                "baseline": format!("svc-{}.demo.svc.cluster.local", i % 50),
+                "target": format!("svc-{}-{key}.demo.svc.cluster.local", i % 50),
+            }]}),
+        );
+    }
+    json!({ "sandboxes": sandboxes })
+}
+
+/// What the bootstrap needs to know.
+pub struct Setup {
+    pub router_wasm: PathBuf,
+    pub floor_wasm: PathBuf,
+    pub lua_source: String,
+    pub route_service: SocketAddr,
+    pub baseline_upstream: SocketAddr,
+    pub fork_upstream: SocketAddr,
+}
+
+const BASELINE_CLUSTER: &str = "outbound|8080||catalog.demo.svc.cluster.local";
+const FORK_CLUSTER: &str = "outbound|8080||catalog-pr-421.demo.svc.cluster.local";
+
+pub fn bootstrap(setup: &Setup, ports: &BTreeMap<&'static str, u16>) -> Value {
+    let listeners: Vec<Value> = all()
+        .iter()
+        .filter_map(|s| Some(listener(setup, s, *ports.get(s.name)?)))
+        .collect();
+    json!({
+        "node": {
+            "id": "sidecar~127.0.0.1~bench-0.demo~demo.svc.cluster.local",
+            "cluster": "bench.demo",
+            "metadata": {"NAMESPACE": "demo", "WORKLOAD_NAME": "bench"},
+        },
+        "admin": {"address": address(0)},
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": [
+                cluster(routeservice::CLUSTER, setup.route_service),
+                cluster(BASELINE_CLUSTER, setup.baseline_upstream),
+                cluster(FORK_CLUSTER, setup.fork_upstream),
+            ],
+        },
+    })
+}
+
+fn address(port: u16) -> Value {
+    json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
+}
+
+fn cluster(name: &str, addr: SocketAddr) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": addr.ip().to_string(), "port_value": addr.port(),
+            }}}}]}],
+        },
+        "circuit_breakers": {"thresholds": [{
+            "max_connections": 100_000, "max_pending_requests": 100_000, "max_requests": 100_000,
+        }]},
+    })
+}
+
+fn listener(setup: &Setup, scenario: &Scenario, port: u16) -> Value {
+    let mut filters = Vec::new();
+    match scenario.kind {
+        Kind::Plain | Kind::VsRegex => {}
+        Kind::Floor => filters.push(wasm(scenario.name, &setup.floor_wasm, "")),
+        Kind::Lua => filters.push(json!({
+            "name": "envoy.filters.http.lua",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {"inline_string": setup.lua_source},
+            },
+        })),
+        Kind::Router { authority } => {
+            let mut config = json!({
+                "namespace": "demo",
+                "routeService": {
+                    "cluster": routeservice::CLUSTER,
+                    "authority": routeservice::FQDN,
+                    "timeoutMs": 200,
+                    "syncIntervalMs": 5000,
+                    "cacheTtlMs": 30000,
+                    "negativeCacheTtlMs": 2000,
+                    "maxEntries": 10000,
+                },
+            });
+            if let (true, Some(object)) = (authority, config.as_object_mut()) {
+                object.insert("mode".into(), json!("authority"));
+            }
+            filters.push(wasm(scenario.name, &setup.router_wasm, &config.to_string()));
+        }
+    }
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }));
+    json!({
+        "name": scenario.name,
+        "address": address(port),
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": scenario.name,
+                "route_config": route_config(scenario),
+                "http_filters": filters,
+            },
+        }]}],
+    })
+}
+
+/// Where a route goes: a `direct_response` naming who answers, or (for the
+/// `*_upstream` pair) the upstream's cluster.
+fn answer(scenario: &Scenario, variant: &str, cluster: &str) -> (&'static str, Value) {
+    if scenario.upstream {
+        ("route", json!({"cluster": cluster, "timeout": "5s"}))
+    } else {
+        (
+            "direct_response",
+            json!({"status": 200, "body": {"inline_string": format!("catalog/{variant}")}}),
+        )
+    }
+}
+
+fn route(name: &str, matcher: Value, (action, value): (&'static str, Value)) -> Value {
+    let mut route = serde_json::Map::new();
+    route.insert("name".into(), json!(name));
+    route.insert("match".into(), matcher);
+    route.insert(action.into(), value);
+    Value::Object(route)
+}
+
+fn route_config(scenario: &Scenario) -> Value {
+    let baseline = answer(scenario, "baseline", BASELINE_CLUSTER);
+    let fork = answer(scenario, SANDBOX, FORK_CLUSTER);
+    let default = route("default", json!({"prefix": "/"}), baseline);
+    let virtual_hosts = if scenario.kind == (Kind::Router { authority: true }) {
+        // Istio's per-host routes: the fork's own virtual host, no header rule.
+        json!([
+            {"name": "fork", "domains": [FORK_HOST, format!("{FORK_HOST}:*")],
+             "routes": [route("fork", json!({"prefix": "/"}), fork)]},
+            {"name": "catalog", "domains": ["*"], "routes": [default]},
+        ])
+    } else {
+        let header = if scenario.kind == Kind::VsRegex {
+            json!({"name": "baggage", "string_match": {"safe_regex": {"regex": VS_REGEX}}})
+        } else {
+            json!({"name": ROUTE_HEADER, "string_match": {"exact": SANDBOX}})
+        };
+        let sandbox = route(SANDBOX, json!({"prefix": "/", "headers": [header]}), fork);
+        json!([{"name": "catalog", "domains": ["*"], "routes": [sandbox, default]}])
+    };
+    json!({"name": scenario.name, "validate_clusters": false, "virtual_hosts": virtual_hosts})
+}
+
+fn wasm(name: &str, path: &std::path::Path, configuration: &str) -> Value {
+    json!({
+        "name": name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": "",
+                "vm_config": {
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": path.display().to_string()}},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": configuration,
+                },
+            },
+        },
+    })
+}

@@ -1,0 +1,57 @@
+# Benchmarks (issue 5, docs/performance.md). Included by the main Makefile,
+# whose `build` and `venv` targets it uses.
+#
+#   make bench        the release .wasm (make build), Envoy in .venv (make venv),
+#                     Debian's wrk if missing, the wasm_floor fixture; then one
+#                     Envoy (--concurrency 1) pinned to CPU $(BENCH_ENVOY_CPU),
+#                     wrk pinned to CPU $(BENCH_LOAD_CPU), every scenario
+#                     interleaved over BENCH_ROUNDS rounds of BENCH_SECONDS s.
+#                     Writes target/bench/{results.json,report.md,report.png}
+#                     (about 4 minutes with the defaults, once compiled).
+#   make bench-smoke  the same rig, every scenario checked for who answers,
+#                     wrk for 1 s on router_hit; writes nothing (for make test).
+#   make bench-core   criterion micro-benchmarks of the core (native).
+
+CARGO           ?= cargo
+BENCH_ROUNDS    ?= 5
+BENCH_SECONDS   ?= 3
+BENCH_ENVOY_CPU ?= 0
+BENCH_LOAD_CPU  ?= 1
+BENCH_WASM      ?= $(CURDIR)/target/wasm32-wasip1/release/sandbox_router.wasm
+BENCH_FLOOR     ?= $(CURDIR)/target/wasm32-wasip1/release/wasm_floor.wasm
+BENCH_ENVOY     ?= $(CURDIR)/.venv/bin/envoy
+BENCH_DRIVER    := $(CURDIR)/target/release/sandbox-router-bench
+# The driver (and the RouteService, upstreams and wrk it starts) stays off
+# Envoy's CPU; on a one-CPU machine nothing is pinned.
+BENCH_PIN       := $(shell [ "$$(nproc --all 2>/dev/null || echo 1)" -ge 2 ] && command -v taskset >/dev/null && echo 'taskset -c $(BENCH_LOAD_CPU)')
+
+export BENCH_ROUNDS BENCH_SECONDS BENCH_ENVOY_CPU BENCH_LOAD_CPU
+
+.PHONY: bench bench-smoke bench-core bench-prepare tool-wrk
+
+bench: bench-prepare ## benchmark report: target/bench/{results.json,report.md,report.png}
+	ROUTESERVICE_BIN='$(CURDIR)/target/release/routeservice' ENVOY_BIN='$(BENCH_ENVOY)' SANDBOX_ROUTER_WASM='$(BENCH_WASM)' BENCH_FLOOR_WASM='$(BENCH_FLOOR)' \
+	  $(BENCH_PIN) '$(BENCH_DRIVER)'
+	@cat target/bench/report.md
+
+bench-smoke: bench-prepare ## ~1 s bench smoke: every scenario answers as expected, wrk runs
+	ROUTESERVICE_BIN='$(CURDIR)/target/release/routeservice' ENVOY_BIN='$(BENCH_ENVOY)' SANDBOX_ROUTER_WASM='$(BENCH_WASM)' BENCH_FLOOR_WASM='$(BENCH_FLOOR)' \
+	  $(BENCH_PIN) '$(BENCH_DRIVER)' --smoke
+
+bench-core: ## criterion micro-benchmarks of the core (parse + decide, key cache)
+	$(CARGO) bench -p sandbox-router-core --bench core
+
+bench-prepare: tool-wrk
+	$(MAKE) --no-print-directory build
+	$(MAKE) --no-print-directory venv
+	$(CARGO) build --release --target wasm32-wasip1 -p wasm-floor
+	$(CARGO) build --release -p routeservice --bin routeservice
+	$(CARGO) build --release -p sandbox-router-bench
+
+tool-wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "wrk not found: installing Debian's wrk"; \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -q; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; \
+	}
