@@ -100,9 +100,13 @@ impl KeyCache {
     }
 
     /// A synced table of `version` is now authoritative for every key it
-    /// could have seen: drop answers that are not newer.
+    /// could have seen: drop routes that are not newer (a key missing from
+    /// that table was deleted). "No such key" answers stay until their TTL:
+    /// the table already agrees with them, and a table that knows the key
+    /// is asked first anyway, so keeping them only saves lookups.
     pub fn superseded_by(&mut self, version: u64) {
-        self.entries.retain(|_, entry| entry.version > version);
+        self.entries
+            .retain(|_, entry| entry.version > version || entry.routes.is_empty());
     }
 
     pub fn len(&self) -> usize {
@@ -216,8 +220,10 @@ mod tests {
         });
         cache.insert("old", 4, table("old"), 0);
         cache.insert("new", 6, table("new"), 0);
+        cache.insert("unknown", 4, RouteTable::default(), 0);
         cache.superseded_by(5);
         assert_eq!(cache.lookup("old", "svc.ns", 1), CacheLookup::Miss);
+        assert_eq!(cache.lookup("unknown", "svc.ns", 1), CacheLookup::Hit(None));
         assert!(matches!(
             cache.lookup("new", "svc.ns", 1),
             CacheLookup::Hit(Some(_))
