@@ -57,7 +57,7 @@ FUZZ_MAX_LEN_config  := 4096
 LIBFUZZER_FLAGS    ?= -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
 # What `make test` runs, in this order; it stops at the first failure.
-TEST_STAGES := lint unit wasm-test fuzz-smoke e2e async-e2e istio-check
+TEST_STAGES := lint unit wasm-test fuzz-smoke e2e async-e2e istio-check e2e-istio
 
 .PHONY: help build lint unit wasm-test e2e fuzz fuzz-smoke test run clean distclean \
         tools rustup-targets venv tool-node tool-wasm-bindgen tool-cargo-fuzz
@@ -80,7 +80,7 @@ run: build venv ## the local demo mesh in the foreground (Ctrl-C stops it)
 
 # ---------------------------------------------------------------------- tests
 
-test: ## everything CI runs: lint unit wasm-test fuzz-smoke e2e async-e2e istio-check (fails fast)
+test: ## everything CI runs: lint unit wasm-test fuzz-smoke e2e async-e2e istio-check e2e-istio (fails fast)
 	@summary=(); \
 	for stage in $(TEST_STAGES); do \
 	  start=$$SECONDS; \
@@ -99,6 +99,7 @@ lint: rustup-targets ## rustfmt check; clippy -D warnings (workspace, and the fi
 	$(CARGO) fmt --all -- --check
 	rustfmt --edition 2021 --check fuzz/fuzz_targets/*.rs
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p sandbox-router-e2e --all-targets --features local-istio -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip1 -p sandbox-router -- -D warnings
 
 unit: ## unit tests and the baggage conformance test (host target; prints its per-peer summary)

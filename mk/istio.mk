@@ -13,6 +13,13 @@
 #                     cross-reference tests, shellcheck on the scripts
 #   make e2e-kind     kind cluster + Istio + the plugin, end to end (needs
 #                     docker, kind, kubectl, istioctl; says which are missing)
+#   make istio-tools  istiod, pilot-agent, kube-apiserver, kubectl and etcd,
+#                     built from the Go modules pinned in e2e/istio/tools/
+#                     into .tools/istio/bin, and the CRDs of the pinned
+#                     modules into .tools/istio/crds (rebuilt only when
+#                     go.mod/go.sum change)
+#   make istio-up     the local Istio mesh (no Docker) in the foreground
+#   make e2e-istio    the end-to-end tests through that mesh
 
 # This file, as make was told it (for the sub-make of e2e-kind).
 ISTIO_MK := $(lastword $(MAKEFILE_LIST))
@@ -46,7 +53,8 @@ ISTIO_MANIFEST_DIRS         := wasmplugin istio-config e2e/kind
 ISTIO_CHECK_DIR             := $(CURDIR)/target/istio-check
 MANIFESTS_TOOL               = $(CARGO) run -q -p sandbox-router-manifests --
 
-.PHONY: oci istio-check e2e-kind tool-kubernetes-validate tool-shellcheck
+.PHONY: oci istio-check e2e-kind tool-kubernetes-validate tool-shellcheck \
+        istio-tools istio-up e2e-istio tool-registry
 
 oci: ## the plugin's OCI image (Istio compat layout, plugin.wasm): target/oci/
 	$(MAKE) --no-print-directory build
@@ -97,6 +105,60 @@ e2e-kind: ## kind + Istio end-to-end run (needs docker, kind, kubectl, istioctl:
 	e2e/kind/check-tools.sh
 	$(MAKE) --no-print-directory -f '$(ISTIO_MK)' oci
 	e2e/kind/run.sh
+
+# ---------------------------------------------------- local Istio mesh
+
+GO                 ?= go
+ISTIO_TOOLS_MOD    := $(CURDIR)/e2e/istio/tools
+ISTIO_TOOLS        := $(CURDIR)/.tools/istio
+ISTIO_TOOLS_BIN    := $(ISTIO_TOOLS)/bin
+# The pins are go.mod + go.sum: the stamp is named for their hash, so a
+# changed pin rebuilds and an unchanged one never does.
+ISTIO_TOOLS_HASH   := $(shell cat '$(ISTIO_TOOLS_MOD)/go.mod' '$(ISTIO_TOOLS_MOD)/go.sum' 2>/dev/null | sha256sum | cut -c1-16)
+ISTIO_TOOLS_STAMP  := $(ISTIO_TOOLS)/.built-$(ISTIO_TOOLS_HASH)
+# Go's own module and build caches (GOMODCACHE, GOCACHE) are the user's, as
+# cargo's registry is: a second clone on the same machine builds warm.
+ISTIO_GO_ENV       := GOFLAGS=-mod=readonly GOTOOLCHAIN=local
+ISTIO_LOCAL_ENV    := ISTIO_TOOLS_BIN='$(ISTIO_TOOLS_BIN)' ENVOY_BIN='$(VENV)/bin/envoy'
+
+istio-tools: $(ISTIO_TOOLS_STAMP) tool-registry ## istiod, pilot-agent, kube-apiserver, kubectl, etcd from the pinned Go modules (.tools/istio)
+
+$(ISTIO_TOOLS_STAMP): $(ISTIO_TOOLS_MOD)/go.mod $(ISTIO_TOOLS_MOD)/go.sum
+	@command -v '$(GO)' >/dev/null 2>&1 || { echo "istio-tools: no Go toolchain ('$(GO)') on PATH" >&2; exit 1; }
+	@echo "==> building istiod, pilot-agent, kube-apiserver, kubectl, etcd ($$($(GO) version)); a cold build takes a while"
+	rm -rf '$(ISTIO_TOOLS_BIN)' '$(ISTIO_TOOLS)/crds' '$(ISTIO_TOOLS)'/.built-*
+	mkdir -p '$(ISTIO_TOOLS_BIN)' '$(ISTIO_TOOLS)/crds'
+	cd '$(ISTIO_TOOLS_MOD)' && $(ISTIO_GO_ENV) $(GO) build -trimpath -ldflags='-s -w' -o '$(ISTIO_TOOLS_BIN)/' tool
+	@# go.etcd.io/etcd/server/v3 is etcd's main package; Go names it `server`.
+	mv '$(ISTIO_TOOLS_BIN)/server' '$(ISTIO_TOOLS_BIN)/etcd'
+	cd '$(ISTIO_TOOLS_MOD)' && istio=$$($(ISTIO_GO_ENV) $(GO) list -m -f '{{.Dir}}' istio.io/istio) && \
+	  cp "$$istio/manifests/charts/base/files/crd-all.gen.yaml" '$(ISTIO_TOOLS)/crds/istio-crds.yaml'
+	cd '$(ISTIO_TOOLS_MOD)' && gwapi=$$($(ISTIO_GO_ENV) $(GO) list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api) && \
+	  for f in "$$gwapi"/config/crd/standard/gateway.networking.k8s.io_*.yaml; do echo '---'; cat "$$f"; done \
+	  > '$(ISTIO_TOOLS)/crds/gateway-api-crds.yaml'
+	chmod -R u+w '$(ISTIO_TOOLS)/crds'
+	@for b in pilot-discovery pilot-agent kube-apiserver kubectl etcd; do \
+	  printf '  %-16s %s\n' "$$b" "$$(du -h '$(ISTIO_TOOLS_BIN)'/$$b | cut -f1)"; done
+	touch '$@'
+
+# Debian's CNCF Distribution registry and skopeo, to deliver the plugin image.
+tool-registry:
+	@command -v docker-registry >/dev/null 2>&1 && command -v skopeo >/dev/null 2>&1 || { \
+	  echo "docker-registry or skopeo not found: installing Debian's"; \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -q; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry skopeo; \
+	}
+
+istio-up: istio-tools venv ## the local Istio mesh (no Docker) in the foreground; writes target/istio-local/env, prints `ready`
+	$(MAKE) --no-print-directory oci
+	$(CARGO) build -q -p routeservice
+	$(ISTIO_LOCAL_ENV) exec $(CARGO) run -q -p sandbox-router-e2e --bin istio_up
+
+e2e-istio: istio-tools venv ## end-to-end tests through the local Istio mesh (real istiod, pilot-agent, Envoy, registry)
+	$(MAKE) --no-print-directory oci
+	$(CARGO) build -q -p routeservice
+	$(ISTIO_LOCAL_ENV) $(CARGO) test -p sandbox-router-e2e --features local-istio --test istio -- --test-threads=1
 
 # ----------------------------------------------------------- tool setup
 

@@ -334,7 +334,8 @@ fn read_admin_address(path: &Path) -> Option<SocketAddr> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn admin_get(admin: SocketAddr, path: &str) -> Result<(u16, String)> {
+/// GET `path` from the Envoy admin at `admin`; the status and body.
+pub fn admin_get(admin: SocketAddr, path: &str) -> Result<(u16, String)> {
     let response = Request::get(path)
         .header("host", admin.to_string())
         .send(admin)?;

@@ -18,6 +18,7 @@ pub mod client;
 pub mod envoy;
 pub mod envoy_log;
 pub mod fake_routeservice;
+pub mod istio;
 pub mod mesh;
 pub mod routeservice;
 pub mod upstream;

@@ -108,7 +108,10 @@ pub struct Options {
     pub data_dir: PathBuf,
     /// Where the logs go.
     pub log_dir: PathBuf,
-    /// `127.0.0.1:<port>`; `0` takes a free port (read back from its log).
+    /// The address it listens on: `127.0.0.1` for the plain suites, its own
+    /// loopback address in the local Istio mesh.
+    pub ip: std::net::IpAddr,
+    /// `<ip>:<port>`; `0` takes a free port (read back from its log).
     pub port: u16,
     /// `--seed FILE`.
     pub seed: Option<PathBuf>,
@@ -124,6 +127,7 @@ impl Options {
         Ok(Self {
             data_dir: dir.join("routeservice-data"),
             log_dir: dir,
+            ip: std::net::Ipv4Addr::LOCALHOST.into(),
             port: 0,
             seed: None,
             token: TEST_TOKEN.to_owned(),
@@ -163,7 +167,7 @@ impl RouteService {
         std::fs::create_dir_all(&options.log_dir)
             .with_context(|| format!("creating {}", options.log_dir.display()))?;
         let mut service = Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], options.port)),
+            addr: SocketAddr::new(options.ip, options.port),
             options,
             binary,
             child: None,

@@ -53,7 +53,14 @@ impl Identity {
 impl Upstream {
     /// Starts serving on `127.0.0.1:<port>` (`0` picks a free port).
     pub fn start(identity: Identity, port: u16) -> Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", port))
+        Self::start_at(identity, SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// Starts serving on `addr` (the local Istio mesh gives every workload
+    /// its own loopback address, as pods have their own IPs).
+    pub fn start_at(identity: Identity, addr: SocketAddr) -> Result<Self> {
+        let port = addr.port();
+        let listener = TcpListener::bind(addr)
             .with_context(|| format!("binding upstream {} to port {port}", identity.served_by()))?;
         let addr = listener.local_addr()?;
         let identity = Arc::new(identity);

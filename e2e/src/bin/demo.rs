@@ -83,6 +83,7 @@ fn start_route_service() -> Result<RouteService> {
     let options = routeservice::Options {
         data_dir,
         log_dir: dir,
+        ip: std::net::Ipv4Addr::LOCALHOST.into(),
         port: mesh::port_from_env("DEMO_ROUTESERVICE_PORT")?.unwrap_or(8080),
         seed: Some(sandbox_router_e2e::repo_root().join("routeservice/demo/seed.json")),
         token: token(),

