@@ -118,13 +118,26 @@ impl GuardedChild {
 
 /// `kill(pid, SIGTERM)`; a child that already exited is not an error.
 fn send_sigterm(pid: u32) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // Sending a signal has no memory-safety preconditions; `unsafe` only
-        // because it is a C call (the workspace denies `unsafe_code`).
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+    let _ = send_signal(pid, libc::SIGTERM);
+}
+
+/// `kill(pid, signal)`, for a process this harness did not spawn itself
+/// (a test killing the demo's RouteService as `kill -9` would). An error if
+/// there is no such process or it may not be signalled.
+pub fn send_signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
+    // Only one process: 0 and negative pids would signal whole process groups.
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|pid| *pid > 0)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // Sending a signal has no memory-safety preconditions; `unsafe` only
+    // because it is a C call (the workspace denies `unsafe_code`).
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::kill(pid, signal) };
+    if sent == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`client`]: the raw HTTP/1.1 client;
 //! - [`mesh`]: the demo mesh (INTERFACES section 8) put together;
 //! - [`routeservice`]: the real RouteService as a child process;
+//! - [`supervisor`]: a RouteService restarted with backoff when it exits;
 //! - [`fake_routeservice`]: a scripted RouteService that misbehaves.
 
 pub mod bootstrap;
@@ -21,6 +22,7 @@ pub mod fake_routeservice;
 pub mod istio;
 pub mod mesh;
 pub mod routeservice;
+pub mod supervisor;
 pub mod upstream;
 
 use std::path::PathBuf;

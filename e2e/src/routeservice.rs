@@ -3,9 +3,11 @@
 //!
 //! One [`RouteService`] is one data directory and one address: it can be
 //! killed (`SIGKILL`, as `kill -9`), stopped (`SIGTERM`, graceful), and
-//! restarted on the same data directory and port, and it is killed when
-//! dropped or when the harness dies (see [`crate::child`]). Its log (stderr)
-//! goes to `routeservice.<n>.log` in the run directory, one file per start.
+//! restarted on the same data directory and port (the seed, if any, is
+//! applied by the first start only), and it is killed when dropped or when
+//! the harness dies (see [`crate::child`]). Its log (stderr) goes to
+//! `routeservice.<n>.log` in the run directory, one file per start.
+//! [`crate::supervisor`] restarts one that exits.
 //!
 //! The binary is `ROUTESERVICE_BIN` if set; otherwise the harness builds it
 //! once per process with `cargo build -p routeservice` (in the profile the
@@ -17,7 +19,8 @@ use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -146,6 +149,12 @@ pub struct RouteService {
     starts: u32,
     /// How the last start ended, if the process exited during startup.
     startup_exit: Option<ExitStatus>,
+    /// When the current process became ready (`None` while starting, or
+    /// after a start that failed).
+    ready_at: Option<Instant>,
+    /// Set by someone who no longer wants a start to finish (see
+    /// [`RouteService::abandon_starts_when`]).
+    abandon: Option<Arc<AtomicBool>>,
 }
 
 /// The exit code of `routeservice serve` when it cannot bind its address.
@@ -174,6 +183,8 @@ impl RouteService {
             log: PathBuf::new(),
             starts: 0,
             startup_exit: None,
+            ready_at: None,
+            abandon: None,
         };
         service.spawn_and_wait()?;
         Ok(service)
@@ -182,6 +193,7 @@ impl RouteService {
     fn spawn_and_wait(&mut self) -> Result<()> {
         self.starts += 1;
         self.startup_exit = None;
+        self.ready_at = None;
         self.log = self
             .options
             .log_dir
@@ -203,7 +215,10 @@ impl RouteService {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        if let Some(seed) = &self.options.seed {
+        // Only the first start seeds: the seed is applied over what is
+        // stored, so seeding again on a restart would undo every change made
+        // through the API since (and bring back deleted sandboxes).
+        if let Some(seed) = self.options.seed.as_ref().filter(|_| self.starts == 1) {
             command.arg("--seed").arg(seed);
         }
         self.child = Some(GuardedChild::spawn(command)?);
@@ -231,6 +246,7 @@ impl RouteService {
                     .get("/readyz")
                     .is_ok_and(|response| response.status == 200)
             {
+                self.ready_at = Some(Instant::now());
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -240,8 +256,25 @@ impl RouteService {
                     self.log_tail(30)
                 );
             }
+            if self.abandoned() {
+                bail!("routeservice start abandoned (shutting down)");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Makes a start (or restart) in progress give up, with an error, once
+    /// `flag` is set, instead of waiting up to [`STARTUP_TIMEOUT`] for
+    /// readiness: so a supervisor asked to stop is not held up by a
+    /// RouteService that will not come up. The process stays as it is.
+    pub fn abandon_starts_when(&mut self, flag: Arc<AtomicBool>) {
+        self.abandon = Some(flag);
+    }
+
+    fn abandoned(&self) -> bool {
+        self.abandon
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::SeqCst))
     }
 
     fn child(&self) -> Result<&GuardedChild> {
@@ -258,6 +291,12 @@ impl RouteService {
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// When the current (or last) process became ready; `None` if its
+    /// start failed.
+    pub fn ready_since(&self) -> Option<Instant> {
+        self.ready_at
     }
 
     /// The current process id.
@@ -290,6 +329,13 @@ impl RouteService {
             .is_some_and(|child| child.exit_status().is_ok_and(|status| status.is_none()))
     }
 
+    /// How the process ended, if it has; `None` while it runs. An error if
+    /// there is no process (after [`RouteService::kill`] or
+    /// [`RouteService::stop`], or a restart that could not spawn one).
+    pub fn exit_status(&self) -> Result<Option<ExitStatus>> {
+        self.child()?.exit_status()
+    }
+
     /// `kill -9`: no shutdown at all.
     pub fn kill(&mut self) -> Result<ExitStatus> {
         let status = self.child()?.kill()?;
@@ -304,8 +350,9 @@ impl RouteService {
         Ok(status)
     }
 
-    /// Starts it again on the same data directory and port (after
-    /// [`RouteService::kill`] or [`RouteService::stop`]); waits until ready.
+    /// Starts it again on the same data directory and port, without the
+    /// seed (after [`RouteService::kill`] or [`RouteService::stop`], or once
+    /// it exited by itself); waits until ready.
     /// If the port is briefly taken (another socket got it meanwhile), it
     /// tries again for up to 5 s.
     pub fn restart(&mut self) -> Result<()> {
@@ -318,7 +365,8 @@ impl RouteService {
             match self.spawn_and_wait() {
                 Err(_)
                     if self.startup_exit.and_then(|status| status.code()) == Some(EXIT_BIND)
-                        && Instant::now() < deadline =>
+                        && Instant::now() < deadline
+                        && !self.abandoned() =>
                 {
                     std::thread::sleep(Duration::from_millis(200));
                 }
@@ -402,6 +450,15 @@ impl RouteService {
             .get("version")
             .and_then(Value::as_u64)
             .ok_or_else(|| anyhow!("/readyz without a version: {}", response.text()))
+    }
+
+    /// `GET /v1/sandboxes`: `{"version": V, "sandboxes": [Sandbox...]}`.
+    pub fn sandboxes(&self) -> Result<Value> {
+        let response = self.get("/v1/sandboxes")?;
+        if response.status != 200 {
+            bail!("/v1/sandboxes answered {}", response.status);
+        }
+        response.json()
     }
 
     /// `GET /v1/routes` (the whole table).

@@ -6,24 +6,37 @@
 //! (sandbox `pr-42` forks `catalog` only); then the four demo upstreams and
 //! an Istio-shaped Envoy whose plugin takes its routes from the RouteService
 //! (no static routes). Prints what it started and how to try it, including
-//! how to change the sandbox with no restart, then waits. On a signal it
-//! stops Envoy and the RouteService and exits; both also die with this
-//! process if it is killed outright (parent-death signal).
+//! how to change the sandbox with no restart, then waits.
+//!
+//! If the RouteService exits (crash, `kill -9`), the mesh stays up: that is
+//! the fail-open the product promises, and the demo is where to see it. It
+//! says so, and a [`Supervisor`] starts the RouteService again with backoff
+//! (0.5 s doubling to 10 s) on the same data dir and port, without the
+//! seed, so every acknowledged change is back. Only Envoy exiting ends the
+//! demo (with an error).
+//!
+//! On a signal it stops Envoy and the RouteService and exits; both also die
+//! with this process if it is killed outright (parent-death signal).
 //!
 //! Environment: `MODE` (`header` | `authority`, default `header`),
 //! `DEMO_LISTENER_PORT` (10000), `DEMO_ADMIN_PORT` (9901),
-//! `DEMO_ROUTESERVICE_PORT` (8080), `DEMO_UPSTREAM_BASE_PORT` (free ports if
-//! unset), `ROUTESERVICE_TOKEN` (`dev-token`), `ROUTESERVICE_BIN`,
-//! `ENVOY_BIN`, `SANDBOX_ROUTER_WASM`.
+//! `DEMO_ROUTESERVICE_PORT` (8080; `0` for any of them picks a free port),
+//! `DEMO_UPSTREAM_BASE_PORT` (free ports if unset), `DEMO_DIR` (the data
+//! dir's and RouteService logs' directory, `target/demo`),
+//! `ROUTESERVICE_TOKEN` (`dev-token`), `ROUTESERVICE_BIN`, `ENVOY_BIN`,
+//! `SANDBOX_ROUTER_WASM`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use sandbox_router_e2e::mesh::{self, DemoMesh, MeshOptions, Mode, RouteServiceSettings};
 use sandbox_router_e2e::routeservice::{self, RouteService};
+use sandbox_router_e2e::supervisor::{BackoffPolicy, Event, Supervisor};
+use serde_json::Value;
 
 fn main() -> ExitCode {
     match run() {
@@ -39,7 +52,8 @@ fn run() -> Result<()> {
     let mode: Mode = std::env::var("MODE")
         .unwrap_or_else(|_| "header".to_owned())
         .parse()?;
-    let stop = stop_signal()?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let stop = stop_signal(Arc::clone(&stopping))?;
     let route_service = start_route_service()?;
     let settings = RouteServiceSettings::for_demo();
     let mut options =
@@ -47,17 +61,101 @@ fn run() -> Result<()> {
     options.route_service = Some(route_service.addr());
     let demo = DemoMesh::start(&options)?;
     print_summary(&demo, &options, &route_service, &settings);
-    let outcome = wait_for_stop(&demo, &route_service, &stop);
+    let supervisor = Supervisor::start(route_service, BackoffPolicy::DEMO, move |event, rs| {
+        // Ctrl-C in the terminal reaches the RouteService too (same process
+        // group), which may exit before we stop watching it: no outage.
+        if !stopping.load(Ordering::SeqCst) {
+            report(event, rs);
+        }
+    })?;
+    let outcome = wait_for_stop(&demo, &stop);
     println!(
         "\nstopping Envoy (pid {}) and the RouteService",
         demo.envoy().pid()
     );
+    // Stop restarting first, so the RouteService stopped below stays down.
+    let route_service = supervisor.stop();
     drop(demo);
-    let mut route_service = route_service;
+    let mut route_service = route_service?;
     if route_service.is_running() {
         route_service.stop()?;
     }
     outcome
+}
+
+/// Prints what the supervisor saw: what the outage means for requests,
+/// and what is back after it.
+fn report(event: &Event, route_service: &RouteService) {
+    match event {
+        Event::Exited {
+            pid,
+            status,
+            stayed_up,
+            log,
+            restart_in,
+        } => {
+            let pid = pid.map_or_else(|| "?".to_owned(), |pid| pid.to_string());
+            let status = status.map_or_else(|| "status unknown".to_owned(), |s| s.to_string());
+            println!(
+                "\nRouteService down: pid {pid} exited ({status}) after {:.1} s up; log {}",
+                stayed_up.as_secs_f64(),
+                short(log)
+            );
+            println!(
+                "  Envoy and the upstreams stay up: requests go on from the plugin's last good \
+                 route table (keys it does not know: baseline)"
+            );
+            println!(
+                "  restarting it in {:.1} s, same data dir and port",
+                restart_in.as_secs_f64()
+            );
+        }
+        Event::RestartFailed {
+            attempt,
+            error,
+            restart_in,
+        } => {
+            println!(
+                "RouteService restart {attempt} failed: {error}\n  next try in {:.1} s",
+                restart_in.as_secs_f64()
+            );
+        }
+        Event::Restarted {
+            pid,
+            attempt,
+            down_for,
+        } => {
+            println!(
+                "RouteService back: pid {pid}, {} (start {attempt}, {:.1} s after it went down); {}; log {}",
+                route_service.url(),
+                down_for.as_secs_f64(),
+                table_text(route_service),
+                short(route_service.log_path())
+            );
+        }
+    }
+}
+
+/// `table version V, sandboxes a, b` from `GET /v1/sandboxes`.
+fn table_text(route_service: &RouteService) -> String {
+    let Ok(list) = route_service.sandboxes() else {
+        return "its table is unreadable".to_owned();
+    };
+    let version = list.get("version").and_then(Value::as_u64).unwrap_or(0);
+    let names: Vec<&str> = list
+        .get("sandboxes")
+        .and_then(Value::as_array)
+        .map(|all| {
+            all.iter()
+                .filter_map(|sandbox| sandbox.get("name").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        format!("table version {version}, no sandboxes")
+    } else {
+        format!("table version {version}, sandboxes {}", names.join(", "))
+    }
 }
 
 /// The token writers must send: `ROUTESERVICE_TOKEN`, else `dev-token`.
@@ -68,10 +166,21 @@ fn token() -> String {
         .unwrap_or_else(|| "dev-token".to_owned())
 }
 
+/// Where the data dir and the RouteService logs go: `DEMO_DIR`, else
+/// `<target>/demo` (a test running the demo beside `make run` needs its own).
+fn demo_dir() -> PathBuf {
+    std::env::var_os("DEMO_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(
+            || sandbox_router_e2e::target_dir().join("demo"),
+            PathBuf::from,
+        )
+}
+
 /// The RouteService on `DEMO_ROUTESERVICE_PORT` (8080), on a fresh data dir,
 /// seeded with the demo sandbox.
 fn start_route_service() -> Result<RouteService> {
-    let dir = sandbox_router_e2e::target_dir().join("demo");
+    let dir = demo_dir();
     let data_dir = dir.join("routeservice-data");
     // Fresh each run, so the demo always starts from the seed.
     if data_dir.exists() {
@@ -91,13 +200,9 @@ fn start_route_service() -> Result<RouteService> {
     RouteService::start(options).context("starting the RouteService")
 }
 
-/// Returns on Ctrl-C / SIGTERM, or with an error if Envoy or the
-/// RouteService dies first.
-fn wait_for_stop(
-    demo: &DemoMesh,
-    route_service: &RouteService,
-    stop: &mpsc::Receiver<()>,
-) -> Result<()> {
+/// Returns on Ctrl-C / SIGTERM, or with an error if Envoy dies first
+/// (the RouteService is the supervisor's).
+fn wait_for_stop(demo: &DemoMesh, stop: &mpsc::Receiver<()>) -> Result<()> {
     loop {
         match stop.recv_timeout(Duration::from_millis(500)) {
             // A disconnected channel means the handler is gone: stop too.
@@ -110,19 +215,15 @@ fn wait_for_stop(
                 demo.envoy().files().log.display()
             );
         }
-        if !route_service.is_running() {
-            bail!(
-                "the RouteService exited; see {}",
-                route_service.log_path().display()
-            );
-        }
     }
 }
 
-/// A channel that receives one message on Ctrl-C, SIGTERM or SIGHUP.
-fn stop_signal() -> Result<mpsc::Receiver<()>> {
+/// A channel that receives one message on Ctrl-C, SIGTERM or SIGHUP, which
+/// also set `stopping` (read by the supervisor's report, on its thread).
+fn stop_signal(stopping: Arc<AtomicBool>) -> Result<mpsc::Receiver<()>> {
     let (tx, rx) = mpsc::channel();
     ctrlc::set_handler(move || {
+        stopping.store(true, Ordering::SeqCst);
         let _ = tx.send(());
     })
     .context("installing the signal handler")?;
@@ -170,7 +271,7 @@ fn print_summary(
         routeservice::CLUSTER
     );
     println!(
-        "  data dir      {} (fresh each run, seeded from routeservice/demo/seed.json)",
+        "  data dir      {} (fresh each run, seeded from routeservice/demo/seed.json; kept across restarts)",
         route_service.data_dir().display()
     );
     println!("  rs log        {}", route_service.log_path().display());
@@ -229,6 +330,17 @@ fn print_summary(
         envoy.admin_addr().map_or(0, |a| a.port())
     );
     println!("  curl -s {rs}/metrics | grep requests_total");
+    println!(
+        "\nsee the fail-open: kill the RouteService; Envoy keeps routing from its last good table,\n\
+         and the demo restarts it (after 0.5 s, doubling to 10 s while it keeps failing) on the\n\
+         same data dir and port, without the seed:"
+    );
+    println!(
+        "  kill -9 {}",
+        route_service
+            .pid()
+            .map_or_else(|_| "<routeservice pid>".to_owned(), |pid| pid.to_string())
+    );
     println!("\nCtrl-C to stop.");
 }
 
