@@ -131,8 +131,10 @@ $(ISTIO_TOOLS_STAMP): $(ISTIO_TOOLS_MOD)/go.mod $(ISTIO_TOOLS_MOD)/go.sum
 	cd '$(ISTIO_TOOLS_MOD)' && $(ISTIO_GO_ENV) $(GO) build -trimpath -ldflags='-s -w' -o '$(ISTIO_TOOLS_BIN)/' tool
 	@# go.etcd.io/etcd/server/v3 is etcd's main package; Go names it `server`.
 	mv '$(ISTIO_TOOLS_BIN)/server' '$(ISTIO_TOOLS_BIN)/etcd'
+	@# Istio's CRDs, and the Envoy bootstrap template its proxy image ships.
 	cd '$(ISTIO_TOOLS_MOD)' && istio=$$($(ISTIO_GO_ENV) $(GO) list -m -f '{{.Dir}}' istio.io/istio) && \
-	  cp "$$istio/manifests/charts/base/files/crd-all.gen.yaml" '$(ISTIO_TOOLS)/crds/istio-crds.yaml'
+	  cp "$$istio/manifests/charts/base/files/crd-all.gen.yaml" '$(ISTIO_TOOLS)/crds/istio-crds.yaml' && \
+	  cp "$$istio/tools/packaging/common/envoy_bootstrap.json" '$(ISTIO_TOOLS)/crds/envoy_bootstrap_tmpl.json'
 	cd '$(ISTIO_TOOLS_MOD)' && gwapi=$$($(ISTIO_GO_ENV) $(GO) list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api) && \
 	  for f in "$$gwapi"/config/crd/standard/gateway.networking.k8s.io_*.yaml; do echo '---'; cat "$$f"; done \
 	  > '$(ISTIO_TOOLS)/crds/gateway-api-crds.yaml'
@@ -158,7 +160,7 @@ istio-up: istio-tools venv ## the local Istio mesh (no Docker) in the foreground
 e2e-istio: istio-tools venv ## end-to-end tests through the local Istio mesh (real istiod, pilot-agent, Envoy, registry)
 	$(MAKE) --no-print-directory oci
 	$(CARGO) build -q -p routeservice
-	$(ISTIO_LOCAL_ENV) $(CARGO) test -p sandbox-router-e2e --features local-istio --test istio -- --test-threads=1
+	$(ISTIO_LOCAL_ENV) $(CARGO) test -p sandbox-router-e2e --features local-istio --test istio -- --test-threads=1 --nocapture
 
 # ----------------------------------------------------------- tool setup
 

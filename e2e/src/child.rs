@@ -141,6 +141,24 @@ pub fn send_signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
     }
 }
 
+/// `kill(-pgid, signal)`: signals every process of the process group that
+/// `pgid` leads (a child spawned with `process_group(0)` and what it
+/// started). An error if there is no such group.
+pub fn signal_group(pgid: u32, signal: libc::c_int) -> std::io::Result<()> {
+    let pgid = libc::pid_t::try_from(pgid)
+        .ok()
+        .filter(|pgid| *pgid > 1)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // As in `send_signal`: a C call without memory-safety preconditions.
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::kill(-pgid, signal) };
+    if sent == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 impl Drop for GuardedChild {
     fn drop(&mut self) {
         let _ = self.kill();

@@ -25,6 +25,9 @@ use super::kube::KubeControlPlane;
 use super::process::MeshProcess;
 use super::tools::Tools;
 
+/// Where pilot-agent caches Wasm modules (Istio's `constants.IstioDataDir`).
+pub const WASM_CACHE_DIR: &str = "/var/lib/istio/data";
+
 /// What kind of proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyKind {
@@ -132,6 +135,13 @@ impl Proxy {
         );
         root?;
 
+        // pilot-agent keeps pulled Wasm modules in /var/lib/istio/data, a
+        // fixed absolute path (an emptyDir per pod; on a VM, created by
+        // Istio's package). Here all proxies of the host share it.
+        std::fs::create_dir_all(WASM_CACHE_DIR).with_context(|| {
+            format!("creating {WASM_CACHE_DIR} (pilot-agent's Wasm module cache; needs root or a writable /var/lib/istio)")
+        })?;
+        let envoy = envoy_wrapper(&tools.envoy, &dir)?;
         let ports = istiod.ports();
         let proxy_config = format!(
             "discoveryAddress: 127.0.0.1:{grpc}
@@ -145,7 +155,7 @@ drainDuration: 1s
 terminationDrainDuration: 1s
 ",
             grpc = ports.grpc,
-            envoy = tools.envoy.display(),
+            envoy = envoy.display(),
             config = dir.join("etc/istio/proxy").display(),
             admin = spec.admin_port,
             status = spec.status_port,
@@ -155,6 +165,8 @@ terminationDrainDuration: 1s
         command
             .current_dir(&dir)
             .args(["proxy", spec.kind.arg()])
+            .arg("--templateFile")
+            .arg(super::tools::bootstrap_template()?)
             .args(["--log_output_level", "default:info"])
             .env("PROXY_CONFIG", proxy_config)
             .env("POD_NAME", &spec.name)
@@ -180,7 +192,7 @@ terminationDrainDuration: 1s
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("KUBECONFIG");
         let name = format!("{} {}", spec.kind.arg(), spec.name);
-        let process = MeshProcess::spawn(&name, command, &dir.join("pilot-agent.log"))
+        let process = MeshProcess::spawn_group(&name, command, &dir.join("pilot-agent.log"))
             .with_context(|| format!("starting {name}"))?;
         let proxy = Self { spec, process, dir };
         proxy
@@ -260,6 +272,23 @@ terminationDrainDuration: 1s
     pub fn process(&self) -> &MeshProcess {
         &self.process
     }
+}
+
+/// pilot-agent's `binaryPath`: Envoy, started with the parent-death signal
+/// set (util-linux `setpriv --pdeathsig KILL`), so that an Envoy whose
+/// pilot-agent is killed outright dies with it instead of keeping its ports.
+fn envoy_wrapper(envoy: &Path, dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let wrapper = dir.join("envoy");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n# Envoy dies with its pilot-agent (see e2e/src/istio/agent.rs).\nexec setpriv --pdeathsig KILL -- '{}' \"$@\"\n",
+            envoy.display()
+        ),
+    )?;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+    Ok(wrapper)
 }
 
 /// The address of listener `name` in admin `/listeners?format=json`.

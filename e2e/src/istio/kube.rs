@@ -93,7 +93,7 @@ impl KubeControlPlane {
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
             .arg(format!(
                 "--service-account-key-file={}",
-                pki.service_account_key.display()
+                pki.service_account_pub.display()
             ))
             .arg(format!(
                 "--service-account-signing-key-file={}",

@@ -6,8 +6,10 @@
 //!
 //! What the harness does that a cluster would do for itself: it runs the
 //! Deployments' workloads as host processes on their own loopback addresses
-//! and writes the EndpointSlices that the endpoint-slice controller would
-//! write for them (there is no kubelet or controller-manager); it creates the
+//! and declares each with a WorkloadEntry carrying the Deployment's pod
+//! labels, which the Service selects (there is no kubelet or
+//! controller-manager, and Kubernetes refuses loopback addresses in
+//! EndpointSlices); it creates the
 //! ServiceAccount tokens a pod would get projected. Everything else is the
 //! upstream program doing its job.
 
@@ -62,6 +64,8 @@ pub struct Workload {
     pub service: String,
     pub namespace: String,
     pub ip: Ipv4Addr,
+    /// The labels its Service selects (the Deployment's pod labels).
+    pub labels: Vec<(String, String)>,
 }
 
 impl Workload {
@@ -143,6 +147,10 @@ impl LocalMesh {
             step = Instant::now();
         };
 
+        let stale = process::reap_stale_envoys(&crate::target_dir());
+        if stale > 0 {
+            eprintln!("local mesh: killed {stale} Envoy(s) left behind by an earlier run");
+        }
         let pki = Pki::generate(&dir)?;
         let kube = KubeControlPlane::start(&tools, &pki, KubePorts::default(), &dir)?;
         lap("etcd + kube-apiserver", &mut timings);
@@ -153,6 +161,13 @@ impl LocalMesh {
         let image = registry.push(&tools, &options.oci_archive, &options.oci_tag, &dir)?;
         lap("registry + image pushed", &mut timings);
 
+        // Istio's namespace, as its Helm chart or istioctl creates it.
+        kube.kubectl()
+            .args(["apply", "-f", "-"])
+            .stdin(format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ISTIO_NAMESPACE}\n"
+            ))
+            .run()?;
         // The project's manifests, as a user applies them: the RouteService
         // base and the demo sample (istio-config/overlays/demo).
         kube.kubectl()
@@ -183,9 +198,9 @@ impl LocalMesh {
             token: ROUTESERVICE_TOKEN.to_owned(),
         })?;
         for workload in workloads() {
-            write_endpoint_slice(&kube, &workload)?;
+            write_workload_entry(&kube, &workload)?;
         }
-        lap("workloads + EndpointSlices", &mut timings);
+        lap("workloads + WorkloadEntries", &mut timings);
 
         apply_local_objects(&kube, &dir, &image)?;
         let insecure = registry.host();
@@ -398,15 +413,23 @@ impl LocalMesh {
 pub fn workloads() -> Vec<Workload> {
     DEMO_WORKLOADS
         .iter()
-        .map(|(service, _, _, ip)| Workload {
+        .map(|(service, app, variant, ip)| Workload {
             service: (*service).to_owned(),
             namespace: NAMESPACE.to_owned(),
             ip: Ipv4Addr::from(*ip),
+            labels: vec![
+                ("app".to_owned(), (*app).to_owned()),
+                ("version".to_owned(), (*variant).to_owned()),
+            ],
         })
         .chain(std::iter::once(Workload {
             service: "routeservice".to_owned(),
             namespace: ROUTESERVICE_NAMESPACE.to_owned(),
             ip: ROUTESERVICE_IP,
+            labels: vec![(
+                "app.kubernetes.io/name".to_owned(),
+                "routeservice".to_owned(),
+            )],
         }))
         .collect()
 }
@@ -429,27 +452,27 @@ fn apply_crds(kube: &KubeControlPlane) -> Result<()> {
     Ok(())
 }
 
-/// The EndpointSlice the endpoint-slice controller would write for the
-/// workload's Service: its one ready endpoint, the host process.
-fn write_endpoint_slice(kube: &KubeControlPlane, workload: &Workload) -> Result<()> {
+/// The WorkloadEntry that puts the workload's host process behind its
+/// Service: Istio selects WorkloadEntries with a Kubernetes Service's
+/// selector, as it selects Pods (how VMs join a mesh). An EndpointSlice
+/// cannot do it: Kubernetes refuses loopback endpoint addresses.
+fn write_workload_entry(kube: &KubeControlPlane, workload: &Workload) -> Result<()> {
+    let labels: String = workload
+        .labels
+        .iter()
+        .map(|(key, value)| format!("    {key}: \"{value}\"\n"))
+        .collect();
     let manifest = format!(
-        "apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
+        "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
 metadata:
   name: {service}-local
   namespace: {namespace}
+spec:
+  address: {ip}
   labels:
-    kubernetes.io/service-name: {service}
-    endpointslice.kubernetes.io/managed-by: istio-local.sandbox-router.dev
-addressType: IPv4
-endpoints:
-  - addresses: [\"{ip}\"]
-    conditions: {{ready: true, serving: true, terminating: false}}
-ports:
-  - name: http
-    port: {SERVICE_PORT}
-    protocol: TCP
-    appProtocol: http
+{labels}  ports:
+    http: {SERVICE_PORT}
 ",
         service = workload.service,
         namespace = workload.namespace,

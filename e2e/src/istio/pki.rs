@@ -23,9 +23,10 @@ pub struct Pki {
     /// The API server's serving certificate and key.
     pub apiserver_cert: PathBuf,
     pub apiserver_key: PathBuf,
-    /// The service-account token signing key (private; the API server
-    /// derives the verification key from it).
+    /// The service-account token signing key (PKCS#8).
     pub service_account_key: PathBuf,
+    /// Its public half, which the API server verifies tokens with.
+    pub service_account_pub: PathBuf,
 }
 
 impl Pki {
@@ -82,6 +83,7 @@ impl Pki {
             apiserver_cert: pki.join("apiserver.crt"),
             apiserver_key: pki.join("apiserver.key"),
             service_account_key: pki.join("service-account.key"),
+            service_account_pub: pki.join("service-account.pub"),
         };
         write(&files.ca_cert, &ca_cert.pem())?;
         write(&files.apiserver_cert, &apiserver_cert.pem())?;
@@ -89,6 +91,10 @@ impl Pki {
         write(
             &files.service_account_key,
             &service_account_key.serialize_pem(),
+        )?;
+        write(
+            &files.service_account_pub,
+            &service_account_key.public_key_pem(),
         )?;
         Ok(files)
     }

@@ -17,12 +17,32 @@ pub struct MeshProcess {
     pub name: String,
     /// Its stdout and stderr.
     pub log: PathBuf,
+    /// Whether it leads a process group of its own (see [`MeshProcess::spawn_group`]).
+    group: bool,
     child: GuardedChild,
 }
 
+/// How long a process group gets to stop after `SIGTERM` when the mesh
+/// stops (pilot-agent drains for `terminationDrainDuration`, 1 s, then
+/// stops Envoy).
+const GROUP_GRACE: Duration = Duration::from_secs(5);
+
 impl MeshProcess {
     /// Spawns `command` with stdin closed and stdout/stderr into `log`.
-    pub fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Self> {
+    pub fn spawn(name: &str, command: Command, log: &Path) -> Result<Self> {
+        Self::spawn_with(name, command, log, false)
+    }
+
+    /// Like [`MeshProcess::spawn`], in a process group of its own that is
+    /// stopped as a whole: pilot-agent starts Envoy, and Envoy does not die
+    /// with pilot-agent when that is killed.
+    pub fn spawn_group(name: &str, mut command: Command, log: &Path) -> Result<Self> {
+        use std::os::unix::process::CommandExt as _;
+        command.process_group(0);
+        Self::spawn_with(name, command, log, true)
+    }
+
+    fn spawn_with(name: &str, mut command: Command, log: &Path, group: bool) -> Result<Self> {
         let file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         command
@@ -33,6 +53,7 @@ impl MeshProcess {
         Ok(Self {
             name: name.to_owned(),
             log: log.to_path_buf(),
+            group,
             child,
         })
     }
@@ -97,6 +118,62 @@ impl MeshProcess {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+impl Drop for MeshProcess {
+    fn drop(&mut self) {
+        if !self.group {
+            return;
+        }
+        // SIGTERM to the group, as a pod's containers get it; whatever is
+        // left after the grace period (the leader's children too) is killed.
+        let pgid = self.child.pid();
+        if crate::child::signal_group(pgid, libc::SIGTERM).is_ok() {
+            let deadline = Instant::now() + GROUP_GRACE;
+            while Instant::now() < deadline && matches!(self.child.exit_status(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = crate::child::signal_group(pgid, libc::SIGKILL);
+    }
+}
+
+/// Kills Envoys left behind by an earlier run whose harness was killed
+/// outright (its pilot-agents then die by the parent-death signal, their
+/// Envoys do not): those whose `-c` config lies under `runs`, which only
+/// this harness writes. Returns how many it killed.
+pub fn reap_stale_envoys(runs: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let prefix = runs.to_string_lossy().into_owned();
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|byte| *byte == 0)
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect();
+        let is_envoy = args.first().is_some_and(|arg0| arg0.ends_with("envoy"));
+        let ours = args.windows(2).any(|pair| {
+            matches!(pair, [flag, config] if flag == "-c"
+                && config.starts_with(&prefix)
+                && config.ends_with("/etc/istio/proxy/envoy-rev.json"))
+        });
+        if is_envoy && ours && crate::child::send_signal(pid, libc::SIGKILL).is_ok() {
+            killed += 1;
+        }
+    }
+    killed
 }
 
 /// Polls `ready` until `Ok(true)` or `timeout`; for waits not tied to one

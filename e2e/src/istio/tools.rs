@@ -88,6 +88,17 @@ pub fn crd_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The Envoy bootstrap template of the pinned Istio
+/// (`tools/packaging/common/envoy_bootstrap.json`, which the proxy image
+/// ships as `/var/lib/istio/envoy/envoy_bootstrap_tmpl.json`), unchanged.
+pub fn bootstrap_template() -> Result<PathBuf> {
+    let path = tools_dir().join("crds/envoy_bootstrap_tmpl.json");
+    if !path.is_file() {
+        bail!("{} is missing: run `make istio-tools`", path.display());
+    }
+    Ok(path)
+}
+
 /// `.tools/istio` (or the parent of `ISTIO_TOOLS_BIN`).
 fn tools_dir() -> PathBuf {
     bin_dir().parent().map_or_else(
