@@ -418,6 +418,18 @@ async fn put_400_paths_name_the_field_and_change_nothing() {
             "routes[0].baseline: ",
         ),
         (
+            "target equal to its baseline",
+            "pr-42",
+            sandbox("pr-42", &[(CATALOG, CATALOG)]),
+            "routes[0].target: must differ from baseline",
+        ),
+        (
+            "single-label target",
+            "pr-42",
+            sandbox("pr-42", &[(CATALOG, "evil")]),
+            "routes[0].target: must be a fully qualified service name",
+        ),
+        (
             "target not a DNS name",
             "pr-42",
             sandbox("pr-42", &[(CATALOG, "t_x.demo")]),
