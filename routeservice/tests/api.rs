@@ -713,6 +713,31 @@ async fn writes_401_without_the_token() {
     assert_eq!(h.get("/v1/sandboxes").await.status, StatusCode::OK);
 }
 
+/// Issue 10: with two `Authorization` fields, only the first was checked,
+/// so a proxy that reads the last could see another identity.
+#[tokio::test]
+async fn writes_400_with_two_authorization_headers() {
+    let h = harness();
+    let body = sandbox("k", &[(CATALOG, "t.demo")]).to_string();
+    for second in [format!("Bearer {TOKEN}"), "Bearer nope".to_owned()] {
+        for method in ["PUT", "DELETE"] {
+            let request = Request::builder()
+                .method(method)
+                .uri("/v1/sandboxes/pr-1")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .header(header::AUTHORIZATION, &second);
+            let answer = h
+                .send(request.body(Body::from(body.clone())).unwrap())
+                .await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{method} {second}");
+            let error = answer.error();
+            assert!(error.starts_with("Authorization: sent 2 times"), "{error}");
+        }
+    }
+    assert_eq!(h.version(), 0, "a refused write changed the table");
+}
+
 #[tokio::test]
 async fn insecure_mode_writes_without_a_token() {
     let service = RouteService::open(Arc::new(MemoryStore::new())).unwrap();
