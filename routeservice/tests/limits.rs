@@ -327,3 +327,21 @@ fn sigterm_with_slow_clients_open_stops_within_the_header_timeout() {
     );
     drop(slow);
 }
+
+/// A request head past 16 KiB is refused with `431` and the connection
+/// closed: a slow client cannot make the server buffer more than that.
+#[test]
+fn a_request_head_past_16_kib_gets_431() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut stream = connect(&server);
+    let head = format!(
+        "GET /v1/routes HTTP/1.1\r\nHost: routeservice\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(routeservice::connections::MAX_HEADER_BYTES)
+    );
+    // The server may close before reading it all.
+    let _ = stream.write_all(head.as_bytes());
+    let (closed, answer) = closed_by(&mut stream, Instant::now() + Duration::from_secs(10));
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(closed && answer.starts_with("HTTP/1.1 431"), "{answer}");
+}
