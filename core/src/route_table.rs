@@ -33,7 +33,8 @@ pub struct InvalidRoute {
 }
 
 impl Route {
-    /// Checks every field before it can reach a header or a host name.
+    /// Checks every field before it can reach a header or a host name, and
+    /// that the target is a qualified name other than the baseline.
     pub fn validate(&self) -> Result<(), InvalidRoute> {
         routing_key::validate(&self.routing_key).map_err(|e| InvalidRoute {
             field: "routingKey",
@@ -53,6 +54,24 @@ impl Route {
                     problem: "must be a lower-case DNS name (service FQDN)".into(),
                 });
             }
+        }
+        // A single label is resolved against the search domains of whoever
+        // resolves it (the caller's namespace first), so `evil` names a
+        // different service in every namespace: a fork must be named whole.
+        if !self.target.contains('.') {
+            return Err(InvalidRoute {
+                field: "target",
+                problem: "must be a fully qualified service name (svc.ns..., not a single label)"
+                    .into(),
+            });
+        }
+        // A fork of a service onto itself forks nothing: the "routed"
+        // requests would reach baseline while counted as routed.
+        if self.target == self.baseline {
+            return Err(InvalidRoute {
+                field: "target",
+                problem: "must differ from baseline (a route to itself forks nothing)".into(),
+            });
         }
         Ok(())
     }
@@ -209,6 +228,8 @@ mod tests {
             (route("k", "Bad_Name", "a.b", "c.d"), "[1].sandbox: "),
             (route("k", "s", "a b", "c.d"), "[1].baseline: "),
             (route("k", "s", "a.b", "C.d"), "[1].target: "),
+            (route("k", "s", "a.b", "evil"), "[1].target: "),
+            (route("k", "s", "a.b", "a.b"), "[1].target: "),
         ];
         for (bad, prefix) in cases {
             let err = RouteTable::new(&[good.clone(), bad])

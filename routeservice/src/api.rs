@@ -15,9 +15,10 @@
 //! left unpublished.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -28,6 +29,8 @@ use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
+use tower::timeout::error::Elapsed;
+use tower::{BoxError, ServiceBuilder};
 
 use crate::auth::Auth;
 use crate::error::{error_response, ApiError, FieldError};
@@ -39,6 +42,29 @@ use sandbox_router_core::destination::{is_dns1123_label, is_dns_name};
 
 /// Default limit of a request body.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+/// Default time a request gets from the end of its headers to its answer.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one request may cost once its headers are in (the connection's
+/// own limits are [`crate::connections::ConnectionLimits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Largest body accepted (`413` past it).
+    pub body_bytes: usize,
+    /// Time from the end of the headers to the answer, the body's arrival
+    /// included (`408` past it): a body sent a byte at a time cannot hold a
+    /// handler, and its buffer, for longer.
+    pub timeout: Duration,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            body_bytes: DEFAULT_BODY_LIMIT,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -52,19 +78,28 @@ struct Shared {
     service: OnceLock<Arc<RouteService>>,
     auth: Auth,
     metrics: Arc<Metrics>,
-    body_limit: usize,
+    limits: RequestLimits,
 }
 
 impl AppState {
     /// A state that is not ready yet: `/v1/*` answer `503` until
     /// [`AppState::set_ready`].
     pub fn new(auth: Auth, metrics: Arc<Metrics>, body_limit: usize) -> Self {
+        let limits = RequestLimits {
+            body_bytes: body_limit,
+            ..RequestLimits::default()
+        };
+        AppState::with_limits(auth, metrics, limits)
+    }
+
+    /// [`AppState::new`] with every request limit given.
+    pub fn with_limits(auth: Auth, metrics: Arc<Metrics>, limits: RequestLimits) -> Self {
         AppState {
             inner: Arc::new(Shared {
                 service: OnceLock::new(),
                 auth,
                 metrics,
-                body_limit,
+                limits,
             }),
         }
     }
@@ -102,6 +137,18 @@ impl AppState {
 
 /// The whole API.
 pub fn app(state: AppState) -> Router {
+    let timeout = state.inner.limits.timeout;
+    // Inside the access log, so a timed-out request is logged and counted.
+    let request_timeout = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |e: BoxError| async move {
+            if e.is::<Elapsed>() {
+                ApiError::RequestTimeout { timeout }
+            } else {
+                tracing::error!(error = %e, "request failed in a middleware");
+                ApiError::Internal
+            }
+        }))
+        .timeout(timeout);
     Router::new()
         .route("/v1/routes", get(get_routes))
         .route("/v1/decisions", get(get_decision))
@@ -115,6 +162,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(request_timeout)
         .layer(middleware::from_fn_with_state(state.clone(), access_log))
         .with_state(state)
 }
@@ -326,7 +374,7 @@ async fn put_sandbox(
     let name = sandbox_name(path)?;
     let service = state.service()?;
     require_json(&headers)?;
-    let bytes = read_body(&headers, body, state.inner.body_limit).await?;
+    let bytes = read_body(&headers, body, state.inner.limits.body_bytes).await?;
     let spec: SandboxSpec = parse_json(&bytes)?;
     let write_name = name.clone();
     let outcome = run_write(move || service.put(&write_name, spec)).await?;

@@ -3,7 +3,7 @@
 
 use axum::http::{header, HeaderMap};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldError};
 
 /// Who may write.
 #[derive(Clone)]
@@ -44,8 +44,18 @@ impl Auth {
         Ok(Auth::Token(token.as_bytes().to_vec()))
     }
 
-    /// `Ok` if the request may write.
+    /// `Ok` if the request may write. More than one `Authorization` field
+    /// is refused (`400`), whatever the mode: which one counts would be up
+    /// to each proxy on the way, so a check of the first could pass a
+    /// request another hop reads differently.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let sent = headers.get_all(header::AUTHORIZATION).iter().count();
+        if sent > 1 {
+            return Err(ApiError::Invalid(FieldError::new(
+                "Authorization",
+                format!("sent {sent} times: send one Bearer token"),
+            )));
+        }
         let Auth::Token(expected) = self else {
             return Ok(());
         };
@@ -134,6 +144,18 @@ mod tests {
             })
         ));
         Auth::Disabled.check(&HeaderMap::new()).unwrap();
+    }
+
+    #[test]
+    fn two_authorization_fields_are_refused() {
+        let mut headers = with_auth("Bearer dev-token");
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        for auth in [Auth::token("dev-token").unwrap(), Auth::Disabled] {
+            match auth.check(&headers) {
+                Err(ApiError::Invalid(e)) => assert_eq!(e.field, "Authorization", "{e}"),
+                other => panic!("{auth:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

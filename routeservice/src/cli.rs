@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::api::RequestLimits;
 use crate::client::{Client, ClientError, Stored};
+use crate::connections::ConnectionLimits;
 use crate::model::{SandboxRoute, SandboxSpec};
 use crate::server::{self, LogFormat, ServeConfig};
 
@@ -99,6 +101,31 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (413 past it).
     #[arg(long, default_value_t = crate::api::DEFAULT_BODY_LIMIT)]
     pub max_body_bytes: usize,
+    /// Seconds a connection gets, from its opening or its previous answer,
+    /// to send a request's headers; then it is closed. So also how long an
+    /// idle keep-alive connection is kept.
+    #[arg(
+        long,
+        default_value_t = crate::connections::DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request gets from the end of its headers to its answer,
+    /// its body's arrival included (408 past it).
+    #[arg(
+        long,
+        default_value_t = crate::api::DEFAULT_REQUEST_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub request_timeout_secs: u64,
+    /// Connections open at once; more are accepted and closed at once.
+    /// Keep it below the open-file limit (`ulimit -n`).
+    #[arg(
+        long,
+        default_value_t = crate::connections::DEFAULT_MAX_CONNECTIONS as u64,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000)
+    )]
+    pub max_connections: u64,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout_secs: u64,
@@ -147,7 +174,15 @@ pub fn run(cli: Cli) -> ExitCode {
             token,
             insecure_no_auth: args.insecure_no_auth,
             log_format: args.log_format,
-            body_limit: args.max_body_bytes,
+            requests: RequestLimits {
+                body_bytes: args.max_body_bytes,
+                timeout: Duration::from_secs(args.request_timeout_secs),
+            },
+            connections: ConnectionLimits {
+                header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+                // The range above keeps it far below any usize.
+                max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+            },
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         }),
         Command::List(client) => finish(list(&client)),

@@ -4,6 +4,7 @@
 //! wrong; internal failures say only "internal error" and are logged instead.
 
 use std::fmt;
+use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -60,6 +61,10 @@ pub enum ApiError {
     /// 409: the request fights another sandbox over a request.
     #[error("{0}")]
     Conflict(FieldError),
+    /// 408: the request was not complete (its body had not arrived) and
+    /// answered within the request timeout.
+    #[error("request not received and answered within {} s: send the body at once", .timeout.as_secs_f64())]
+    RequestTimeout { timeout: Duration },
     /// 413: body larger than the limit.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -81,6 +86,7 @@ impl ApiError {
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,

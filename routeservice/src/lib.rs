@@ -9,13 +9,15 @@
 //! - [`store`]: the storage trait and an in-memory store for tests;
 //!   [`redb_store`]: the durable default;
 //! - [`api`]: the axum [`api::app`], [`auth`] and [`metrics`];
-//! - [`server`]: `routeservice serve`; [`cli`] and [`client`]: the command
-//!   line for people.
+//! - [`server`]: `routeservice serve`; [`connections`]: accepting and
+//!   serving connections within their limits; [`cli`] and [`client`]: the
+//!   command line for people.
 
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod connections;
 pub mod error;
 pub mod metrics;
 pub mod model;

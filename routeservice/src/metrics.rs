@@ -73,6 +73,16 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<String, Histogram>>,
     commits: Mutex<Histogram>,
     commit_failures: AtomicU64,
+    connections: Connections,
+}
+
+/// Connection counts ([`crate::connections`]).
+#[derive(Debug, Default)]
+struct Connections {
+    open: AtomicU64,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    timed_out: AtomicU64,
 }
 
 impl Metrics {
@@ -93,6 +103,28 @@ impl Metrics {
             .entry(route.to_owned())
             .or_default()
             .observe(took.as_secs_f64());
+    }
+
+    /// A connection was accepted and is being served.
+    pub fn connection_opened(&self) {
+        self.connections.accepted.fetch_add(1, Ordering::Relaxed);
+        self.connections.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A served connection closed (after [`Metrics::connection_opened`]).
+    pub fn connection_closed(&self) {
+        self.connections.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A connection was closed at once: the connection limit was reached.
+    pub fn connection_refused(&self) {
+        self.connections.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection was closed because its request headers did not arrive
+    /// in time (or it stayed idle that long).
+    pub fn connection_timed_out(&self) {
+        self.connections.timed_out.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The whole exposition; `snapshot` is `None` while storage loads.
@@ -141,6 +173,26 @@ impl Metrics {
              # TYPE routeservice_store_commit_failures_total counter\n\
              routeservice_store_commit_failures_total {}\n",
             self.commit_failures.load(Ordering::Relaxed)
+        );
+        let connections = &self.connections;
+        let _ = write!(
+            out,
+            "# HELP routeservice_connections_open Connections open now.\n\
+             # TYPE routeservice_connections_open gauge\n\
+             routeservice_connections_open {}\n\
+             # HELP routeservice_connections_accepted_total Connections accepted and served.\n\
+             # TYPE routeservice_connections_accepted_total counter\n\
+             routeservice_connections_accepted_total {}\n\
+             # HELP routeservice_connections_refused_total Connections closed at once because --max-connections were open.\n\
+             # TYPE routeservice_connections_refused_total counter\n\
+             routeservice_connections_refused_total {}\n\
+             # HELP routeservice_connections_header_timeouts_total Connections closed because request headers did not arrive within --header-read-timeout-secs (slow or idle clients).\n\
+             # TYPE routeservice_connections_header_timeouts_total counter\n\
+             routeservice_connections_header_timeouts_total {}\n",
+            connections.open.load(Ordering::Relaxed),
+            connections.accepted.load(Ordering::Relaxed),
+            connections.refused.load(Ordering::Relaxed),
+            connections.timed_out.load(Ordering::Relaxed),
         );
         let _ = write!(
             out,

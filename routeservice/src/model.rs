@@ -190,6 +190,8 @@ mod tests {
             ),
             (spec("k", &[("a.b", "c d")]), "routes[0].target"),
             (spec("k", &[("", "c.d")]), "routes[0].baseline"),
+            (spec("k", &[("a.b", "a.b")]), "routes[0].target"),
+            (spec("k", &[("a.b", "evil")]), "routes[0].target"),
             (
                 spec("k", &[("a.b", "c.d"), ("a.b", "e.f")]),
                 "routes[1].baseline",

@@ -4,7 +4,8 @@
 //! else; bind the listener (liveness answers from here on); open and load
 //! the store and apply the seed on a blocking thread; then latch readiness.
 //! SIGTERM or SIGINT stops accepting, lets in-flight requests finish (within
-//! the drain timeout), and closes the store.
+//! the drain timeout), and closes the store. Connections are served by
+//! [`crate::connections`], within its limits.
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -13,12 +14,12 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
-use crate::api::{app, AppState};
+use crate::api::{app, AppState, RequestLimits};
 use crate::auth::Auth;
+use crate::connections::{self, ConnectionLimits};
 use crate::metrics::Metrics;
 use crate::redb_store::RedbStore;
 use crate::service::{RouteService, Seed, WriteError};
@@ -49,7 +50,8 @@ pub struct ServeConfig {
     pub token: Option<String>,
     pub insecure_no_auth: bool,
     pub log_format: LogFormat,
-    pub body_limit: usize,
+    pub requests: RequestLimits,
+    pub connections: ConnectionLimits,
     pub drain_timeout: Duration,
 }
 
@@ -155,8 +157,6 @@ enum Fatal {
     Storage(#[from] StoreError),
     #[error("--seed: {0}")]
     Seed(WriteError),
-    #[error("server: {0}")]
-    Serve(std::io::Error),
     #[error("storage loader failed: {0}")]
     Loader(String),
 }
@@ -164,7 +164,7 @@ enum Fatal {
 impl Fatal {
     fn exit_code(&self) -> u8 {
         match self {
-            Fatal::Bind { .. } | Fatal::Serve(_) | Fatal::Loader(_) => EXIT_BIND,
+            Fatal::Bind { .. } | Fatal::Loader(_) => EXIT_BIND,
             Fatal::Storage(_) | Fatal::Seed(WriteError::Store(_)) => EXIT_STORAGE,
             Fatal::Seed(_) => EXIT_CONFIG,
         }
@@ -173,15 +173,20 @@ impl Fatal {
 
 async fn run(config: ServeConfig, auth: Auth, seed: Option<Seed>) -> Result<(), Fatal> {
     let metrics = Arc::new(Metrics::new());
-    let state = AppState::new(auth, Arc::clone(&metrics), config.body_limit);
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Fatal::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let state = AppState::with_limits(auth, Arc::clone(&metrics), config.requests);
+    let listener = connections::bind(config.listen).map_err(|source| Fatal::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let addr = listener.local_addr().unwrap_or(config.listen);
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "listening");
+    tracing::info!(
+        %addr,
+        data_dir = %config.data_dir.display(),
+        max_connections = config.connections.max_connections,
+        header_read_timeout_s = config.connections.header_read_timeout.as_secs_f64(),
+        request_timeout_s = config.requests.timeout.as_secs_f64(),
+        "listening"
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
@@ -228,9 +233,15 @@ async fn run(config: ServeConfig, auth: Auth, seed: Option<Seed>) -> Result<(), 
     }
 
     let mut graceful_rx = stop_rx.clone();
-    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async move {
-        let _ = graceful_rx.wait_for(|stop| *stop).await;
-    });
+    let server = connections::serve(
+        listener,
+        app(state.clone()),
+        config.connections,
+        Arc::clone(state.metrics()),
+        async move {
+            let _ = graceful_rx.wait_for(|stop| *stop).await;
+        },
+    );
     let mut drain_rx = stop_rx;
     let drain_timeout = config.drain_timeout;
     let drain_deadline = async move {
@@ -238,7 +249,7 @@ async fn run(config: ServeConfig, auth: Auth, seed: Option<Seed>) -> Result<(), 
         tokio::time::sleep(drain_timeout).await;
     };
     tokio::select! {
-        served = server => served.map_err(Fatal::Serve)?,
+        () = server => {}
         () = drain_deadline => {
             tracing::warn!(timeout_s = drain_timeout.as_secs_f64(), "drain timeout: closing remaining connections");
         }
@@ -331,7 +342,8 @@ mod tests {
             token: None,
             insecure_no_auth: false,
             log_format: LogFormat::Text,
-            body_limit: 1024,
+            requests: RequestLimits::default(),
+            connections: ConnectionLimits::default(),
             drain_timeout: Duration::from_secs(1),
         }
     }

@@ -418,6 +418,18 @@ async fn put_400_paths_name_the_field_and_change_nothing() {
             "routes[0].baseline: ",
         ),
         (
+            "target equal to its baseline",
+            "pr-42",
+            sandbox("pr-42", &[(CATALOG, CATALOG)]),
+            "routes[0].target: must differ from baseline",
+        ),
+        (
+            "single-label target",
+            "pr-42",
+            sandbox("pr-42", &[(CATALOG, "evil")]),
+            "routes[0].target: must be a fully qualified service name",
+        ),
+        (
             "target not a DNS name",
             "pr-42",
             sandbox("pr-42", &[(CATALOG, "t_x.demo")]),
@@ -699,6 +711,31 @@ async fn writes_401_without_the_token() {
     // Reads need no token.
     assert_eq!(h.get("/v1/routes").await.status, StatusCode::OK);
     assert_eq!(h.get("/v1/sandboxes").await.status, StatusCode::OK);
+}
+
+/// Issue 10: with two `Authorization` fields, only the first was checked,
+/// so a proxy that reads the last could see another identity.
+#[tokio::test]
+async fn writes_400_with_two_authorization_headers() {
+    let h = harness();
+    let body = sandbox("k", &[(CATALOG, "t.demo")]).to_string();
+    for second in [format!("Bearer {TOKEN}"), "Bearer nope".to_owned()] {
+        for method in ["PUT", "DELETE"] {
+            let request = Request::builder()
+                .method(method)
+                .uri("/v1/sandboxes/pr-1")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .header(header::AUTHORIZATION, &second);
+            let answer = h
+                .send(request.body(Body::from(body.clone())).unwrap())
+                .await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{method} {second}");
+            let error = answer.error();
+            assert!(error.starts_with("Authorization: sent 2 times"), "{error}");
+        }
+    }
+    assert_eq!(h.version(), 0, "a refused write changed the table");
 }
 
 #[tokio::test]
