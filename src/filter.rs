@@ -82,6 +82,10 @@ impl RequestFilter {
             Answer::Table(target) => (Counter::TableHit, query.decide(config, target)),
             Answer::Cached(target) => (Counter::CacheHit, query.decide(config, target)),
             Answer::FailOpen => (Counter::CacheMiss, Decision::FailOpen),
+            Answer::Shed => {
+                worker.metrics.increment(Counter::LookupShed);
+                (Counter::CacheMiss, Decision::FailOpen)
+            }
             Answer::Wait => {
                 worker.metrics.increment(Counter::CacheMiss);
                 return self.park(query);

@@ -35,6 +35,9 @@ pub enum Counter {
     LookupError,
     /// Lookups that timed out.
     LookupTimeout,
+    /// Lookups not made because the worker's lookup budget was spent (the
+    /// request went to baseline, counted as `fail_open`).
+    LookupShed,
     /// Table syncs: new table, not modified (304), failed.
     SyncOk,
     SyncNotModified,
@@ -51,7 +54,7 @@ pub enum Gauge {
     BreakerState,
 }
 
-const COUNTERS: [(Counter, &str); 17] = [
+const COUNTERS: [(Counter, &str); 18] = [
     (Counter::Routed, "sandbox_router.routed"),
     (Counter::Baseline, "sandbox_router.baseline"),
     (Counter::NoKey, "sandbox_router.no_key"),
@@ -69,6 +72,7 @@ const COUNTERS: [(Counter, &str); 17] = [
     (Counter::Lookup, "sandbox_router.lookup"),
     (Counter::LookupError, "sandbox_router.lookup_error"),
     (Counter::LookupTimeout, "sandbox_router.lookup_timeout"),
+    (Counter::LookupShed, "sandbox_router.lookup_shed"),
     (Counter::SyncOk, "sandbox_router.sync_ok"),
     (Counter::SyncNotModified, "sandbox_router.sync_not_modified"),
     (Counter::SyncError, "sandbox_router.sync_error"),

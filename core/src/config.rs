@@ -85,6 +85,14 @@ pub struct RouteServiceConfig {
     pub negative_cache_ttl_ms: u64,
     #[serde(default = "defaults::max_entries")]
     pub max_entries: u64,
+    /// Per-worker budget of single-key lookups (`GET /v1/routes?routingKey=K`):
+    /// refill rate, per second. A request that would need a lookup beyond it
+    /// goes to baseline without one (`lookup_shed`).
+    #[serde(default = "defaults::max_lookups_per_second")]
+    pub max_lookups_per_second: u64,
+    /// How many lookups the budget allows at once (the bucket's size).
+    #[serde(default = "defaults::lookup_burst")]
+    pub lookup_burst: u64,
 }
 
 mod defaults {
@@ -102,6 +110,12 @@ mod defaults {
     }
     pub fn max_entries() -> u64 {
         10_000
+    }
+    pub fn max_lookups_per_second() -> u64 {
+        100
+    }
+    pub fn lookup_burst() -> u64 {
+        100
     }
 }
 
@@ -150,6 +164,8 @@ pub mod limits {
     pub const CACHE_TTL_MS: RangeInclusive<u64> = 0..=86_400_000;
     pub const NEGATIVE_CACHE_TTL_MS: RangeInclusive<u64> = 0..=86_400_000;
     pub const MAX_ENTRIES: RangeInclusive<u64> = 1..=1_000_000;
+    pub const MAX_LOOKUPS_PER_SECOND: RangeInclusive<u64> = 1..=100_000;
+    pub const LOOKUP_BURST: RangeInclusive<u64> = 1..=100_000;
     pub const MAX_CARRIERS: usize = 16;
 }
 
@@ -328,6 +344,16 @@ impl RouteServiceConfig {
                 self.max_entries,
                 limits::MAX_ENTRIES,
             ),
+            (
+                "routeService.maxLookupsPerSecond",
+                self.max_lookups_per_second,
+                limits::MAX_LOOKUPS_PER_SECOND,
+            ),
+            (
+                "routeService.lookupBurst",
+                self.lookup_burst,
+                limits::LOOKUP_BURST,
+            ),
         ];
         for (field, value, range) in ranges {
             if !range.contains(&value) {
@@ -427,6 +453,23 @@ mod tests {
     }
 
     #[test]
+    fn lookup_budget_defaults_and_ranges() {
+        let json = r#"{"routeService": {"cluster": "c", "authority": "rs"}}"#;
+        let rs = FilterConfig::from_json(json.as_bytes())
+            .unwrap()
+            .route_service
+            .unwrap();
+        assert_eq!((rs.max_lookups_per_second, rs.lookup_burst), (100, 100));
+        let json = r#"{"routeService": {"cluster": "c", "authority": "rs",
+            "maxLookupsPerSecond": 5, "lookupBurst": 20}}"#;
+        let rs = FilterConfig::from_json(json.as_bytes())
+            .unwrap()
+            .route_service
+            .unwrap();
+        assert_eq!((rs.max_lookups_per_second, rs.lookup_burst), (5, 20));
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             (
@@ -479,6 +522,18 @@ mod tests {
             (
                 r#"{"routeService": {"cluster": "c", "authority": "a", "syncIntervalMs": 99}}"#,
                 "routeService.syncIntervalMs: 99 is out of range",
+            ),
+            (
+                r#"{"routeService": {"cluster": "c", "authority": "a", "maxLookupsPerSecond": 0}}"#,
+                "routeService.maxLookupsPerSecond: 0 is out of range 1..=100000",
+            ),
+            (
+                r#"{"routeService": {"cluster": "c", "authority": "a", "lookupBurst": 100001}}"#,
+                "routeService.lookupBurst: 100001 is out of range 1..=100000",
+            ),
+            (
+                r#"{"routeService": {"cluster": "c", "authority": "a", "maxLookupsPerSec": 5}}"#,
+                "routeService.maxLookupsPerSec: unknown field",
             ),
             (
                 r#"{"routeService": {"cluster": "c", "authority": "a b"}}"#,

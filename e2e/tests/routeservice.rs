@@ -780,6 +780,66 @@ fn waiters_are_released_when_the_request_owning_the_lookup_goes_away() {
     assert_plugin_healthy(&mesh);
 }
 
+// ---------------------------------------------------------- lookup budget
+
+/// Issue 10: a client that sends a fresh routing key with every request
+/// made one RouteService lookup per request. The per-worker budget
+/// (`maxLookupsPerSecond` 2, `lookupBurst` 5 here) bounds the lookups; the
+/// requests beyond it go to baseline at once, counted as `lookup_shed`.
+#[test]
+fn fresh_keys_beyond_the_lookup_budget_go_to_baseline_without_a_lookup() {
+    const RATE: u64 = 2;
+    const BURST: u64 = 5;
+    const REQUESTS: u64 = 80;
+    let settings = RouteServiceSettings {
+        sync_interval_ms: 3_600_000,
+        ..RouteServiceSettings::for_tests()
+    };
+    let fake = FakeRouteService::start(Behavior::healthy()).unwrap();
+    let mut config = mesh::route_service_plugin_config(Mode::Header, &settings);
+    config["routeService"]["maxLookupsPerSecond"] = RATE.into();
+    config["routeService"]["lookupBurst"] = BURST.into();
+    let mut options = MeshOptions::for_tests(Mode::Header, config);
+    options.label = "mesh-fake-budget".to_owned();
+    options.route_service = Some(fake.addr());
+    let mesh = DemoMesh::start(&options).unwrap();
+    wait_for_a_sync(&mesh);
+
+    let before = Counters::of(&mesh);
+    let calls_before = fake.key_requests();
+    let started = Instant::now();
+    for n in 0..REQUESTS {
+        let key = format!("fresh-{n}");
+        assert_eq!(served_by(&mesh, "catalog", Some(&key)), "catalog/baseline");
+    }
+    let elapsed = started.elapsed();
+    let after = Counters::of(&mesh);
+    let calls = fake.key_requests() - calls_before;
+    let lookups = after.since(&before, "lookup");
+    let shed = after.since(&before, "lookup_shed");
+    // Each worker: its burst, plus the rate over the time taken.
+    let bound = WORKERS * (BURST + RATE * elapsed.as_secs().saturating_add(1));
+    assert_eq!(calls, lookups, "every lookup reached the RouteService");
+    assert!(
+        lookups <= bound,
+        "{lookups} lookups for {REQUESTS} fresh keys in {elapsed:?} (bound {bound})"
+    );
+    assert!(lookups >= 1, "no lookup at all");
+    assert_eq!(lookups + shed, REQUESTS, "each fresh key: a lookup or shed");
+    assert!(shed > 0);
+    assert_eq!(after.since(&before, "cache_miss"), REQUESTS);
+    // Shed requests are baseline, counted as fail-open; looked-up ones
+    // (unknown keys) as baseline.
+    assert_eq!(after.since(&before, "fail_open"), shed);
+    assert_eq!(after.since(&before, "baseline"), lookups);
+    println!(
+        "MEASURE {REQUESTS} requests with fresh keys in {:.0} ms, budget {RATE}/s burst {BURST} \
+         per worker ({WORKERS} workers): {lookups} lookups reached the RouteService, {shed} shed",
+        ms(elapsed)
+    );
+    assert_plugin_healthy(&mesh);
+}
+
 // --------------------------------------------------------------- failures
 
 /// One request as the load generator saw it.
