@@ -111,6 +111,24 @@ pub fn call_response_body(body_size: usize) -> Bytes {
         .unwrap_or_default()
 }
 
+/// The name of the plugin being configured (Envoy's `plugin_name`), empty
+/// if the host does not say.
+pub fn plugin_name() -> String {
+    hostcalls::get_property(vec!["plugin_name"])
+        .ok()
+        .flatten()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_default()
+}
+
+/// Stores `value` under `key` unless it is there already; `true` if this
+/// call stored it (first to see it), `false` if it was there or another VM
+/// stored something in between.
+pub fn first_to_store(key: &str, value: &[u8]) -> bool {
+    let (stored, cas) = shared_data(key);
+    stored.as_deref() != Some(value) && set_shared_data(key, value, cas).is_ok()
+}
+
 pub fn shared_data(key: &str) -> (Option<Bytes>, Option<u32>) {
     hostcalls::get_shared_data(key).unwrap_or((None, None))
 }
