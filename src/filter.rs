@@ -61,10 +61,7 @@ impl RequestFilter {
             }
             Step::Lookup(query) => self.look_up(query, &mut changed),
         };
-        if changed {
-            // Route selection ran before this filter; make it run again.
-            host::clear_route_cache();
-        }
+        host::reselect_route_if(changed);
         action
     }
 

@@ -35,8 +35,19 @@ pub fn remove_request_header(name: &str) -> Result<(), Status> {
 /// Whether the route cache was cleared; `false` where the host does not
 /// offer `clear_route_cache` (Envoy also clears it on header changes made
 /// through the proxy-wasm ABI, so routing still sees the change there).
+/// Acts on the effective context: after [`switch_to`], on that request.
 pub fn clear_route_cache() -> bool {
     hostcalls::call_foreign_function("clear_route_cache", None).is_ok()
+}
+
+/// After the filter changed request headers (`changed`), makes Envoy select
+/// the route again: route selection ran before the filter. Every path that
+/// changes headers ends here: a request decided at once, one resumed after
+/// a RouteService answer (its own or another request's), a pass-through.
+pub fn reselect_route_if(changed: bool) {
+    if changed {
+        clear_route_cache();
+    }
 }
 
 /// The plugin configuration bytes (empty when there is none).

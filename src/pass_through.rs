@@ -28,10 +28,8 @@ impl Context for PassThroughFilter {}
 impl HttpContext for PassThroughFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if self.pass.has_route_header(&host::request_headers()) {
-            if host::remove_request_header(&self.pass.route_header).is_ok() {
-                // Route selection ran with the client's header: run it again.
-                host::clear_route_cache();
-            }
+            // Route selection ran with the client's header: run it again.
+            host::reselect_route_if(host::remove_request_header(&self.pass.route_header).is_ok());
             self.metrics.increment(Counter::SpoofedHeaderRemoved);
         }
         self.metrics.increment(Counter::Passthrough);

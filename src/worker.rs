@@ -111,9 +111,10 @@ impl Worker {
             };
             self.apply(&decision)
         };
-        if changed {
-            host::clear_route_cache();
-        }
+        // The same as a request decided at once: the route cache of this
+        // request (the effective context) is cleared explicitly, not left to
+        // Envoy's clearing on header changes through the ABI.
+        host::reselect_route_if(changed);
         host::resume_request();
     }
 

@@ -704,6 +704,84 @@ fn requests_arriving_during_a_lookup_wait_for_it_instead_of_calling() {
     assert_plugin_healthy(&mesh);
 }
 
+/// Issue 10: a request resumed after waiting on a lookup (its own or
+/// another request's) must be routed again like one decided at once: in
+/// `authority` mode the rewritten `:authority` picks the fork's virtual
+/// host only once the route is selected again. The spoofed route header
+/// each request carries is removed before it waits and replaced by the
+/// plugin's own marking.
+#[test]
+fn requests_resumed_after_a_shared_lookup_are_routed_again_in_authority_mode() {
+    const REQUESTS: usize = 12;
+    let settings = RouteServiceSettings {
+        timeout_ms: 5000,
+        sync_interval_ms: 3_600_000,
+        ..RouteServiceSettings::for_tests()
+    };
+    let fake = FakeRouteService::start(Behavior::healthy()).unwrap();
+    let mesh = mesh_with(
+        "mesh-fake-resume-authority",
+        Mode::Authority,
+        &settings,
+        &["resume"],
+        fake.addr(),
+        None,
+    );
+    wait_for_a_sync(&mesh);
+    let (baseline, target) = fork("reviews", "resume");
+    fake.set_behavior(Behavior::slow(
+        Duration::from_millis(500),
+        Answer::Table {
+            version: 2,
+            routes: vec![json!({"routingKey": "resume-key", "sandbox": "resume",
+                                "baseline": baseline, "target": target})],
+        },
+    ));
+    let before = Counters::of(&mesh);
+    let barrier = Arc::new(Barrier::new(REQUESTS));
+    let listener = mesh.listener();
+    let threads: Vec<_> = (0..REQUESTS)
+        .map(|_| {
+            let barrier = barrier.clone();
+            let request = Request::get("/")
+                .header("host", "reviews:8080")
+                .header("baggage", "sd-routing-key=resume-key")
+                .header("x-sandbox-route", "evil");
+            std::thread::spawn(move || {
+                barrier.wait();
+                request.send(listener).unwrap()
+            })
+        })
+        .collect();
+    let answers: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let after = Counters::of(&mesh);
+    for answer in &answers {
+        assert_eq!(
+            answer.header("x-served-by").as_deref(),
+            Some("reviews/resume")
+        );
+        let echo = Echo::parse(&answer.body).unwrap();
+        assert_eq!(
+            echo.header("host").as_deref(),
+            Some("reviews-resume.demo.svc.cluster.local:8080")
+        );
+        assert_eq!(echo.header_values("x-sandbox-route"), ["resume"]);
+    }
+    let lookups = after.since(&before, "lookup");
+    assert!((1..=WORKERS).contains(&lookups), "{lookups} lookups");
+    // All of them waited (owners and waiters alike), none was decided at once.
+    assert_eq!(after.since(&before, "cache_miss"), REQUESTS as u64);
+    assert_eq!(after.since(&before, "routed"), REQUESTS as u64);
+    assert_eq!(
+        after.since(&before, "spoofed_header_removed"),
+        REQUESTS as u64
+    );
+    println!(
+        "MEASURE {REQUESTS} concurrent requests resumed after {lookups} lookups (authority mode): all routed"
+    );
+    assert_plugin_healthy(&mesh);
+}
+
 /// A request that owns a lookup and goes away (its client closed) releases
 /// the requests waiting for that lookup at once: they go to baseline,
 /// counted as fail-open, instead of staying paused.
