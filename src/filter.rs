@@ -61,10 +61,7 @@ impl RequestFilter {
             }
             Step::Lookup(query) => self.look_up(query, &mut changed),
         };
-        if changed {
-            // Route selection ran before this filter; make it run again.
-            host::clear_route_cache();
-        }
+        host::reselect_route_if(changed);
         action
     }
 
@@ -82,6 +79,10 @@ impl RequestFilter {
             Answer::Table(target) => (Counter::TableHit, query.decide(config, target)),
             Answer::Cached(target) => (Counter::CacheHit, query.decide(config, target)),
             Answer::FailOpen => (Counter::CacheMiss, Decision::FailOpen),
+            Answer::Shed => {
+                worker.metrics.increment(Counter::LookupShed);
+                (Counter::CacheMiss, Decision::FailOpen)
+            }
             Answer::Wait => {
                 worker.metrics.increment(Counter::CacheMiss);
                 return self.park(query);

@@ -35,8 +35,19 @@ pub fn remove_request_header(name: &str) -> Result<(), Status> {
 /// Whether the route cache was cleared; `false` where the host does not
 /// offer `clear_route_cache` (Envoy also clears it on header changes made
 /// through the proxy-wasm ABI, so routing still sees the change there).
+/// Acts on the effective context: after [`switch_to`], on that request.
 pub fn clear_route_cache() -> bool {
     hostcalls::call_foreign_function("clear_route_cache", None).is_ok()
+}
+
+/// After the filter changed request headers (`changed`), makes Envoy select
+/// the route again: route selection ran before the filter. Every path that
+/// changes headers ends here: a request decided at once, one resumed after
+/// a RouteService answer (its own or another request's), a pass-through.
+pub fn reselect_route_if(changed: bool) {
+    if changed {
+        clear_route_cache();
+    }
 }
 
 /// The plugin configuration bytes (empty when there is none).
@@ -109,6 +120,24 @@ pub fn call_response_body(body_size: usize) -> Bytes {
         .ok()
         .flatten()
         .unwrap_or_default()
+}
+
+/// The name of the plugin being configured (Envoy's `plugin_name`), empty
+/// if the host does not say.
+pub fn plugin_name() -> String {
+    hostcalls::get_property(vec!["plugin_name"])
+        .ok()
+        .flatten()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_default()
+}
+
+/// Stores `value` under `key` unless it is there already; `true` if this
+/// call stored it (first to see it), `false` if it was there or another VM
+/// stored something in between.
+pub fn first_to_store(key: &str, value: &[u8]) -> bool {
+    let (stored, cas) = shared_data(key);
+    stored.as_deref() != Some(value) && set_shared_data(key, value, cas).is_ok()
 }
 
 pub fn shared_data(key: &str) -> (Option<Bytes>, Option<u32>) {

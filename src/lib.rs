@@ -8,6 +8,7 @@
 mod filter;
 mod host;
 mod metrics;
+mod pass_through;
 mod root;
 mod table_sync;
 mod worker;

@@ -4,7 +4,7 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-/// Counters. The first six count requests, one outcome each.
+/// Counters. The first seven count requests, one outcome each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counter {
     /// Sent to a sandbox.
@@ -19,6 +19,9 @@ pub enum Counter {
     AlreadyRouted,
     /// Baseline because the RouteService could not answer (fail open).
     FailOpen,
+    /// Baseline untouched because the configuration was refused (the
+    /// plugin runs as a pass-through until a valid one arrives).
+    Passthrough,
     /// A client-supplied route header removed.
     SpoofedHeaderRemoved,
     /// A configuration refused in `on_configure`.
@@ -35,6 +38,9 @@ pub enum Counter {
     LookupError,
     /// Lookups that timed out.
     LookupTimeout,
+    /// Lookups not made because the worker's lookup budget was spent (the
+    /// request went to baseline, counted as `fail_open`).
+    LookupShed,
     /// Table syncs: new table, not modified (304), failed.
     SyncOk,
     SyncNotModified,
@@ -49,15 +55,19 @@ pub enum Gauge {
     CacheEntries,
     /// 0 closed, 1 open, 2 half-open.
     BreakerState,
+    /// 1 while the configuration in use is valid, 0 while it was refused
+    /// (pass-through). Set on every (re)configuration.
+    ConfigValid,
 }
 
-const COUNTERS: [(Counter, &str); 17] = [
+const COUNTERS: [(Counter, &str); 19] = [
     (Counter::Routed, "sandbox_router.routed"),
     (Counter::Baseline, "sandbox_router.baseline"),
     (Counter::NoKey, "sandbox_router.no_key"),
     (Counter::InvalidKey, "sandbox_router.invalid_key"),
     (Counter::AlreadyRouted, "sandbox_router.already_routed"),
     (Counter::FailOpen, "sandbox_router.fail_open"),
+    (Counter::Passthrough, "sandbox_router.passthrough"),
     (
         Counter::SpoofedHeaderRemoved,
         "sandbox_router.spoofed_header_removed",
@@ -69,16 +79,18 @@ const COUNTERS: [(Counter, &str); 17] = [
     (Counter::Lookup, "sandbox_router.lookup"),
     (Counter::LookupError, "sandbox_router.lookup_error"),
     (Counter::LookupTimeout, "sandbox_router.lookup_timeout"),
+    (Counter::LookupShed, "sandbox_router.lookup_shed"),
     (Counter::SyncOk, "sandbox_router.sync_ok"),
     (Counter::SyncNotModified, "sandbox_router.sync_not_modified"),
     (Counter::SyncError, "sandbox_router.sync_error"),
 ];
 
-const GAUGES: [(Gauge, &str); 4] = [
+const GAUGES: [(Gauge, &str); 5] = [
     (Gauge::TableRoutes, "sandbox_router.table_routes"),
     (Gauge::TableVersion, "sandbox_router.table_version"),
     (Gauge::CacheEntries, "sandbox_router.cache_entries"),
     (Gauge::BreakerState, "sandbox_router.breaker_state"),
+    (Gauge::ConfigValid, "sandbox_router.config_valid"),
 ];
 
 /// Metric ids defined with the host; a metric the host refused is skipped.

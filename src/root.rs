@@ -1,23 +1,40 @@
 //! The root context: turns the plugin configuration into a worker state once
 //! per (re)configuration, hands it to every request's filter, and runs the
 //! table sync on its tick.
+//!
+//! A configuration that does not parse or validate is refused without
+//! failing `on_configure`: Envoy would refuse the whole filter config (and a
+//! new Istio sidecar would wait for it forever). The plugin then runs as a
+//! pass-through until a valid configuration arrives.
 
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
-use sandbox_router_core::config::FilterConfig;
+use sandbox_router_core::config::{config_fingerprint, last_config_key, FilterConfig, PassThrough};
 use sandbox_router_core::table_sync::tick_period_ms;
 
 use crate::filter::RequestFilter;
 use crate::host;
-use crate::metrics::{Counter, Metrics};
+use crate::metrics::{Counter, Gauge, Metrics};
+use crate::pass_through::PassThroughFilter;
 use crate::table_sync::TableSync;
 use crate::worker::Worker;
 
+/// What requests get, from the last configuration.
+enum Mode {
+    /// A valid configuration: requests are routed.
+    Routing(Rc<Worker>),
+    /// A refused one: every request goes to baseline.
+    PassThrough {
+        pass: Rc<PassThrough>,
+        metrics: Rc<Metrics>,
+    },
+}
+
 #[derive(Default)]
 pub struct Root {
-    worker: Option<Rc<Worker>>,
+    mode: Option<Mode>,
     sync: Option<TableSync>,
 }
 
@@ -29,7 +46,7 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
-        if let (Some(sync), Some(worker)) = (&mut self.sync, &self.worker) {
+        if let (Some(sync), Some(Mode::Routing(worker))) = (&mut self.sync, &self.mode) {
             sync.on_response(worker, token_id, num_headers, body_size);
         }
     }
@@ -38,16 +55,35 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let metrics = Rc::new(Metrics::define());
-        let config = match FilterConfig::from_json(&host::plugin_configuration()) {
+        let json = host::plugin_configuration();
+        // Whether this VM is the first in this Envoy to get this config.
+        let first = host::first_to_store(
+            &last_config_key(&host::plugin_name()),
+            &config_fingerprint(&json),
+        );
+        let config = match FilterConfig::from_json(&json) {
             Ok(config) => config,
             Err(error) => {
-                // One line naming the field; Envoy then applies the plugin's
-                // fail strategy (the config is not used).
-                log::error!("sandbox-router: invalid configuration: {error}");
-                metrics.increment(Counter::ConfigRejected);
-                self.worker = None;
+                let pass = PassThrough::for_refused(&json);
+                // One line naming the field, and one count, per Envoy.
+                // Returning false would make Envoy refuse the filter config
+                // whatever the fail policy.
+                if first {
+                    log::error!(
+                        "sandbox-router: invalid configuration: {error}; passing every request \
+                         to baseline (removing {}) until a valid configuration arrives",
+                        pass.route_header
+                    );
+                    metrics.increment(Counter::ConfigRejected);
+                }
+                metrics.set(Gauge::ConfigValid, 0);
+                host::set_tick_period(0);
                 self.sync = None;
-                return false;
+                self.mode = Some(Mode::PassThrough {
+                    pass: Rc::new(pass),
+                    metrics,
+                });
+                return true;
             }
         };
         log::info!(
@@ -57,23 +93,35 @@ impl RootContext for Root {
             config.static_routes.len(),
             config.route_service.as_ref().map_or("none", |rs| rs.cluster.as_str()),
         );
+        metrics.set(Gauge::ConfigValid, 1);
+        host::set_tick_period(0);
         self.sync = config.route_service.clone().map(|rs| {
             host::set_tick_period(tick_period_ms(rs.sync_interval_ms));
             TableSync::new(rs)
         });
-        self.worker = Some(Rc::new(Worker::new(Rc::new(config), metrics)));
+        self.mode = Some(Mode::Routing(Rc::new(Worker::new(
+            Rc::new(config),
+            metrics,
+        ))));
         true
     }
 
     fn on_tick(&mut self) {
-        if let (Some(sync), Some(worker)) = (&mut self.sync, &self.worker) {
+        if let (Some(sync), Some(Mode::Routing(worker))) = (&mut self.sync, &self.mode) {
             sync.on_tick(worker);
         }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let worker = Rc::clone(self.worker.as_ref()?);
-        Some(Box::new(RequestFilter::new(context_id, worker)))
+        match self.mode.as_ref()? {
+            Mode::Routing(worker) => {
+                Some(Box::new(RequestFilter::new(context_id, Rc::clone(worker))))
+            }
+            Mode::PassThrough { pass, metrics } => Some(Box::new(PassThroughFilter::new(
+                Rc::clone(pass),
+                Rc::clone(metrics),
+            ))),
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use sandbox_router_core::config::FilterConfig;
 use sandbox_router_core::decision::{Decision, Marking, Query};
 use sandbox_router_core::key_cache::CachePolicy;
+use sandbox_router_core::lookup_budget::LookupBudget;
 use sandbox_router_core::worker_routes::WorkerRoutes;
 
 use crate::host;
@@ -37,7 +38,11 @@ impl Worker {
                 max_entries: usize::try_from(rs.max_entries).unwrap_or(usize::MAX),
             },
         );
-        let routes = WorkerRoutes::new(config.static_routes.clone(), policy);
+        let mut routes = WorkerRoutes::new(config.static_routes.clone(), policy);
+        if let Some(rs) = &config.route_service {
+            let budget = LookupBudget::new(rs.max_lookups_per_second, rs.lookup_burst);
+            routes = routes.with_lookup_budget(budget);
+        }
         Worker {
             config,
             metrics,
@@ -106,9 +111,10 @@ impl Worker {
             };
             self.apply(&decision)
         };
-        if changed {
-            host::clear_route_cache();
-        }
+        // The same as a request decided at once: the route cache of this
+        // request (the effective context) is cleared explicitly, not left to
+        // Envoy's clearing on header changes through the ABI.
+        host::reselect_route_if(changed);
         host::resume_request();
     }
 

@@ -130,6 +130,7 @@ fn bootstrap(endpoints: Endpoints, timings: Timings, files: &RunFiles) -> Result
             name: PLUGIN_NAME.to_owned(),
             wasm_path: envoy::plugin_wasm().map_err(Error::harness)?,
             configuration: plugin_config(timings).to_string(),
+            ecds_file: None,
         },
         access_log: files.access_log(),
         route_service: Some(service(

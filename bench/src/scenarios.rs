@@ -291,6 +291,11 @@ fn listener(setup: &Setup, scenario: &Scenario, port: u16) -> Value {
                     "cacheTtlMs": 30000,
                     "negativeCacheTtlMs": 2000,
                     "maxEntries": 10000,
+                    // The highest lookup budget, so that `router_miss` keeps
+                    // measuring a lookup per request (the default, 100/s per
+                    // worker, would send most of them to baseline unasked).
+                    "maxLookupsPerSecond": 100_000,
+                    "lookupBurst": 100_000,
                 },
             });
             if let (true, Some(object)) = (authority, config.as_object_mut()) {

@@ -85,6 +85,14 @@ pub struct RouteServiceConfig {
     pub negative_cache_ttl_ms: u64,
     #[serde(default = "defaults::max_entries")]
     pub max_entries: u64,
+    /// Per-worker budget of single-key lookups (`GET /v1/routes?routingKey=K`):
+    /// refill rate, per second. A request that would need a lookup beyond it
+    /// goes to baseline without one (`lookup_shed`).
+    #[serde(default = "defaults::max_lookups_per_second")]
+    pub max_lookups_per_second: u64,
+    /// How many lookups the budget allows at once (the bucket's size).
+    #[serde(default = "defaults::lookup_burst")]
+    pub lookup_burst: u64,
 }
 
 mod defaults {
@@ -102,6 +110,12 @@ mod defaults {
     }
     pub fn max_entries() -> u64 {
         10_000
+    }
+    pub fn max_lookups_per_second() -> u64 {
+        100
+    }
+    pub fn lookup_burst() -> u64 {
+        100
     }
 }
 
@@ -150,6 +164,8 @@ pub mod limits {
     pub const CACHE_TTL_MS: RangeInclusive<u64> = 0..=86_400_000;
     pub const NEGATIVE_CACHE_TTL_MS: RangeInclusive<u64> = 0..=86_400_000;
     pub const MAX_ENTRIES: RangeInclusive<u64> = 1..=1_000_000;
+    pub const MAX_LOOKUPS_PER_SECOND: RangeInclusive<u64> = 1..=100_000;
+    pub const LOOKUP_BURST: RangeInclusive<u64> = 1..=100_000;
     pub const MAX_CARRIERS: usize = 16;
 }
 
@@ -201,6 +217,63 @@ impl FilterConfig {
         })?;
         plugin.validate()
     }
+}
+
+/// What the filter still does while its configuration is refused
+/// (INTERFACES section 6): it routes nothing, and it removes a
+/// client-supplied route header, so that no client picks a route by sending
+/// it. The route header is the refused document's `routeHeader` when that
+/// field on its own is a valid route header (lower-cased), else the default
+/// `x-sandbox-route`. An incoming route header is never trusted here, even
+/// if the document says `trustIncomingRouteHeader`: a trusted header would
+/// route the request, and a pass-through sends everything to baseline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassThrough {
+    pub route_header: String,
+}
+
+impl PassThrough {
+    /// The pass-through for a configuration `json` that was refused.
+    pub fn for_refused(json: &[u8]) -> Self {
+        let salvaged = serde_json::from_slice::<serde_json::Value>(json)
+            .ok()
+            .and_then(|document| {
+                document
+                    .get("routeHeader")?
+                    .as_str()
+                    .map(str::to_ascii_lowercase)
+            })
+            .filter(|name| validate_route_header(name).is_ok());
+        PassThrough {
+            route_header: salvaged.unwrap_or_else(|| PluginConfig::default().route_header),
+        }
+    }
+
+    /// Whether `headers` carry the route header (names compared in any
+    /// case): then it must be removed.
+    pub fn has_route_header<K: AsRef<str>, V>(&self, headers: &[(K, V)]) -> bool {
+        headers
+            .iter()
+            .any(|(name, _)| name.as_ref().eq_ignore_ascii_case(&self.route_header))
+    }
+}
+
+/// The shared-data key under which the VMs of plugin `plugin_name` in one
+/// Envoy note the configuration they were given last (its
+/// [`config_fingerprint`]). Envoy configures the plugin in a VM on its main
+/// thread and again in one VM per worker: the first VM to see a new
+/// configuration is the one that reports a refused one, so it is logged and
+/// counted once per Envoy, not once per VM.
+pub fn last_config_key(plugin_name: &str) -> String {
+    format!("sandbox-router/{plugin_name}/last-config")
+}
+
+/// A fingerprint of configuration bytes (64-bit FNV-1a, little-endian).
+pub fn config_fingerprint(json: &[u8]) -> [u8; 8] {
+    let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash.to_le_bytes()
 }
 
 impl PluginConfig {
@@ -328,6 +401,16 @@ impl RouteServiceConfig {
                 self.max_entries,
                 limits::MAX_ENTRIES,
             ),
+            (
+                "routeService.maxLookupsPerSecond",
+                self.max_lookups_per_second,
+                limits::MAX_LOOKUPS_PER_SECOND,
+            ),
+            (
+                "routeService.lookupBurst",
+                self.lookup_burst,
+                limits::LOOKUP_BURST,
+            ),
         ];
         for (field, value, range) in ranges {
             if !range.contains(&value) {
@@ -427,6 +510,67 @@ mod tests {
     }
 
     #[test]
+    fn lookup_budget_defaults_and_ranges() {
+        let json = r#"{"routeService": {"cluster": "c", "authority": "rs"}}"#;
+        let rs = FilterConfig::from_json(json.as_bytes())
+            .unwrap()
+            .route_service
+            .unwrap();
+        assert_eq!((rs.max_lookups_per_second, rs.lookup_burst), (100, 100));
+        let json = r#"{"routeService": {"cluster": "c", "authority": "rs",
+            "maxLookupsPerSecond": 5, "lookupBurst": 20}}"#;
+        let rs = FilterConfig::from_json(json.as_bytes())
+            .unwrap()
+            .route_service
+            .unwrap();
+        assert_eq!((rs.max_lookups_per_second, rs.lookup_burst), (5, 20));
+    }
+
+    #[test]
+    fn a_refused_config_still_names_the_route_header_to_remove() {
+        let default = PassThrough::for_refused(br#"{"bogus": 1}"#);
+        assert_eq!(default.route_header, "x-sandbox-route");
+        // Its own routeHeader, when that field is valid (lower-cased).
+        let own = PassThrough::for_refused(br#"{"routeHeader": "X-Route", "mode": "no"}"#);
+        assert_eq!(own.route_header, "x-route");
+        // Not JSON, not an object, an invalid or reserved name: the default.
+        for json in [
+            &b"{"[..],
+            b"[1]",
+            br#"{"routeHeader": "baggage"}"#,
+            br#"{"routeHeader": "a b"}"#,
+            br#"{"routeHeader": 7}"#,
+        ] {
+            assert_eq!(
+                PassThrough::for_refused(json).route_header,
+                "x-sandbox-route",
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+        let headers = [(":authority", "a"), ("X-Sandbox-Route", "pr-42")];
+        assert!(default.has_route_header(&headers));
+        assert!(!own.has_route_header(&headers));
+    }
+
+    #[test]
+    fn fingerprints_tell_configurations_apart() {
+        assert_eq!(
+            config_fingerprint(b""),
+            0xcbf2_9ce4_8422_2325_u64.to_le_bytes()
+        );
+        assert_eq!(
+            config_fingerprint(b"a"),
+            0xaf63_dc4c_8601_ec8c_u64.to_le_bytes()
+        );
+        assert_ne!(config_fingerprint(b"{}"), config_fingerprint(b"{ }"));
+        assert_eq!(
+            last_config_key("istio-system.sandbox-router"),
+            "sandbox-router/istio-system.sandbox-router/last-config"
+        );
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             (
@@ -479,6 +623,18 @@ mod tests {
             (
                 r#"{"routeService": {"cluster": "c", "authority": "a", "syncIntervalMs": 99}}"#,
                 "routeService.syncIntervalMs: 99 is out of range",
+            ),
+            (
+                r#"{"routeService": {"cluster": "c", "authority": "a", "maxLookupsPerSecond": 0}}"#,
+                "routeService.maxLookupsPerSecond: 0 is out of range 1..=100000",
+            ),
+            (
+                r#"{"routeService": {"cluster": "c", "authority": "a", "lookupBurst": 100001}}"#,
+                "routeService.lookupBurst: 100001 is out of range 1..=100000",
+            ),
+            (
+                r#"{"routeService": {"cluster": "c", "authority": "a", "maxLookupsPerSec": 5}}"#,
+                "routeService.maxLookupsPerSec: unknown field",
             ),
             (
                 r#"{"routeService": {"cluster": "c", "authority": "a b"}}"#,

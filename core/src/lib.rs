@@ -17,6 +17,7 @@
 //! - [`route_knowledge`]: table + key cache + breaker, for any RouteService client;
 //! - [`breaker`]: stop calling a failing RouteService for a while;
 //! - [`inflight`]: one RouteService call per key per worker;
+//! - [`lookup_budget`]: at most so many RouteService lookups a second per worker;
 //! - [`table_sync`]: one table fetch per Envoy, shared by every worker;
 //! - [`worker_routes`]: what a worker knows, and when it must ask;
 //! - [`consumption`]: which message-queue consumer processes a message.
@@ -31,6 +32,7 @@ pub mod destination;
 pub mod inflight;
 pub mod key_cache;
 pub mod legacy;
+pub mod lookup_budget;
 pub mod route_knowledge;
 pub mod route_table;
 pub mod routes_api;

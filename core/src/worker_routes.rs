@@ -8,11 +8,13 @@
 //! 2. a key it does not know (a sandbox newer than the last sync) is answered
 //!    from the key cache while fresh;
 //! 3. otherwise the RouteService is asked, one call per key per worker, unless
-//!    its breaker is open: then the request goes to baseline at once.
+//!    its breaker is open or the worker's lookup budget ([`LookupBudget`]) is
+//!    spent: then the request goes to baseline at once.
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::inflight::{InFlight, Joined};
 use crate::key_cache::CachePolicy;
+use crate::lookup_budget::LookupBudget;
 use crate::route_knowledge::{Known, RouteKnowledge};
 use crate::route_table::{RouteTable, SandboxTarget};
 use crate::routes_api::{BadAnswer, RoutesAnswer};
@@ -30,6 +32,8 @@ pub enum Answer<'t> {
     Wait,
     /// Unknown, and the RouteService is not being asked (breaker open).
     FailOpen,
+    /// Unknown, and not asked: this worker's lookup budget is spent.
+    Shed,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct WorkerRoutes {
     inflight: InFlight,
     /// The key whose call is the breaker's half-open probe.
     probe: Option<String>,
+    /// Calls allowed per second; `None`: no limit.
+    budget: Option<LookupBudget>,
 }
 
 impl WorkerRoutes {
@@ -46,7 +52,14 @@ impl WorkerRoutes {
             knowledge: RouteKnowledge::new(bootstrap, policy),
             inflight: InFlight::default(),
             probe: None,
+            budget: None,
         }
+    }
+
+    /// Limits the calls this worker makes to `budget`.
+    pub fn with_lookup_budget(mut self, budget: LookupBudget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// The answer for request `context_id`, joining or starting a call if
@@ -71,6 +84,13 @@ impl WorkerRoutes {
             self.inflight.join(key, context_id);
             return Answer::Wait;
         }
+        // Checked before the breaker, which must not count a probe that is
+        // never made; the token is taken only for a call that is made.
+        if let Some(budget) = &mut self.budget {
+            if !budget.available(now_ms) {
+                return Answer::Shed;
+            }
+        }
         let breaker = self.knowledge.breaker_mut();
         if !breaker.allow(now_ms) {
             return Answer::FailOpen;
@@ -80,6 +100,9 @@ impl WorkerRoutes {
             Joined::Owner => {
                 if probe {
                     self.probe = Some(key.to_owned());
+                }
+                if let Some(budget) = &mut self.budget {
+                    budget.take(now_ms);
                 }
                 Answer::Call
             }
@@ -303,6 +326,45 @@ mod tests {
         w.call_finished("gone", answer(4, "gone"), 0);
         w.adopt_table(5, RouteTable::default());
         assert_eq!(w.answer("gone", SVC, 1, 2), Answer::Call);
+    }
+
+    #[test]
+    fn fresh_keys_beyond_the_lookup_budget_are_shed_without_a_call() {
+        // Issue 10: a client sending a fresh key per request made one call
+        // per request.
+        let mut w = WorkerRoutes::new(RouteTable::default(), POLICY)
+            .with_lookup_budget(LookupBudget::new(10, 3));
+        let answers: Vec<String> = (0..5)
+            .map(|n| format!("{:?}", w.answer(&format!("fresh-{n}"), SVC, 0, n)))
+            .collect();
+        assert_eq!(answers, ["Call", "Call", "Call", "Shed", "Shed"]);
+        // Waiting for a call in flight, or a known key, costs no token.
+        assert_eq!(w.answer("fresh-0", SVC, 0, 10), Answer::Wait);
+        w.call_finished("fresh-1", answer(1, "fresh-1"), 0);
+        assert!(matches!(w.answer("fresh-1", SVC, 0, 11), Answer::Cached(_)));
+        // Tokens come back at the rate (10/s: one per 100 ms).
+        assert_eq!(w.answer("fresh-9", SVC, 99, 12), Answer::Shed);
+        assert_eq!(w.answer("fresh-9", SVC, 100, 13), Answer::Call);
+        assert_eq!(w.answer("fresh-8", SVC, 100, 14), Answer::Shed);
+        // A shed request is not a call: the breaker sees nothing.
+        assert_eq!(w.breaker().state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn an_open_breaker_does_not_spend_the_lookup_budget() {
+        let mut w = WorkerRoutes::new(RouteTable::default(), POLICY)
+            .with_lookup_budget(LookupBudget::new(1, FAILURE_THRESHOLD.into()));
+        for id in 0..FAILURE_THRESHOLD {
+            assert_eq!(w.answer("k", SVC, 0, id), Answer::Call);
+            w.call_finished("k", Err(BadAnswer::NoStatus), 0);
+        }
+        // Budget spent and breaker open: the breaker's answer is not
+        // taken from the budget, and after the backoff one token (1/s) is
+        // there for the probe.
+        assert_eq!(w.answer("k", SVC, 1, 99), Answer::Shed);
+        let after_backoff = crate::breaker::INITIAL_BACKOFF_MS;
+        assert_eq!(w.answer("k", SVC, after_backoff, 100), Answer::Call);
+        assert_eq!(w.answer("other", SVC, after_backoff, 101), Answer::Shed);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! | RDS route config `8080`, one virtual host per service     | inline route config `8080`, same virtual hosts and domains |
 //! | VirtualService match on a header → subset / other host    | a header-match route before the default route |
 //! | EDS cluster `outbound\|8080\|\|<fqdn>`                     | STATIC cluster of that name, endpoint on loopback |
-//! | WasmPlugin → ECDS `envoy.filters.http.wasm`, before router | the same filter inline, same `configuration` wrapping |
+//! | WasmPlugin → ECDS `envoy.filters.http.wasm`, before router | the same filter inline, same `configuration` wrapping; or over ECDS from a file Envoy watches ([`WasmPlugin::ecds_file`]), with Istio's `initial_fetch_timeout: 0s` |
 //! | node metadata `NAMESPACE`, `WORKLOAD_NAME`, ...           | the same keys |
 //! | EDS cluster `outbound\|8080\|\|routeservice.sandbox-system...` | STATIC cluster of that name (the plugin calls it) |
 //!
@@ -96,6 +96,12 @@ pub struct WasmPlugin {
     pub wasm_path: PathBuf,
     /// The plugin configuration, JSON text (`pluginConfig`).
     pub configuration: String,
+    /// Deliver the filter over ECDS, as Istio does, from this file (a
+    /// `DiscoveryResponse`, see [`ecds_response`]) instead of inline. Envoy
+    /// watches it: replacing it (by a rename) reconfigures the plugin. The
+    /// listener waits for the first good answer (`initial_fetch_timeout:
+    /// 0s`, as Istio sets it), so a refused filter config keeps it down.
+    pub ecds_file: Option<PathBuf>,
 }
 
 /// The caller's workload, as Istio describes it in the node metadata.
@@ -264,13 +270,45 @@ fn route(name: &str, matcher: Value, fqdn: &str) -> Value {
     })
 }
 
-/// The wasm filter exactly as Istio renders a WasmPlugin: the plugin config
-/// travels as a `google.protobuf.StringValue` holding JSON text.
+/// The type of the wasm filter's config.
+const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// The wasm filter in the HTTP filter chain: inline, or by ECDS.
 fn wasm_filter(plugin: &WasmPlugin) -> Value {
+    match &plugin.ecds_file {
+        None => json!({"name": plugin.name, "typed_config": wasm_config(plugin)}),
+        Some(path) => json!({
+            "name": plugin.name,
+            "config_discovery": {
+                "config_source": {
+                    "path_config_source": {"path": path.display().to_string()},
+                    "initial_fetch_timeout": "0s",
+                    "resource_api_version": "V3",
+                },
+                "type_urls": [WASM_TYPE],
+            },
+        }),
+    }
+}
+
+/// The ECDS answer that delivers `plugin` (version `version`), the content
+/// of [`WasmPlugin::ecds_file`].
+pub fn ecds_response(plugin: &WasmPlugin, version: u64) -> Value {
     json!({
-        "name": plugin.name,
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "version_info": version.to_string(),
+        "resources": [{
+            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            "name": plugin.name,
+            "typed_config": wasm_config(plugin),
+        }],
+    })
+}
+
+/// The wasm filter's config exactly as Istio renders a WasmPlugin: the
+/// plugin config travels as a `google.protobuf.StringValue` holding JSON text.
+fn wasm_config(plugin: &WasmPlugin) -> Value {
+    json!({
+            "@type": WASM_TYPE,
             "config": {
                 "name": plugin.name,
                 "root_id": "",
@@ -283,7 +321,6 @@ fn wasm_filter(plugin: &WasmPlugin) -> Value {
                     "value": plugin.configuration,
                 },
             },
-        },
     })
 }
 

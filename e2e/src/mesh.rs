@@ -177,6 +177,10 @@ pub struct MeshOptions {
     /// Where the RouteService listens, if the plugin uses one: the sidecar
     /// gets its cluster [`crate::routeservice::CLUSTER`].
     pub route_service: Option<SocketAddr>,
+    /// Deliver the plugin over ECDS (from a file, see
+    /// [`crate::bootstrap::WasmPlugin::ecds_file`]) instead of inline, so
+    /// that [`DemoMesh::reconfigure_plugin`] can change its configuration.
+    pub ecds: bool,
 }
 
 impl MeshOptions {
@@ -191,6 +195,7 @@ impl MeshOptions {
             label: format!("mesh-{}", mode.as_str()),
             sandboxes: vec![SANDBOX.to_owned()],
             route_service: None,
+            ecds: false,
         }
     }
 
@@ -206,6 +211,7 @@ impl MeshOptions {
             label: "demo".to_owned(),
             sandboxes: vec![SANDBOX.to_owned()],
             route_service: None,
+            ecds: false,
         })
     }
 }
@@ -230,6 +236,7 @@ pub struct DemoMesh {
     upstreams: Vec<Upstream>,
     listener: SocketAddr,
     mode: Mode,
+    plugin: WasmPlugin,
 }
 
 impl DemoMesh {
@@ -239,6 +246,7 @@ impl DemoMesh {
         let Launched {
             mut envoy,
             upstreams,
+            plugin,
         } = launch(options)?;
         envoy.wait_until_ready()?;
         let listener = envoy.listener_addr(LISTENER_NAME)?;
@@ -247,7 +255,19 @@ impl DemoMesh {
             upstreams,
             listener,
             mode: options.mode,
+            plugin,
         })
+    }
+
+    /// Gives the plugin `plugin_config` over ECDS, as version `version`
+    /// (higher than the last); only for a mesh started with
+    /// [`MeshOptions::ecds`]. Envoy applies it asynchronously.
+    pub fn reconfigure_plugin(&mut self, plugin_config: &Value, version: u64) -> Result<()> {
+        if self.plugin.ecds_file.is_none() {
+            bail!("the mesh was not started with ECDS");
+        }
+        self.plugin.configuration = plugin_config.to_string();
+        write_ecds(&self.plugin, version)
     }
 
     /// Where callers send requests (the outbound listener).
@@ -279,6 +299,8 @@ pub struct Launched {
     pub envoy: Envoy,
     /// The running upstreams.
     pub upstreams: Vec<Upstream>,
+    /// The plugin as it was given to Envoy.
+    pub plugin: WasmPlugin,
 }
 
 /// Starts the upstreams and spawns Envoy without waiting for it.
@@ -286,8 +308,27 @@ pub fn launch(options: &MeshOptions) -> Result<Launched> {
     let upstreams = start_upstreams(options.upstream_base_port, &options.sandboxes)?;
     let files = RunFiles::in_dir(&crate::new_run_dir(&options.label)?);
     let bootstrap = sidecar_bootstrap(options, &upstreams, &files)?;
+    if bootstrap.plugin.ecds_file.is_some() {
+        write_ecds(&bootstrap.plugin, 1)?;
+    }
     let envoy = Envoy::spawn(&bootstrap.to_json(), files)?;
-    Ok(Launched { envoy, upstreams })
+    Ok(Launched {
+        envoy,
+        upstreams,
+        plugin: bootstrap.plugin,
+    })
+}
+
+/// Writes the plugin's ECDS file in one step (a rename, which Envoy's file
+/// watch sees as one change).
+fn write_ecds(plugin: &WasmPlugin, version: u64) -> Result<()> {
+    let Some(path) = &plugin.ecds_file else {
+        return Ok(());
+    };
+    let text = serde_json::to_string_pretty(&crate::bootstrap::ecds_response(plugin, version))?;
+    let temporary = path.with_extension("json.tmp");
+    std::fs::write(&temporary, text).with_context(|| format!("writing {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("renaming to {}", path.display()))
 }
 
 /// Baseline and forks of every demo service, in that order.
@@ -348,6 +389,7 @@ fn sidecar_bootstrap(
             name: PLUGIN_NAME.to_owned(),
             wasm_path: envoy::plugin_wasm()?,
             configuration: options.plugin_config.to_string(),
+            ecds_file: options.ecds.then(|| files.dir.join("ecds-plugin.json")),
         },
         access_log: files.access_log(),
         route_service: options.route_service.map(|endpoint| MeshService {

@@ -704,6 +704,84 @@ fn requests_arriving_during_a_lookup_wait_for_it_instead_of_calling() {
     assert_plugin_healthy(&mesh);
 }
 
+/// Issue 10: a request resumed after waiting on a lookup (its own or
+/// another request's) must be routed again like one decided at once: in
+/// `authority` mode the rewritten `:authority` picks the fork's virtual
+/// host only once the route is selected again. The spoofed route header
+/// each request carries is removed before it waits and replaced by the
+/// plugin's own marking.
+#[test]
+fn requests_resumed_after_a_shared_lookup_are_routed_again_in_authority_mode() {
+    const REQUESTS: usize = 12;
+    let settings = RouteServiceSettings {
+        timeout_ms: 5000,
+        sync_interval_ms: 3_600_000,
+        ..RouteServiceSettings::for_tests()
+    };
+    let fake = FakeRouteService::start(Behavior::healthy()).unwrap();
+    let mesh = mesh_with(
+        "mesh-fake-resume-authority",
+        Mode::Authority,
+        &settings,
+        &["resume"],
+        fake.addr(),
+        None,
+    );
+    wait_for_a_sync(&mesh);
+    let (baseline, target) = fork("reviews", "resume");
+    fake.set_behavior(Behavior::slow(
+        Duration::from_millis(500),
+        Answer::Table {
+            version: 2,
+            routes: vec![json!({"routingKey": "resume-key", "sandbox": "resume",
+                                "baseline": baseline, "target": target})],
+        },
+    ));
+    let before = Counters::of(&mesh);
+    let barrier = Arc::new(Barrier::new(REQUESTS));
+    let listener = mesh.listener();
+    let threads: Vec<_> = (0..REQUESTS)
+        .map(|_| {
+            let barrier = barrier.clone();
+            let request = Request::get("/")
+                .header("host", "reviews:8080")
+                .header("baggage", "sd-routing-key=resume-key")
+                .header("x-sandbox-route", "evil");
+            std::thread::spawn(move || {
+                barrier.wait();
+                request.send(listener).unwrap()
+            })
+        })
+        .collect();
+    let answers: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let after = Counters::of(&mesh);
+    for answer in &answers {
+        assert_eq!(
+            answer.header("x-served-by").as_deref(),
+            Some("reviews/resume")
+        );
+        let echo = Echo::parse(&answer.body).unwrap();
+        assert_eq!(
+            echo.header("host").as_deref(),
+            Some("reviews-resume.demo.svc.cluster.local:8080")
+        );
+        assert_eq!(echo.header_values("x-sandbox-route"), ["resume"]);
+    }
+    let lookups = after.since(&before, "lookup");
+    assert!((1..=WORKERS).contains(&lookups), "{lookups} lookups");
+    // All of them waited (owners and waiters alike), none was decided at once.
+    assert_eq!(after.since(&before, "cache_miss"), REQUESTS as u64);
+    assert_eq!(after.since(&before, "routed"), REQUESTS as u64);
+    assert_eq!(
+        after.since(&before, "spoofed_header_removed"),
+        REQUESTS as u64
+    );
+    println!(
+        "MEASURE {REQUESTS} concurrent requests resumed after {lookups} lookups (authority mode): all routed"
+    );
+    assert_plugin_healthy(&mesh);
+}
+
 /// A request that owns a lookup and goes away (its client closed) releases
 /// the requests waiting for that lookup at once: they go to baseline,
 /// counted as fail-open, instead of staying paused.
@@ -777,6 +855,66 @@ fn waiters_are_released_when_the_request_owning_the_lookup_goes_away() {
     }
     assert_eq!(after.since(&before, "fail_open"), released);
     println!("MEASURE owner gone: {released} of 6 waiters released at once, the rest routed by the other worker's lookup");
+    assert_plugin_healthy(&mesh);
+}
+
+// ---------------------------------------------------------- lookup budget
+
+/// Issue 10: a client that sends a fresh routing key with every request
+/// made one RouteService lookup per request. The per-worker budget
+/// (`maxLookupsPerSecond` 2, `lookupBurst` 5 here) bounds the lookups; the
+/// requests beyond it go to baseline at once, counted as `lookup_shed`.
+#[test]
+fn fresh_keys_beyond_the_lookup_budget_go_to_baseline_without_a_lookup() {
+    const RATE: u64 = 2;
+    const BURST: u64 = 5;
+    const REQUESTS: u64 = 80;
+    let settings = RouteServiceSettings {
+        sync_interval_ms: 3_600_000,
+        ..RouteServiceSettings::for_tests()
+    };
+    let fake = FakeRouteService::start(Behavior::healthy()).unwrap();
+    let mut config = mesh::route_service_plugin_config(Mode::Header, &settings);
+    config["routeService"]["maxLookupsPerSecond"] = RATE.into();
+    config["routeService"]["lookupBurst"] = BURST.into();
+    let mut options = MeshOptions::for_tests(Mode::Header, config);
+    options.label = "mesh-fake-budget".to_owned();
+    options.route_service = Some(fake.addr());
+    let mesh = DemoMesh::start(&options).unwrap();
+    wait_for_a_sync(&mesh);
+
+    let before = Counters::of(&mesh);
+    let calls_before = fake.key_requests();
+    let started = Instant::now();
+    for n in 0..REQUESTS {
+        let key = format!("fresh-{n}");
+        assert_eq!(served_by(&mesh, "catalog", Some(&key)), "catalog/baseline");
+    }
+    let elapsed = started.elapsed();
+    let after = Counters::of(&mesh);
+    let calls = fake.key_requests() - calls_before;
+    let lookups = after.since(&before, "lookup");
+    let shed = after.since(&before, "lookup_shed");
+    // Each worker: its burst, plus the rate over the time taken.
+    let bound = WORKERS * (BURST + RATE * elapsed.as_secs().saturating_add(1));
+    assert_eq!(calls, lookups, "every lookup reached the RouteService");
+    assert!(
+        lookups <= bound,
+        "{lookups} lookups for {REQUESTS} fresh keys in {elapsed:?} (bound {bound})"
+    );
+    assert!(lookups >= 1, "no lookup at all");
+    assert_eq!(lookups + shed, REQUESTS, "each fresh key: a lookup or shed");
+    assert!(shed > 0);
+    assert_eq!(after.since(&before, "cache_miss"), REQUESTS);
+    // Shed requests are baseline, counted as fail-open; looked-up ones
+    // (unknown keys) as baseline.
+    assert_eq!(after.since(&before, "fail_open"), shed);
+    assert_eq!(after.since(&before, "baseline"), lookups);
+    println!(
+        "MEASURE {REQUESTS} requests with fresh keys in {:.0} ms, budget {RATE}/s burst {BURST} \
+         per worker ({WORKERS} workers): {lookups} lookups reached the RouteService, {shed} shed",
+        ms(elapsed)
+    );
     assert_plugin_healthy(&mesh);
 }
 

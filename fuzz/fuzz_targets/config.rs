@@ -2,6 +2,8 @@
 //!
 //! Invariants, whatever the bytes:
 //! - `FilterConfig::from_json` never panics;
+//! - a refused configuration yields a pass-through whose route header is a
+//!   valid route header (`PassThrough::for_refused` never panics either);
 //! - a configuration it accepts parses the same way again;
 //! - written back out as JSON (`PluginConfig`'s `Serialize`), an accepted
 //!   configuration is accepted again and means the same (no field is lost,
@@ -9,10 +11,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sandbox_router_core::config::{FilterConfig, PluginConfig};
+use sandbox_router_core::config::{FilterConfig, PassThrough, PluginConfig};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(config) = FilterConfig::from_json(data) else {
+        let pass = PassThrough::for_refused(data);
+        let only_header = serde_json::json!({ "routeHeader": pass.route_header });
+        assert!(
+            FilterConfig::from_json(only_header.to_string().as_bytes()).is_ok(),
+            "pass-through route header {:?} is not a valid routeHeader",
+            pass.route_header
+        );
         return;
     };
     assert_eq!(

@@ -1,17 +1,20 @@
-//! The `routeservice` command line: `serve`, and the commands people use
-//! against a running server (`list`, `get`, `create`, `delete`, `routes`).
+//! The `routeservice` command line: `serve`, the commands people use
+//! against a running server (`list`, `get`, `create`, `delete`, `routes`),
+//! and `check-config`, which checks filter configurations offline.
 //!
-//! Exit codes: 0 done; 1 the server refused (its message is printed);
-//! 2 bad command line; 64 `serve` refused its configuration; 69 the server
-//! could not be reached; 74 `serve` could not open its storage.
+//! Exit codes: 0 done; 1 the server refused (its message is printed), or
+//! `check-config` found a configuration invalid or unreadable; 2 bad command
+//! line; 64 `serve` refused its configuration; 69 the server could not be
+//! reached; 74 `serve` could not open its storage.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sandbox_router_core::config::FilterConfig;
 
 use crate::api::RequestLimits;
 use crate::client::{Client, ClientError, Stored};
@@ -73,6 +76,15 @@ pub enum Command {
         routing_key: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Check filter configurations with the filter's own parser, before
+    /// applying them: a `pluginConfig` JSON file, or a WasmPlugin YAML
+    /// (`.yaml`/`.yml`; its `spec.pluginConfig`). Prints `<file>: OK`, or the
+    /// error naming the field; exits 1 if any file is invalid.
+    CheckConfig {
+        /// The files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -198,7 +210,50 @@ pub fn run(cli: Cli) -> ExitCode {
             routing_key,
             client,
         } => finish(routes(&client, routing_key.as_deref())),
+        Command::CheckConfig { files } => check_configs(&files),
     }
+}
+
+/// `check-config`: every file checked, each one's verdict on its own line.
+fn check_configs(files: &[PathBuf]) -> ExitCode {
+    let mut all_valid = true;
+    for file in files {
+        match check_config(file) {
+            Ok(()) => println!("{}: OK", file.display()),
+            Err(error) => {
+                all_valid = false;
+                println!("{}: {error}", file.display());
+            }
+        }
+    }
+    if all_valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Checks one file as the filter would see its configuration: JSON as is,
+/// a WasmPlugin's `spec.pluginConfig` as the JSON Istio hands the filter.
+pub fn check_config(file: &Path) -> Result<(), String> {
+    let is_yaml = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    let json = if is_yaml {
+        sandbox_router_manifests::plugin_config_json(file)
+            // The error names the file already; the caller prints it first.
+            .map_err(|e| {
+                e.to_string()
+                    .replacen(&format!("{}: ", file.display()), "", 1)
+            })?
+            .into_bytes()
+    } else {
+        std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?
+    };
+    FilterConfig::from_json(&json)
+        .map(drop)
+        .map_err(|e| format!("invalid configuration: {e}"))
 }
 
 fn finish(result: Result<String, ClientError>) -> ExitCode {
@@ -402,6 +457,14 @@ mod tests {
             Cli::try_parse_from(["routeservice", "create", "x", "--routing-key", "k"]).is_err()
         );
         assert!(Cli::try_parse_from(["routeservice"]).is_err());
+    }
+
+    #[test]
+    fn check_config_takes_files() {
+        let cli =
+            Cli::try_parse_from(["routeservice", "check-config", "a.json", "b.yaml"]).unwrap();
+        assert!(matches!(cli.command, Command::CheckConfig { files } if files.len() == 2));
+        assert!(Cli::try_parse_from(["routeservice", "check-config"]).is_err());
     }
 
     #[test]

@@ -204,3 +204,99 @@ fn an_unreachable_server_exits_69() {
         text(&out.stderr)
     );
 }
+
+// ------------------------------------------------------------ check-config
+
+fn check_config(files: &[&std::path::Path]) -> Output {
+    Command::new(BIN)
+        .arg("check-config")
+        .args(files)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_config_accepts_valid_json_and_wasmplugin_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("plugin-config.json");
+    std::fs::write(
+        &json,
+        r#"{"mode": "header", "routeService": {"cluster": "outbound|8080||rs.x.svc.cluster.local",
+            "authority": "rs.x.svc.cluster.local", "maxLookupsPerSecond": 50, "lookupBurst": 10}}"#,
+    )
+    .unwrap();
+    // The WasmPlugin users install, as shipped.
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wasmplugin/wasmplugin.yaml");
+    let out = check_config(&[&json, &shipped]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}: OK\n{}: OK\n", json.display(), shipped.display())
+    );
+}
+
+#[test]
+fn check_config_names_the_field_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.json");
+    std::fs::write(&good, "{}").unwrap();
+    let unknown = dir.path().join("unknown.json");
+    std::fs::write(&unknown, r#"{"mode": "header", "routeHeaderz": "x"}"#).unwrap();
+    let range = dir.path().join("wasmplugin.yaml");
+    std::fs::write(
+        &range,
+        "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: p}\n\
+         spec:\n  url: oci://r/p:1\n  pluginConfig:\n    routeService:\n      cluster: c\n      \
+         authority: rs\n      maxLookupsPerSecond: 0\n",
+    )
+    .unwrap();
+    let not_a_plugin = dir.path().join("namespace.yml");
+    std::fs::write(
+        &not_a_plugin,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n",
+    )
+    .unwrap();
+    let missing = dir.path().join("missing.json");
+
+    let out = check_config(&[&good, &unknown, &range, &not_a_plugin, &missing]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    assert_eq!(lines[0], format!("{}: OK", good.display()));
+    assert_eq!(
+        lines[1],
+        format!(
+            "{}: invalid configuration: routeHeaderz: unknown field `routeHeaderz`, expected one of \
+             `routingKey`, `mode`, `routeHeader`, `trustIncomingRouteHeader`, `namespace`, \
+             `routeService`, `routes`",
+            unknown.display()
+        )
+    );
+    assert_eq!(
+        lines[2],
+        format!(
+            "{}: invalid configuration: routeService.maxLookupsPerSecond: 0 is out of range 1..=100000",
+            range.display()
+        )
+    );
+    assert!(
+        lines[3].starts_with(&format!(
+            "{}: no extensions.istio.io WasmPlugin",
+            not_a_plugin.display()
+        )),
+        "{}",
+        lines[3]
+    );
+    assert!(
+        lines[4].starts_with(&format!("{}: cannot read: ", missing.display())),
+        "{}",
+        lines[4]
+    );
+}
