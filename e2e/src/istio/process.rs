@@ -139,9 +139,10 @@ impl Drop for MeshProcess {
 }
 
 /// Kills Envoys left behind by an earlier run whose harness was killed
-/// outright (its pilot-agents then die by the parent-death signal, their
-/// Envoys do not): those whose `-c` config lies under `runs`, which only
-/// this harness writes. Returns how many it killed.
+/// outright: orphans (parent pid 1, their pilot-agent gone) whose `-c`
+/// config lies under `runs`, which only this harness writes. A mesh still
+/// running beside this one has a live pilot-agent for each Envoy and is left
+/// alone. Returns how many it killed.
 pub fn reap_stale_envoys(runs: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
@@ -169,7 +170,15 @@ pub fn reap_stale_envoys(runs: &Path) -> usize {
                 && config.starts_with(&prefix)
                 && config.ends_with("/etc/istio/proxy/envoy-rev.json"))
         });
-        if is_envoy && ours && crate::child::send_signal(pid, libc::SIGKILL).is_ok() {
+        let orphan = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // `pid (comm) state ppid ...`; comm may hold spaces.
+                let (_, rest) = stat.rsplit_once(')')?;
+                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+            })
+            == Some(1);
+        if is_envoy && ours && orphan && crate::child::send_signal(pid, libc::SIGKILL).is_ok() {
             killed += 1;
         }
     }
