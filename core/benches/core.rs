@@ -12,6 +12,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use sandbox_router_core::config::FilterConfig;
 use sandbox_router_core::decision::{self, Decision};
+use sandbox_router_core::destination::RouteBefore;
 use sandbox_router_core::key_cache::{CachePolicy, KeyCache};
 use sandbox_router_core::route_table::{Route, RouteTable};
 
@@ -85,7 +86,7 @@ fn parse_decide(c: &mut Criterion) {
             &config,
             &config.static_routes,
             inspection,
-            None,
+            RouteBefore::NotSaid,
             Some(authority),
         );
         assert!(matches!(d, Decision::Routed(_)), "{name}: {d:?}");
@@ -96,7 +97,7 @@ fn parse_decide(c: &mut Criterion) {
                     &config,
                     &config.static_routes,
                     inspection,
-                    None,
+                    RouteBefore::NotSaid,
                     Some(black_box(authority)),
                 );
                 black_box(matches!(d, Decision::Routed(_)))

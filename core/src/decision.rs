@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use crate::carrier::Carrier;
 use crate::config::{FilterConfig, Mode};
-use crate::destination::{self, Authority};
+use crate::destination::{self, Authority, RouteBefore};
 use crate::route_table::{RouteTable, SandboxTarget};
 use crate::routing_key::{self, InvalidRoutingKey};
 
@@ -53,6 +53,18 @@ pub struct Marking<'t> {
     pub target: &'t SandboxTarget,
     /// New `:authority` (mode `authority` only), port kept.
     pub authority: Option<String>,
+    /// What checking that it reached the fork needs; `None` on a host that
+    /// does not name the chosen cluster (the marking is then unchecked).
+    pub check: Option<Check>,
+}
+
+/// What [`crate::route_check`] needs to check a marked request afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The baseline's FQDN (the destination the table was asked about).
+    pub destination: String,
+    /// The cluster Envoy chose before the marking, if it was trusted.
+    pub before: Option<String>,
 }
 
 /// A request with a valid key and a known destination: what remains is to
@@ -61,7 +73,11 @@ pub struct Marking<'t> {
 pub struct Query<'a> {
     pub key: Cow<'a, str>,
     pub destination: Cow<'a, str>,
-    authority: Option<Authority<'a>>,
+    /// The port of the request's `:authority` (`Some(None)`: none), `None`
+    /// if it is not an authority the filter can rewrite.
+    port: Option<Option<Cow<'a, str>>>,
+    /// The cluster chosen before the filter, when the host names it.
+    before: Option<Option<Cow<'a, str>>>,
 }
 
 /// Either the decision is already made, or it needs a table answer.
@@ -94,12 +110,12 @@ where
     }
 }
 
-/// Everything up to the table lookup. `cluster` is the cluster of the route
-/// Envoy chose before the filter acted, `authority` the request's.
+/// Everything up to the table lookup. `route` is what Envoy said about the
+/// route it chose before the filter acted, `authority` the request's.
 pub fn prepare<'a>(
     config: &FilterConfig,
     inspection: Inspection<'a>,
-    cluster: Option<&'a str>,
+    route: RouteBefore<'a>,
     authority: Option<&'a [u8]>,
 ) -> Step<'a> {
     let key = match inspection.key {
@@ -112,14 +128,25 @@ pub fn prepare<'a>(
     }
     // Envoy chose the cluster with the client's route header still present,
     // so after a spoofed header it may name the fork: trust only the authority.
-    let cluster = cluster.filter(|_| !inspection.spoofed_route_header);
+    let before = match route {
+        RouteBefore::Cluster(_) if inspection.spoofed_route_header => Some(None),
+        RouteBefore::Cluster(cluster) => Some(Some(Cow::Borrowed(cluster))),
+        RouteBefore::NoRoute => Some(None),
+        RouteBefore::NotSaid => None,
+    };
+    let route = match route {
+        RouteBefore::Cluster(_) if inspection.spoofed_route_header => RouteBefore::NotSaid,
+        other => other,
+    };
+    let port = authority.and_then(destination::authority_port);
     let authority = authority.and_then(Authority::parse);
-    match destination::resolve(cluster, authority.as_ref(), &config.namespace) {
+    match destination::resolve(route, authority.as_ref(), &config.namespace) {
         None => Step::Decided(Decision::Baseline),
         Some(destination) => Step::Lookup(Query {
             key,
             destination,
-            authority,
+            port: port.map(|p| p.map(Cow::Borrowed)),
+            before,
         }),
     }
 }
@@ -131,16 +158,25 @@ impl<'a> Query<'a> {
         config: &FilterConfig,
         answer: Option<&'t SandboxTarget>,
     ) -> Decision<'t> {
-        match answer {
-            None => Decision::Baseline,
-            Some(target) => Decision::Routed(Marking {
-                target,
-                authority: match config.mode {
-                    Mode::Header => None,
-                    Mode::Authority => self.authority.as_ref().map(|a| a.with_host(&target.target)),
-                },
-            }),
-        }
+        let Some(target) = answer else {
+            return Decision::Baseline;
+        };
+        let authority = match (config.mode, &self.port) {
+            (Mode::Header, _) => None,
+            (Mode::Authority, Some(Some(port))) => Some(format!("{}:{port}", target.target)),
+            (Mode::Authority, Some(None)) => Some(target.target.clone()),
+            // Nothing to rewrite: marking would reach nobody.
+            (Mode::Authority, None) => return Decision::Baseline,
+        };
+        let check = self.before.as_ref().map(|before| Check {
+            destination: self.destination.to_string(),
+            before: before.as_deref().map(str::to_owned),
+        });
+        Decision::Routed(Marking {
+            target,
+            authority,
+            check,
+        })
     }
 
     /// The decision from a table that holds the whole answer.
@@ -153,7 +189,8 @@ impl<'a> Query<'a> {
         Query {
             key: Cow::Owned(self.key.into_owned()),
             destination: Cow::Owned(self.destination.into_owned()),
-            authority: self.authority.map(Authority::into_owned),
+            port: self.port.map(|p| p.map(|p| Cow::Owned(p.into_owned()))),
+            before: self.before.map(|b| b.map(|b| Cow::Owned(b.into_owned()))),
         }
     }
 }
@@ -163,10 +200,10 @@ pub fn decide<'t, 'a>(
     config: &FilterConfig,
     table: &'t RouteTable,
     inspection: Inspection<'a>,
-    cluster: Option<&'a str>,
+    route: RouteBefore<'a>,
     authority: Option<&'a [u8]>,
 ) -> Decision<'t> {
-    match prepare(config, inspection, cluster, authority) {
+    match prepare(config, inspection, route, authority) {
         Step::Decided(decision) => decision,
         Step::Lookup(query) => query.decide_from(config, table),
     }
@@ -210,13 +247,8 @@ mod tests {
             .find(|(k, _)| *k == ":authority")
             .map(|(_, v)| *v);
         let spoofed = inspection.spoofed_route_header;
-        let decision = decide(
-            config,
-            &config.static_routes,
-            inspection,
-            cluster,
-            authority,
-        );
+        let route = cluster.map_or(RouteBefore::NotSaid, RouteBefore::Cluster);
+        let decision = decide(config, &config.static_routes, inspection, route, authority);
         (spoofed, decision)
     }
 
@@ -320,5 +352,128 @@ mod tests {
         let (spoofed, decision) = run(&trusted, &with_key, None);
         assert!(!spoofed);
         assert_eq!(decision, Decision::AlreadyRouted);
+    }
+
+    fn run_with<'t>(
+        config: &'t FilterConfig,
+        headers: &[(&str, &str)],
+        route: RouteBefore<'_>,
+    ) -> Decision<'t> {
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        let inspection = inspect(config, &headers);
+        let authority = headers
+            .iter()
+            .find(|(k, _)| *k == ":authority")
+            .map(|(_, v)| *v);
+        decide(config, &config.static_routes, inspection, route, authority)
+    }
+
+    const CATALOG_CLUSTER: &str = "outbound|8080||catalog.demo.svc.cluster.local";
+
+    #[test]
+    fn an_ip_host_routed_to_a_service_is_rewritten_to_the_fork_keeping_the_port() {
+        // Istio lists a Service's ClusterIPs as domains of its virtual host.
+        let config = config(Mode::Authority, false);
+        let route = RouteBefore::Cluster(CATALOG_CLUSTER);
+        for (host, rewritten) in [
+            (
+                "10.96.0.10:8080",
+                "catalog-pr-42.demo.svc.cluster.local:8080",
+            ),
+            ("10.96.0.10", FORK),
+            (
+                "[fd00::10]:8080",
+                "catalog-pr-42.demo.svc.cluster.local:8080",
+            ),
+        ] {
+            let headers = [(":authority", host), ("baggage", "sd-routing-key=pr-42")];
+            let Decision::Routed(marking) = run_with(&config, &headers, route) else {
+                panic!("{host} not routed");
+            };
+            assert_eq!(marking.authority.as_deref(), Some(rewritten), "{host}");
+        }
+        // Header mode leaves the IP alone and sets the header.
+        let config = self::config(Mode::Header, false);
+        let headers = [
+            (":authority", "10.96.0.10:8080"),
+            ("baggage", "sd-routing-key=pr-42"),
+        ];
+        let Decision::Routed(marking) = run_with(&config, &headers, route) else {
+            panic!("not routed");
+        };
+        assert_eq!(marking.authority, None);
+    }
+
+    #[test]
+    fn a_request_envoy_does_not_route_to_a_service_is_left_to_envoy() {
+        // Issue 10: a trailing-dot host, `host:9999` and CONNECT had no route
+        // (404) without a key, yet were marked (and in authority mode sent to
+        // the fork) with one.
+        for mode in [Mode::Header, Mode::Authority] {
+            let config = config(mode, false);
+            for host in ["catalog.demo.svc.cluster.local.", "catalog:9999", "catalog"] {
+                let headers = [(":authority", host), ("baggage", "sd-routing-key=pr-42")];
+                for route in [
+                    RouteBefore::NoRoute,
+                    RouteBefore::Cluster("PassthroughCluster"),
+                    RouteBefore::Cluster("BlackHoleCluster"),
+                ] {
+                    assert_eq!(
+                        run_with(&config, &headers, route),
+                        Decision::Baseline,
+                        "{mode:?} {host} {route:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn authority_mode_without_an_authority_to_rewrite_is_baseline() {
+        let config = config(Mode::Authority, false);
+        let route = RouteBefore::Cluster(CATALOG_CLUSTER);
+        let headers = [("baggage", "sd-routing-key=pr-42")];
+        assert_eq!(run_with(&config, &headers, route), Decision::Baseline);
+        let headers = [(":authority", "a b"), ("baggage", "sd-routing-key=pr-42")];
+        assert_eq!(run_with(&config, &headers, route), Decision::Baseline);
+    }
+
+    #[test]
+    fn a_marking_carries_what_its_check_needs() {
+        let config = config(Mode::Header, false);
+        let headers = [
+            (":authority", "catalog"),
+            ("baggage", "sd-routing-key=pr-42"),
+        ];
+        let Decision::Routed(marking) =
+            run_with(&config, &headers, RouteBefore::Cluster(CATALOG_CLUSTER))
+        else {
+            panic!("not routed");
+        };
+        assert_eq!(
+            marking.check,
+            Some(Check {
+                destination: CATALOG.into(),
+                before: Some(CATALOG_CLUSTER.into()),
+            })
+        );
+        // A host that names no cluster cannot be checked.
+        let Decision::Routed(marking) = run_with(&config, &headers, RouteBefore::NotSaid) else {
+            panic!("not routed");
+        };
+        assert_eq!(marking.check, None);
+        // After a spoofed header the cluster chosen is not trusted.
+        let spoofed = [
+            (":authority", "catalog"),
+            ("x-sandbox-route", "pr-42"),
+            ("baggage", "sd-routing-key=pr-42"),
+        ];
+        let fork_cluster = "outbound|8080||catalog-pr-42.demo.svc.cluster.local";
+        let Decision::Routed(marking) =
+            run_with(&config, &spoofed, RouteBefore::Cluster(fork_cluster))
+        else {
+            panic!("not routed");
+        };
+        assert_eq!(marking.check.and_then(|c| c.before), None);
     }
 }

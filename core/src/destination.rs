@@ -5,8 +5,15 @@
 //! chosen route's cluster has that form, its FQDN is the destination. Else the
 //! `:authority` is, without its port, a short name qualified in the caller's
 //! namespace the way Kubernetes DNS search paths would.
+//!
+//! A request Envoy has no service route for (no route at all, or Istio's
+//! catch-all `PassthroughCluster` / `BlackHoleCluster`: an unknown host, a
+//! trailing-dot host, a port no service has, `CONNECT`) has no destination:
+//! it is left to Envoy exactly as without a routing key.
 
 use std::borrow::Cow;
+
+use crate::route_check::is_catch_all_cluster;
 
 const CLUSTER_DOMAIN: &str = "svc.cluster.local";
 
@@ -75,17 +82,68 @@ impl<'a> Authority<'a> {
     }
 }
 
+/// What Envoy said, before the filter acted, about the route it chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteBefore<'a> {
+    /// A route to this cluster (`xds.cluster_name`).
+    Cluster(&'a str),
+    /// No route: the host answers `xds` attributes but names no cluster
+    /// (Envoy answers such a request itself, e.g. `404`).
+    NoRoute,
+    /// The host does not say (no `xds` attributes): decide from `:authority`.
+    NotSaid,
+}
+
 /// Resolves the destination: the cluster if it is an Istio outbound one,
-/// else the authority.
+/// none for no route or a catch-all cluster, else the authority.
 pub fn resolve<'a>(
-    cluster: Option<&'a str>,
+    route: RouteBefore<'a>,
     authority: Option<&Authority<'a>>,
     namespace: &str,
 ) -> Option<Cow<'a, str>> {
-    cluster
-        .and_then(from_cluster_name)
-        .map(Cow::Borrowed)
-        .or_else(|| authority.map(|a| a.service_fqdn(namespace)))
+    let from_authority = || authority.map(|a| a.service_fqdn(namespace));
+    match route {
+        RouteBefore::NoRoute => None,
+        RouteBefore::Cluster(cluster) if is_catch_all_cluster(cluster) => None,
+        RouteBefore::Cluster(cluster) => from_cluster_name(cluster)
+            .map(Cow::Borrowed)
+            .or_else(from_authority),
+        RouteBefore::NotSaid => from_authority(),
+    }
+}
+
+/// The port of an `:authority` whose host is a name or an IP literal
+/// (`10.96.0.10:8080`, `[fd00::1]:8080`): `Some(None)` when it has none,
+/// `None` when it is not an authority at all.
+pub fn authority_port(authority: &[u8]) -> Option<Option<&str>> {
+    let authority = std::str::from_utf8(authority).ok()?;
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (v6, rest) = bracketed.split_once(']')?;
+            let port = match rest {
+                "" => None,
+                _ => Some(rest.strip_prefix(':')?),
+            };
+            let v6_ok = !v6.is_empty()
+                && v6
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            (v6_ok.then_some("v6")?, port)
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let ipv4 = host.split('.').count() == 4
+        && host.split('.').all(|octet| {
+            !octet.is_empty() && octet.len() <= 3 && octet.bytes().all(|b| b.is_ascii_digit())
+        });
+    let host_ok = host == "v6" || ipv4 || is_dns_name(host);
+    (port_ok && host_ok).then_some(port)
 }
 
 /// RFC 1123 host name: dot-separated labels of letters, digits and inner
@@ -195,15 +253,63 @@ mod tests {
     #[test]
     fn cluster_wins_over_authority() {
         let a = Authority::parse(b"other").unwrap();
-        let d = resolve(
-            Some("outbound|80||svc.ns.svc.cluster.local"),
-            Some(&a),
-            "ns",
-        );
+        let cluster = RouteBefore::Cluster("outbound|80||svc.ns.svc.cluster.local");
+        let d = resolve(cluster, Some(&a), "ns");
         assert_eq!(d.as_deref(), Some("svc.ns.svc.cluster.local"));
-        let d = resolve(Some("PassthroughCluster"), Some(&a), "ns");
+        // A plain Envoy cluster name says nothing: the authority does.
+        let d = resolve(RouteBefore::Cluster("other_cluster"), Some(&a), "ns");
         assert_eq!(d.as_deref(), Some("other.ns.svc.cluster.local"));
-        assert_eq!(resolve(None, None, "ns"), None);
+        let d = resolve(RouteBefore::NotSaid, Some(&a), "ns");
+        assert_eq!(d.as_deref(), Some("other.ns.svc.cluster.local"));
+        assert_eq!(resolve(RouteBefore::NotSaid, None, "ns"), None);
+    }
+
+    #[test]
+    fn no_route_or_a_catch_all_cluster_has_no_destination() {
+        // Issue 10: a trailing-dot host, `host:9999`, CONNECT: Envoy routes
+        // them nowhere (or to Istio's catch-all), so the filter leaves them.
+        let a = Authority::parse(b"catalog.demo.svc.cluster.local.").unwrap();
+        for route in [
+            RouteBefore::NoRoute,
+            RouteBefore::Cluster("PassthroughCluster"),
+            RouteBefore::Cluster("BlackHoleCluster"),
+            RouteBefore::Cluster("InboundPassthroughClusterIpv4"),
+        ] {
+            assert_eq!(resolve(route, Some(&a), "demo"), None, "{route:?}");
+        }
+    }
+
+    #[test]
+    fn ports_of_names_and_ip_literals() {
+        assert_eq!(authority_port(b"10.96.0.10:8080"), Some(Some("8080")));
+        assert_eq!(authority_port(b"10.96.0.10"), Some(None));
+        assert_eq!(authority_port(b"[fd00::1]:8080"), Some(Some("8080")));
+        assert_eq!(authority_port(b"[fd00::1]"), Some(None));
+        assert_eq!(authority_port(b"catalog:8080"), Some(Some("8080")));
+        assert_eq!(
+            authority_port(b"catalog.demo.svc.cluster.local.:80"),
+            Some(Some("80"))
+        );
+        for bad in [
+            &b""[..],
+            b":80",
+            b"a:",
+            b"a:b",
+            b"[::1",
+            b"[]:80",
+            b"[::1]x",
+            b"1.2.3:80",
+            b"a b",
+            b"\xff",
+            b"a:123456",
+        ] {
+            assert_eq!(
+                authority_port(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`route_table`]: which key forks which service;
 //! - [`config`]: the plugin configuration;
 //! - [`decision`]: what the filter does to one request;
+//! - [`route_check`]: whether a marked request reached its fork;
 //! - [`routes_api`]: the RouteService's answers, read defensively;
 //! - [`key_cache`]: per-worker cache of single-key answers;
 //! - [`route_knowledge`]: table + key cache + breaker, for any RouteService client;
@@ -33,6 +34,7 @@ pub mod inflight;
 pub mod key_cache;
 pub mod legacy;
 pub mod lookup_budget;
+pub mod route_check;
 pub mod route_knowledge;
 pub mod route_table;
 pub mod routes_api;
