@@ -6,7 +6,8 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use sandbox_router_core::decision::{self, Decision, Query, Step};
+use sandbox_router_core::decision::{self, Decision, KeyOutcome, Query, Step};
+use sandbox_router_core::destination::RouteBefore;
 use sandbox_router_core::routes_api::{self, BadAnswer, MAX_BODY_BYTES};
 use sandbox_router_core::routing_key::RoutingKey;
 use sandbox_router_core::worker_routes::Answer;
@@ -53,10 +54,17 @@ impl RequestFilter {
             .iter()
             .find(|(name, _)| name == ":authority")
             .map(|(_, value)| value.as_slice());
-        let cluster = host::route_cluster_name();
-        let action = match decision::prepare(&config, inspection, cluster.as_deref(), authority) {
+        // Only a keyed request needs the route Envoy chose.
+        let keyed = matches!(inspection.key, KeyOutcome::Valid(..));
+        let cluster = keyed.then(host::route_cluster_name).flatten();
+        let route = match &cluster {
+            Some(cluster) => RouteBefore::Cluster(cluster),
+            None if keyed && host::names_routes() => RouteBefore::NoRoute,
+            None => RouteBefore::NotSaid,
+        };
+        let action = match decision::prepare(&config, inspection, route, authority) {
             Step::Decided(decision) => {
-                changed |= self.worker.apply(&decision);
+                changed |= self.worker.apply(self.context_id, &decision);
                 Action::Continue
             }
             Step::Lookup(query) => self.look_up(query, &mut changed),
@@ -69,7 +77,10 @@ impl RequestFilter {
         let worker = Rc::clone(&self.worker);
         let config = &worker.config;
         let Some(route_service) = &config.route_service else {
-            *changed |= worker.apply(&query.decide_from(config, &config.static_routes));
+            *changed |= worker.apply(
+                self.context_id,
+                &query.decide_from(config, &config.static_routes),
+            );
             return Action::Continue;
         };
         let now = host::now_ms();
@@ -119,7 +130,7 @@ impl RequestFilter {
             }
         };
         worker.metrics.increment(hit);
-        *changed |= worker.apply(&decision);
+        *changed |= worker.apply(self.context_id, &decision);
         Action::Continue
     }
 
@@ -194,6 +205,7 @@ impl Context for RequestFilter {
     }
 
     fn on_done(&mut self) -> bool {
+        self.worker.forget(self.context_id);
         if self.parked || self.call.is_some() {
             // Ended while waiting (client gone): forget it, and if it owned
             // the call (which the host cancels with it), release the waiters.
@@ -212,5 +224,18 @@ impl Context for RequestFilter {
 impl HttpContext for RequestFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.on_request()
+    }
+
+    /// The router has chosen by now (Envoy's own answers, e.g. `404`, come
+    /// through here too): check a marked request before the caller sees
+    /// the response.
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.worker.check(self.context_id);
+        Action::Continue
+    }
+
+    /// A marked request that got no response (reset, client gone).
+    fn on_log(&mut self) {
+        self.worker.check(self.context_id);
     }
 }

@@ -24,6 +24,16 @@ pub fn route_cluster_name() -> Option<String> {
         .filter(|name| !name.is_empty())
 }
 
+/// Whether the host answers Envoy's `xds` attributes at all (`xds.node`,
+/// always there on Envoy 1.26 and later): then a missing `xds.cluster_name`
+/// means the request has no route.
+pub fn names_routes() -> bool {
+    hostcalls::get_property(vec!["xds", "node", "id"])
+        .ok()
+        .flatten()
+        .is_some()
+}
+
 pub fn set_request_header(name: &str, value: &str) -> Result<(), Status> {
     hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
 }
@@ -44,6 +54,11 @@ pub fn clear_route_cache() -> bool {
 /// the route again: route selection ran before the filter. Every path that
 /// changes headers ends here: a request decided at once, one resumed after
 /// a RouteService answer (its own or another request's), a pass-through.
+///
+/// Envoy 1.40 selects it lazily: clearing only drops the cached route, and
+/// `xds.cluster_name` keeps naming the old cluster until the router (after
+/// this filter) selects it again. So whether the marking reached the fork
+/// is read later, in the response phase ([`crate::worker::Worker::check`]).
 pub fn reselect_route_if(changed: bool) {
     if changed {
         clear_route_cache();

@@ -4,11 +4,18 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-/// Counters. The first seven count requests, one outcome each.
+/// Counters. The first nine count requests, one outcome each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counter {
-    /// Sent to a sandbox.
+    /// Sent to a sandbox, and the router used the fork's cluster.
     Routed,
+    /// Header mode: marked, but the route header did not select the fork
+    /// (no VirtualService rule for it), or a recent request found so.
+    RouteMissing,
+    /// Authority mode: marked, but the fork's host is not routable here
+    /// (no route, `PassthroughCluster`, `BlackHoleCluster`), or a recent
+    /// request found so.
+    ForkUnknown,
     /// Valid routing key, no sandbox forks this destination for it.
     Baseline,
     /// No routing key in any carrier.
@@ -60,8 +67,10 @@ pub enum Gauge {
     ConfigValid,
 }
 
-const COUNTERS: [(Counter, &str); 19] = [
+const COUNTERS: [(Counter, &str); 21] = [
     (Counter::Routed, "sandbox_router.routed"),
+    (Counter::RouteMissing, "sandbox_router.route_missing"),
+    (Counter::ForkUnknown, "sandbox_router.fork_unknown"),
     (Counter::Baseline, "sandbox_router.baseline"),
     (Counter::NoKey, "sandbox_router.no_key"),
     (Counter::InvalidKey, "sandbox_router.invalid_key"),

@@ -1,16 +1,18 @@
 //! State shared by every request on one worker VM: the configuration, the
 //! metrics, what the worker knows about routes, and the requests parked
 //! while the RouteService is asked. Also how a decision is applied to the
-//! request being handled, now or after resuming it.
+//! request being handled, now or after resuming it, and how a marked
+//! request is checked, once the router has run, to have reached its fork.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use sandbox_router_core::config::FilterConfig;
-use sandbox_router_core::decision::{Decision, Marking, Query};
+use sandbox_router_core::decision::{Check, Decision, Marking, Query};
 use sandbox_router_core::key_cache::CachePolicy;
 use sandbox_router_core::lookup_budget::LookupBudget;
+use sandbox_router_core::route_check::{self, Miss, Unreachable};
 use sandbox_router_core::worker_routes::WorkerRoutes;
 
 use crate::host;
@@ -22,6 +24,15 @@ pub struct Worker {
     pub routes: RefCell<WorkerRoutes>,
     /// Requests paused for a RouteService answer, by context id.
     parked: RefCell<HashMap<u32, Query<'static>>>,
+    /// Requests marked for a fork and not yet checked, by context id.
+    marked: RefCell<HashMap<u32, Marked>>,
+}
+
+/// A marked request waiting for its check.
+struct Marked {
+    check: Check,
+    sandbox: String,
+    target: String,
 }
 
 impl Worker {
@@ -48,22 +59,102 @@ impl Worker {
             metrics,
             routes: RefCell::new(routes),
             parked: RefCell::new(HashMap::new()),
+            marked: RefCell::new(HashMap::new()),
         }
     }
 
-    /// Applies a decision to the current request and counts it; `true` if a
-    /// header changed (the caller clears the route cache).
-    pub fn apply(&self, decision: &Decision<'_>) -> bool {
+    /// Applies a decision to the current request (`context_id`) and counts
+    /// it; `true` if a header changed (the caller clears the route cache).
+    /// A checkable marking is counted by [`Worker::check`], once the router
+    /// has chosen; a fork found unreachable a moment ago is not marked.
+    pub fn apply(&self, context_id: u32, decision: &Decision<'_>) -> bool {
         let (counter, changed) = match decision {
             Decision::NoKey => (Counter::NoKey, false),
             Decision::InvalidKey(_) => (Counter::InvalidKey, false),
             Decision::Baseline => (Counter::Baseline, false),
             Decision::AlreadyRouted => (Counter::AlreadyRouted, false),
             Decision::FailOpen => (Counter::FailOpen, false),
-            Decision::Routed(marking) => (Counter::Routed, self.mark(marking)),
+            Decision::Routed(marking) => match &marking.check {
+                None => (Counter::Routed, self.mark(marking)),
+                Some(check) => return self.mark_checked(context_id, marking, check),
+            },
         };
         self.metrics.increment(counter);
         changed
+    }
+
+    fn mark_checked(&self, context_id: u32, marking: &Marking<'_>, check: &Check) -> bool {
+        let sandbox = &marking.target.sandbox;
+        let target = &marking.target.target;
+        let key = route_check::unreachable_key(&check.destination, sandbox, target);
+        let (stored, _) = host::shared_data(&key);
+        if let Some(known) = stored.and_then(|b| Unreachable::fresh(&b, host::now_ms())) {
+            // Found unreachable a moment ago: leave the request untouched.
+            self.metrics.increment(miss_counter(known.miss));
+            return false;
+        }
+        self.marked.borrow_mut().insert(
+            context_id,
+            Marked {
+                check: check.clone(),
+                sandbox: sandbox.clone(),
+                target: target.clone(),
+            },
+        );
+        self.mark(marking)
+    }
+
+    /// Checks marked request `context_id` (the effective context) against
+    /// the cluster the router used, counts it (`routed`, `route_missing`,
+    /// `fork_unknown`), and remembers a miss so that the next requests for
+    /// that fork are not marked. Called in the response phase, and in the
+    /// log phase for a request that got no response; a no-op for a request
+    /// that was not marked or was checked already.
+    pub fn check(&self, context_id: u32) {
+        let Some(marked) = self.marked.borrow_mut().remove(&context_id) else {
+            return;
+        };
+        let after = host::route_cluster_name();
+        let verdict = route_check::verify(
+            self.config.mode,
+            &marked.target,
+            marked.check.before.as_deref(),
+            after.as_deref(),
+        );
+        match verdict {
+            Ok(()) => self.metrics.increment(Counter::Routed),
+            Err(miss) => {
+                self.metrics.increment(miss_counter(miss));
+                self.remember(&marked, miss, after.as_deref());
+            }
+        }
+    }
+
+    fn remember(&self, marked: &Marked, miss: Miss, after: Option<&str>) {
+        let Marked {
+            check,
+            sandbox,
+            target,
+        } = marked;
+        let key = route_check::unreachable_key(&check.destination, sandbox, target);
+        let record = Unreachable::seen(miss, host::now_ms());
+        // Last writer wins: every writer writes the same kind of record.
+        let _ = host::set_shared_data(&key, &record.encode(), None);
+        // At most one line per fork per UNREACHABLE_TTL_MS: later requests
+        // for it are not marked until then.
+        log::warn!(
+            "sandbox-router: sandbox {sandbox} did not reach {target} for {}: {} (cluster {}); \
+             its requests go to baseline for {} ms",
+            check.destination,
+            miss.as_str(),
+            after.unwrap_or("none"),
+            route_check::UNREACHABLE_TTL_MS,
+        );
+    }
+
+    /// Forgets request `context_id` (ended).
+    pub fn forget(&self, context_id: u32) {
+        self.marked.borrow_mut().remove(&context_id);
     }
 
     fn mark(&self, marking: &Marking<'_>) -> bool {
@@ -109,7 +200,7 @@ impl Worker {
                 Some(answer) => query.decide(&self.config, answer),
                 None => Decision::FailOpen,
             };
-            self.apply(&decision)
+            self.apply(context_id, &decision)
         };
         // The same as a request decided at once: the route cache of this
         // request (the effective context) is cleared explicitly, not left to
@@ -125,5 +216,12 @@ impl Worker {
             self.resume(id);
         }
         host::switch_to(current);
+    }
+}
+
+fn miss_counter(miss: Miss) -> Counter {
+    match miss {
+        Miss::RouteMissing => Counter::RouteMissing,
+        Miss::ForkUnknown => Counter::ForkUnknown,
     }
 }
