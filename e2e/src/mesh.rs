@@ -75,6 +75,20 @@ pub fn fork_name(service: &str, sandbox: &str) -> String {
     format!("{service}-{sandbox}")
 }
 
+/// The ClusterIP the mirror gives the `index`-th upstream (baseline and
+/// forks of each service, in [`SERVICES`] order): `10.96.0.<10 + index>`.
+/// Istio lists a Service's ClusterIPs, with and without the port, as
+/// domains of its virtual host, so a caller may use one as `Host`.
+pub fn cluster_ip(index: usize) -> std::net::Ipv4Addr {
+    let last = u8::try_from(10 + index).unwrap_or(u8::MAX);
+    std::net::Ipv4Addr::new(10, 96, 0, last)
+}
+
+/// The ClusterIP of the `catalog` baseline (always the first upstream).
+pub fn catalog_cluster_ip() -> std::net::Ipv4Addr {
+    cluster_ip(0)
+}
+
 /// A plugin configuration with a static route table in which sandbox
 /// `pr-42` (key `pr-42`) forks `catalog` only (no RouteService).
 pub fn demo_plugin_config(mode: Mode) -> Value {
@@ -311,12 +325,39 @@ pub fn launch(options: &MeshOptions) -> Result<Launched> {
     if bootstrap.plugin.ecds_file.is_some() {
         write_ecds(&bootstrap.plugin, 1)?;
     }
-    let envoy = Envoy::spawn(&bootstrap.to_json(), files)?;
+    let mut config = bootstrap.to_json();
+    add_cluster_ip_domains(&mut config, &bootstrap.services);
+    let envoy = Envoy::spawn(&config, files)?;
     Ok(Launched {
         envoy,
         upstreams,
         plugin: bootstrap.plugin,
     })
+}
+
+/// Adds each service's [`cluster_ip`] to the domains of its virtual host, as
+/// Istio does (done here rather than in the bootstrap, which stays a plain
+/// description of the sidecar).
+fn add_cluster_ip_domains(config: &mut Value, services: &[MeshService]) {
+    let virtual_hosts = config
+        .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/route_config/virtual_hosts")
+        .and_then(Value::as_array_mut);
+    let Some(virtual_hosts) = virtual_hosts else {
+        return;
+    };
+    for (index, service) in services.iter().enumerate() {
+        let name = format!("{}:{}", service.fqdn(), crate::bootstrap::SERVICE_PORT);
+        let domains = virtual_hosts
+            .iter_mut()
+            .find(|vhost| vhost.get("name").and_then(Value::as_str) == Some(name.as_str()))
+            .and_then(|vhost| vhost.get_mut("domains"))
+            .and_then(Value::as_array_mut);
+        if let Some(domains) = domains {
+            let ip = cluster_ip(index);
+            domains.push(json!(ip.to_string()));
+            domains.push(json!(format!("{ip}:{}", crate::bootstrap::SERVICE_PORT)));
+        }
+    }
 }
 
 /// Writes the plugin's ECDS file in one step (a rename, which Envoy's file

@@ -843,3 +843,266 @@ fn invalid_config_over_ecds_lets_the_listener_up_and_a_valid_one_routes_again() 
     wait_for_valid(&mesh, 0);
     assert_eq!(counter(&mesh, "sandbox_router.config_rejected"), 2);
 }
+
+// ------------------------------------------- routed means the fork answered
+//
+// Issue 10. Envoy 1.40 does not select the route again when the plugin
+// clears the route cache: `xds.cluster_name` keeps naming the baseline's
+// cluster until the router (after the plugin) selects it. So the plugin
+// checks the cluster the router used in the response phase: `routed` only
+// when it is the fork's; else `route_missing` (header mode) or
+// `fork_unknown` (authority mode), and later requests for that fork are not
+// marked (Envoy-wide, for a few seconds) and reach baseline untouched.
+
+/// A sandbox whose fork the mirror knows nothing of: no upstream, no
+/// cluster, no virtual host, no VirtualService rule.
+const UNREACHABLE_KEY: &str = "pr-77";
+const UNREACHABLE_FORK: &str = "catalog-pr-77.demo.svc.cluster.local";
+
+/// The demo config plus a route of key `pr-77` to [`UNREACHABLE_FORK`].
+fn config_with_an_unreachable_fork(mode: Mode) -> serde_json::Value {
+    let mut config = mesh::demo_plugin_config(mode);
+    config["routes"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "routingKey": UNREACHABLE_KEY,
+            "sandbox": UNREACHABLE_KEY,
+            "baseline": CATALOG,
+            "target": UNREACHABLE_FORK,
+        }));
+    config
+}
+
+/// An Envoy of its own, so that counters move only by this test's requests.
+fn own_mesh(label: &str, mode: Mode) -> DemoMesh {
+    let mut options = MeshOptions::for_tests(mode, config_with_an_unreachable_fork(mode));
+    options.label = label.to_owned();
+    DemoMesh::start(&options).unwrap()
+}
+
+/// How much each plugin counter moved since `before`.
+fn moved(mesh: &DemoMesh, before: &std::collections::BTreeMap<String, u64>) -> Moved {
+    Moved {
+        after: mesh.envoy().stats().unwrap(),
+        before: before.clone(),
+    }
+}
+
+struct Moved {
+    before: std::collections::BTreeMap<String, u64>,
+    after: std::collections::BTreeMap<String, u64>,
+}
+
+impl Moved {
+    fn by(&self, name: &str) -> u64 {
+        let name = format!("wasmcustom.sandbox_router.{name}");
+        self.after.get(&name).copied().unwrap_or_default()
+            - self.before.get(&name).copied().unwrap_or_default()
+    }
+}
+
+/// Waits (the log is flushed every few hundred ms) for `count` plugin
+/// lines containing `text`.
+#[track_caller]
+fn assert_logged(mesh: &DemoMesh, text: &str, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let log = mesh.envoy().log().unwrap();
+        let found = envoy_log::plugin_lines(&log)
+            .into_iter()
+            .filter(|line| line.contains(text))
+            .count();
+        if found == count || std::time::Instant::now() > deadline {
+            assert_eq!(found, count, "plugin lines with {text:?}");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn header_mode_without_a_virtualservice_rule_for_the_sandbox_is_route_missing_not_routed() {
+    let mesh = own_mesh("verify-header", Mode::Header);
+    let before = mesh.envoy().stats().unwrap();
+    // The first request is marked; the router finds no rule for
+    // `x-sandbox-route: pr-77` and takes the default route: baseline.
+    assert_served_by(
+        &mesh,
+        &with_key(CATALOG, UNREACHABLE_KEY),
+        "catalog/baseline",
+    );
+    let first = moved(&mesh, &before);
+    assert_eq!(
+        (first.by("routed"), first.by("route_missing")),
+        (0, 1),
+        "routed must not count a request the baseline served"
+    );
+    // Every later one (any worker) is not marked at all: baseline untouched.
+    for _ in 0..4 {
+        let echo = assert_served_by(
+            &mesh,
+            &with_key(CATALOG, UNREACHABLE_KEY),
+            "catalog/baseline",
+        );
+        assert_eq!(echo.header("x-sandbox-route"), None);
+        assert_eq!(echo.header("host").as_deref(), Some(CATALOG));
+    }
+    // A sandbox that has its rule still routes, and is counted so.
+    assert_served_by(&mesh, &with_key(CATALOG, KEY), "catalog/pr-42");
+    let all = moved(&mesh, &before);
+    assert_eq!(
+        (
+            all.by("routed"),
+            all.by("route_missing"),
+            all.by("fork_unknown")
+        ),
+        (1, 5, 0)
+    );
+    assert_logged(&mesh, &format!("did not reach {UNREACHABLE_FORK}"), 1);
+    assert_plugin_healthy(&mesh);
+}
+
+#[test]
+fn authority_mode_to_a_fork_envoy_has_no_route_for_is_fork_unknown_not_routed() {
+    let mesh = own_mesh("verify-authority", Mode::Authority);
+    let before = mesh.envoy().stats().unwrap();
+    // The first request is marked and rewritten; the router has no route for
+    // the fork's host (Istio's catch-all would send it to PassthroughCluster).
+    let response = send(&mesh, &with_key(CATALOG_PORT, UNREACHABLE_KEY));
+    assert_ne!(
+        response.header("x-served-by").as_deref(),
+        Some("catalog/pr-77")
+    );
+    let first = moved(&mesh, &before);
+    assert_eq!((first.by("routed"), first.by("fork_unknown")), (0, 1));
+    // Later ones are left alone: the baseline answers, authority untouched.
+    for _ in 0..4 {
+        let echo = assert_served_by(
+            &mesh,
+            &with_key(CATALOG_PORT, UNREACHABLE_KEY),
+            "catalog/baseline",
+        );
+        assert_eq!(echo.header("host").as_deref(), Some(CATALOG_PORT));
+        assert_eq!(echo.header("x-sandbox-route"), None);
+    }
+    assert_served_by(&mesh, &with_key(CATALOG_PORT, KEY), "catalog/pr-42");
+    let all = moved(&mesh, &before);
+    assert_eq!(
+        (
+            all.by("routed"),
+            all.by("fork_unknown"),
+            all.by("route_missing")
+        ),
+        (1, 5, 0)
+    );
+    assert_logged(&mesh, &format!("did not reach {UNREACHABLE_FORK}"), 1);
+    assert_plugin_healthy(&mesh);
+}
+
+#[test]
+fn an_ip_host_of_a_service_reaches_the_fork_in_both_modes() {
+    // Istio lists a Service's ClusterIPs as domains of its virtual host; the
+    // destination comes from the cluster, and authority mode rewrites the
+    // IP to the fork's host, keeping the port.
+    let ip = mesh::catalog_cluster_ip();
+    for (mesh, rewritten) in [
+        (header_mesh(), None),
+        (
+            authority_mesh(),
+            Some("catalog-pr-42.demo.svc.cluster.local:8080".to_owned()),
+        ),
+    ] {
+        let host = format!("{ip}:8080");
+        let echo = assert_served_by(mesh, &with_key(&host, KEY), "catalog/pr-42");
+        assert_eq!(echo.header_values("x-sandbox-route"), ["pr-42"]);
+        assert_eq!(echo.header("host"), Some(rewritten.unwrap_or(host.clone())));
+        assert_served_by(mesh, &to(&host), "catalog/baseline");
+        assert_plugin_healthy(mesh);
+    }
+}
+
+/// With a key, `request` gets the same answer as without one, and is
+/// counted `baseline` (a request Envoy routes to no service is not the
+/// plugin's to route), or it reaches the fork and is counted `routed`:
+/// `routed` never moves unless the fork answered.
+#[track_caller]
+fn assert_routed_only_if_the_fork_answers(
+    mode: Mode,
+    label: &str,
+    request: &dyn Fn(Option<&str>) -> Request,
+) {
+    let mesh = own_mesh(label, mode);
+    let keyless = send(&mesh, &request(None));
+    let before = mesh.envoy().stats().unwrap();
+    let keyed_request = request(Some(KEY));
+    let keyed = send(&mesh, &keyed_request);
+    let counted = moved(&mesh, &before);
+    if keyed.header("x-served-by").as_deref() == Some("catalog/pr-42") {
+        assert_eq!(counted.by("routed"), 1, "{}", shown(&keyed_request));
+    } else {
+        assert_eq!(
+            (keyed.status, keyed.header("x-served-by")),
+            (keyless.status, keyless.header("x-served-by")),
+            "a key changed the answer to:\n{}",
+            shown(&keyed_request)
+        );
+        assert_eq!(
+            (counted.by("routed"), counted.by("baseline")),
+            (0, 1),
+            "{}",
+            shown(&keyed_request)
+        );
+    }
+    assert_plugin_healthy(&mesh);
+}
+
+#[test]
+fn a_trailing_dot_host_gets_the_same_answer_with_a_key_as_without() {
+    // Envoy matches domains exactly: no virtual host has the trailing dot
+    // (404 here; Istio's catch-all would pick PassthroughCluster). Before the
+    // fix authority mode rewrote it and reached the fork, while the same
+    // request without a key was 404.
+    for mode in [Mode::Header, Mode::Authority] {
+        assert_routed_only_if_the_fork_answers(
+            mode,
+            &format!("verify-dot-{}", mode.as_str()),
+            &|key| {
+                let host = "catalog.demo.svc.cluster.local.:8080";
+                match key {
+                    Some(key) => with_key(host, key),
+                    None => to(host),
+                }
+            },
+        );
+    }
+}
+
+#[test]
+fn a_port_no_service_has_gets_the_same_answer_with_a_key_as_without() {
+    // `catalog:9999` matches no domain here (404); with Istio's
+    // `ignore_port_in_host_matching` it matches catalog's virtual host, and
+    // then the fork's: either way `routed` only when the fork answers.
+    for mode in [Mode::Header, Mode::Authority] {
+        assert_routed_only_if_the_fork_answers(
+            mode,
+            &format!("verify-port-{}", mode.as_str()),
+            &|key| match key {
+                Some(key) => with_key("catalog:9999", key),
+                None => to("catalog:9999"),
+            },
+        );
+    }
+}
+
+#[test]
+fn connect_gets_the_same_answer_with_a_key_as_without() {
+    // A CONNECT matches no route (Envoy needs a connect_matcher): 404.
+    assert_routed_only_if_the_fork_answers(Mode::Authority, "verify-connect", &|key| {
+        let request = Request::new("CONNECT", CATALOG_PORT).header("host", CATALOG_PORT);
+        match key {
+            Some(key) => request.header("baggage", format!("sd-routing-key={key}")),
+            None => request,
+        }
+    });
+}
