@@ -636,3 +636,94 @@ spec:
         .run()
         .unwrap();
 }
+
+/// The YAML documents of docs/istio.md's "Your own service and its fork"
+/// walkthrough (`k apply -f - <<'YAML'` blocks), as a user would paste them.
+fn walkthrough_manifests() -> Vec<String> {
+    let docs = std::fs::read_to_string(sandbox_router_e2e::repo_root().join("docs/istio.md"))
+        .expect("docs/istio.md");
+    let section = docs
+        .split("### Your own service and its fork, step by step")
+        .nth(1)
+        .expect("the walkthrough section")
+        .split("\n### ")
+        .next()
+        .unwrap_or_default();
+    section
+        .split("<<'YAML'\n")
+        .skip(1)
+        .map(|block| {
+            block
+                .lines()
+                .take_while(|line| line.trim() != "YAML")
+                .map(|line| line.strip_prefix("   ").unwrap_or(line))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect()
+}
+
+#[test]
+fn a_service_of_your_own_routes_to_its_fork_as_the_docs_walk_through() {
+    use sandbox_router_e2e::upstream::{Identity, Upstream};
+    let mesh = mesh();
+    let manifests = walkthrough_manifests();
+    assert_eq!(
+        manifests.len(),
+        2,
+        "the walkthrough's YAML blocks: {manifests:?}"
+    );
+    // Step 1: the baseline and the fork on their own loopback addresses.
+    let _upstreams: Vec<Upstream> = [("baseline", [127, 0, 2, 1]), ("pr-42", [127, 0, 2, 2])]
+        .into_iter()
+        .map(|(variant, ip)| {
+            Upstream::start_at(
+                Identity {
+                    service: "shop".to_owned(),
+                    variant: variant.to_owned(),
+                },
+                SocketAddr::from((ip, 8080)),
+            )
+            .unwrap()
+        })
+        .collect();
+    // Steps 2 and 3: the documents, applied as they are written.
+    for manifest in &manifests {
+        mesh.kube()
+            .kubectl()
+            .args(["apply", "-f", "-"])
+            .stdin(manifest.clone())
+            .run()
+            .unwrap();
+    }
+    // Step 4: the sandbox forks shop too.
+    let _restore = RestoreSeed(mesh.routeservice());
+    mesh.routeservice()
+        .put_sandbox(
+            KEY,
+            KEY,
+            &[
+                CATALOG_ROUTE,
+                (
+                    "shop.demo.svc.cluster.local",
+                    "shop-pr-42.demo.svc.cluster.local",
+                ),
+            ],
+        )
+        .unwrap();
+    // Step 5: both modes, and no key.
+    let both = [mesh.sidecar_http(), mesh.authority_sidecar_http()];
+    let took = wait_served_by_all(&both, "shop.demo.svc.cluster.local:8080", KEY, "shop/pr-42");
+    eprintln!("your own service: routed after {took:?}");
+    for to in both {
+        assert_eq!(served_by(to, "shop:8080", &[]), "shop/baseline");
+    }
+    for manifest in &manifests {
+        let _ = mesh
+            .kube()
+            .kubectl()
+            .args(["delete", "-f", "-"])
+            .stdin(manifest.clone())
+            .run();
+    }
+}
