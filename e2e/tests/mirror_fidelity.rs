@@ -7,6 +7,16 @@
 //! purpose is listed in `docs/istio.md` ("The mirror and istiod") and
 //! skipped here by name.
 
+// Test code throughout, helpers included: a fixture that is not what it
+// should be must fail the test loudly. clippy.toml only exempts `#[test]`
+// functions themselves.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
