@@ -377,11 +377,27 @@ fn short_and_qualified_hosts_all_route() {
     assert_plugin_healthy(mesh);
 }
 
+/// Istio's catch-all virtual host `allow_any` sends a host it does not know
+/// out through `PassthroughCluster` (the mirror used to answer 404 here,
+/// which no Istio sidecar does); the plugin forks nothing there.
 #[test]
-fn unknown_host_with_a_key_gets_envoys_no_route_answer() {
+fn unknown_host_with_a_key_leaves_the_mesh_unforked() {
     let mesh = header_mesh();
-    let response = send(mesh, &with_key("nowhere.example", KEY));
-    assert_eq!(response.status, 404, "{}", response.text());
+    for host in ["nowhere.example", "nowhere.example:8080"] {
+        let echo = assert_served_by(mesh, &with_key(host, KEY), mesh::PASSTHROUGH_SERVED_BY);
+        assert_eq!(echo.header("host").as_deref(), Some(host));
+        assert!(echo.header_values("x-sandbox-route").is_empty(), "{host}");
+    }
+    assert_plugin_healthy(mesh);
+}
+
+/// Istio's virtual hosts also answer to the rooted name `<fqdn>.`.
+#[test]
+fn rooted_fqdn_routes_like_the_fqdn() {
+    let mesh = header_mesh();
+    let host = format!("{CATALOG}.");
+    assert_served_by(mesh, &with_key(&host, KEY), "catalog/pr-42");
+    assert_served_by(mesh, &to(&host), "catalog/baseline");
     assert_plugin_healthy(mesh);
 }
 
