@@ -41,6 +41,9 @@ pub enum Counter {
     /// Lookups not made because the worker's lookup budget was spent (the
     /// request went to baseline, counted as `fail_open`).
     LookupShed,
+    /// Requests whose routing-key carriers were removed at the mesh's edge
+    /// (`edge.stripIncomingKeys`), once per request.
+    EdgeKeyStripped,
     /// Table syncs: new table, not modified (304), failed.
     SyncOk,
     SyncNotModified,
@@ -60,7 +63,7 @@ pub enum Gauge {
     ConfigValid,
 }
 
-const COUNTERS: [(Counter, &str); 19] = [
+const COUNTERS: [(Counter, &str); 20] = [
     (Counter::Routed, "sandbox_router.routed"),
     (Counter::Baseline, "sandbox_router.baseline"),
     (Counter::NoKey, "sandbox_router.no_key"),
@@ -80,6 +83,7 @@ const COUNTERS: [(Counter, &str); 19] = [
     (Counter::LookupError, "sandbox_router.lookup_error"),
     (Counter::LookupTimeout, "sandbox_router.lookup_timeout"),
     (Counter::LookupShed, "sandbox_router.lookup_shed"),
+    (Counter::EdgeKeyStripped, "sandbox_router.edge_key_stripped"),
     (Counter::SyncOk, "sandbox_router.sync_ok"),
     (Counter::SyncNotModified, "sandbox_router.sync_not_modified"),
     (Counter::SyncError, "sandbox_router.sync_error"),
