@@ -245,10 +245,24 @@ fn authority_mode_routing_matrix_through_the_real_sidecar() {
 fn header_mode_through_the_real_ingress_gateway() {
     let mesh = mesh();
     let to = mesh.gateway_http();
-    assert_eq!(
-        served_by(to, CATALOG_GATEWAY, &[("baggage", &baggage(KEY))]),
-        "catalog/pr-42"
+    // The shipped gateway plugin strips routing keys arriving from outside
+    // the mesh (edge.stripIncomingKeys): a guessed key reaches baseline.
+    let stripped = counter(mesh.gateway(), "sandbox_router.edge_key_stripped");
+    let (by, echo) = served(
+        to,
+        CATALOG_GATEWAY,
+        &[("baggage", &format!("other=1,{}", baggage(KEY)))],
     );
+    assert_eq!(by, "catalog/baseline");
+    assert!(
+        !echo
+            .headers
+            .iter()
+            .any(|(_, value)| value.contains("sd-routing-key")),
+        "{:?}",
+        echo.headers
+    );
+    assert!(counter(mesh.gateway(), "sandbox_router.edge_key_stripped") > stripped);
     assert_eq!(served_by(to, CATALOG_GATEWAY, &[]), "catalog/baseline");
     assert_eq!(
         served_by(to, CATALOG_GATEWAY, &[("x-sandbox-route", KEY)]),
@@ -696,6 +710,31 @@ fn a_service_of_your_own_routes_to_its_fork_as_the_docs_walk_through() {
             .run()
             .unwrap();
     }
+    // istiod pushes the new Services to the sidecars within its debounce
+    // (100 ms and more): wait until both sidecars reach the baseline.
+    let both = [mesh.sidecar_http(), mesh.authority_sidecar_http()];
+    let start = Instant::now();
+    for to in both {
+        loop {
+            let response = get(to, "shop:8080", &[]);
+            if response.status == 200
+                && response.header("x-served-by").as_deref() == Some("shop/baseline")
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "shop not routable via {to}: {} {}",
+                response.status,
+                response.text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    eprintln!(
+        "your own service: configured by istiod after {:?}",
+        start.elapsed()
+    );
     // Step 4: the sandbox forks shop too.
     let _restore = RestoreSeed(mesh.routeservice());
     mesh.routeservice()
@@ -712,7 +751,6 @@ fn a_service_of_your_own_routes_to_its_fork_as_the_docs_walk_through() {
         )
         .unwrap();
     // Step 5: both modes, and no key.
-    let both = [mesh.sidecar_http(), mesh.authority_sidecar_http()];
     let took = wait_served_by_all(&both, "shop.demo.svc.cluster.local:8080", KEY, "shop/pr-42");
     eprintln!("your own service: routed after {took:?}");
     for to in both {
