@@ -597,17 +597,12 @@ spec:
   phase: STATS
   priority: 10
   failStrategy: FAIL_OPEN
-  url: oci://{image}@{digest}
+  url: {url}
   pluginConfig:
     mode: header
     unknownField: 1
 ",
-        image = mesh
-            .image()
-            .tagged
-            .rsplit_once(':')
-            .map_or(mesh.image().tagged.as_str(), |(repo, _)| repo),
-        digest = mesh.image().digest,
+        url = mesh.image().pinned_url(),
     );
     kube.kubectl()
         .args(["apply", "-f", "-"])
