@@ -108,7 +108,8 @@ e2e-kind: ## kind + Istio end-to-end run (needs docker, kind, kubectl, istioctl:
 
 # ---------------------------------------------------- local Istio mesh
 
-GO                 ?= go
+# Debian-style machines put Go in /usr/local/go/bin, not always on PATH.
+GO                 ?= $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go),go)
 ISTIO_TOOLS_MOD    := $(CURDIR)/e2e/istio/tools
 ISTIO_TOOLS        := $(CURDIR)/.tools/istio
 ISTIO_TOOLS_BIN    := $(ISTIO_TOOLS)/bin
@@ -118,7 +119,7 @@ ISTIO_TOOLS_HASH   := $(shell cat '$(ISTIO_TOOLS_MOD)/go.mod' '$(ISTIO_TOOLS_MOD
 ISTIO_TOOLS_STAMP  := $(ISTIO_TOOLS)/.built-$(ISTIO_TOOLS_HASH)
 # Go's own module and build caches (GOMODCACHE, GOCACHE) are the user's, as
 # cargo's registry is: a second clone on the same machine builds warm.
-ISTIO_GO_ENV       := GOFLAGS=-mod=readonly GOTOOLCHAIN=local
+ISTIO_GO_ENV       := GOFLAGS='-mod=readonly -buildvcs=false' GOTOOLCHAIN=local
 ISTIO_LOCAL_ENV    := ISTIO_TOOLS_BIN='$(ISTIO_TOOLS_BIN)' ENVOY_BIN='$(VENV)/bin/envoy'
 
 istio-tools: $(ISTIO_TOOLS_STAMP) tool-registry ## istiod, pilot-agent, kube-apiserver, kubectl, etcd from the pinned Go modules (.tools/istio)

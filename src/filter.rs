@@ -12,6 +12,7 @@ use sandbox_router_core::routes_api::{self, BadAnswer, MAX_BODY_BYTES};
 use sandbox_router_core::routing_key::RoutingKey;
 use sandbox_router_core::worker_routes::Answer;
 
+use crate::edge;
 use crate::host;
 use crate::metrics::Counter;
 use crate::worker::Worker;
@@ -43,9 +44,9 @@ impl RequestFilter {
 
     fn on_request(&mut self) -> Action {
         let config = Rc::clone(&self.worker.config);
-        let headers = host::request_headers();
+        let mut headers = host::request_headers();
+        let mut changed = edge::strip_incoming_keys(&config, &mut headers, &self.worker.metrics);
         let inspection = decision::inspect(&config, &headers);
-        let mut changed = false;
         if inspection.spoofed_route_header {
             changed |= host::remove_request_header(&config.route_header).is_ok();
             self.worker.metrics.increment(Counter::SpoofedHeaderRemoved);

@@ -38,6 +38,11 @@ pub fn set_request_header(name: &str, value: &str) -> Result<(), Status> {
     hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
 }
 
+/// Adds one more line of header `name` (a value may be any bytes).
+pub fn add_request_header(name: &str, value: &[u8]) -> Result<(), Status> {
+    hostcalls::add_map_value_bytes(MapType::HttpRequestHeaders, name, value)
+}
+
 pub fn remove_request_header(name: &str) -> Result<(), Status> {
     hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
 }

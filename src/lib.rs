@@ -5,6 +5,7 @@
 //! configuration), applies the core's decision (route header, `:authority`,
 //! route cache), and counts the outcome. All policy lives in the core.
 
+mod edge;
 mod filter;
 mod host;
 mod metrics;

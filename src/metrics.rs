@@ -48,6 +48,9 @@ pub enum Counter {
     /// Lookups not made because the worker's lookup budget was spent (the
     /// request went to baseline, counted as `fail_open`).
     LookupShed,
+    /// Requests whose routing-key carriers were removed at the mesh's edge
+    /// (`edge.stripIncomingKeys`), once per request.
+    EdgeKeyStripped,
     /// Table syncs: new table, not modified (304), failed.
     SyncOk,
     SyncNotModified,
@@ -67,7 +70,7 @@ pub enum Gauge {
     ConfigValid,
 }
 
-const COUNTERS: [(Counter, &str); 21] = [
+const COUNTERS: [(Counter, &str); 23] = [
     (Counter::Routed, "sandbox_router.routed"),
     (Counter::RouteMissing, "sandbox_router.route_missing"),
     (Counter::ForkUnknown, "sandbox_router.fork_unknown"),
@@ -89,6 +92,7 @@ const COUNTERS: [(Counter, &str); 21] = [
     (Counter::LookupError, "sandbox_router.lookup_error"),
     (Counter::LookupTimeout, "sandbox_router.lookup_timeout"),
     (Counter::LookupShed, "sandbox_router.lookup_shed"),
+    (Counter::EdgeKeyStripped, "sandbox_router.edge_key_stripped"),
     (Counter::SyncOk, "sandbox_router.sync_ok"),
     (Counter::SyncNotModified, "sandbox_router.sync_not_modified"),
     (Counter::SyncError, "sandbox_router.sync_error"),

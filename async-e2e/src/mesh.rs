@@ -111,6 +111,7 @@ fn bootstrap(endpoints: Endpoints, timings: Timings, files: &RunFiles) -> Result
         services.push(service(WORKLOAD, NAMESPACE, baseline));
         services.push(service(&fork, NAMESPACE, forked));
         header_routes.push(HeaderRoute {
+            name: format!("sandbox-{SANDBOX}"),
             service: fqdn(WORKLOAD),
             header: ROUTE_HEADER.to_owned(),
             value: SANDBOX.to_owned(),
@@ -138,13 +139,20 @@ fn bootstrap(endpoints: Endpoints, timings: Timings, files: &RunFiles) -> Result
             ROUTE_SERVICE_NAMESPACE,
             endpoints.route_service,
         )),
+        // Every request of these flows names a known host; one that did not
+        // would leave the mesh here, where nothing listens (503).
+        passthrough: SocketAddr::from(([127, 0, 0, 1], 9)),
     })
 }
 
 fn service(name: &str, namespace: &str, endpoint: SocketAddr) -> MeshService {
+    // A made-up ClusterIP per service (Istio lists it as a route domain;
+    // nothing listens there), distinct by the endpoint's port.
+    let [hi, lo] = endpoint.port().to_be_bytes();
     MeshService {
         name: name.to_owned(),
         namespace: namespace.to_owned(),
+        cluster_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 97, hi, lo)),
         endpoint,
     }
 }

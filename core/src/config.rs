@@ -21,6 +21,9 @@ pub struct PluginConfig {
     pub namespace: String,
     pub route_service: Option<RouteServiceConfig>,
     pub routes: Vec<Route>,
+    /// Present only where the filter runs at the mesh's edge (an ingress
+    /// gateway); absent, as on sidecars, the filter trusts incoming keys.
+    pub edge: Option<EdgeConfig>,
 }
 
 impl Default for PluginConfig {
@@ -33,6 +36,7 @@ impl Default for PluginConfig {
             namespace: "default".to_owned(),
             route_service: None,
             routes: Vec::new(),
+            edge: None,
         }
     }
 }
@@ -52,6 +56,26 @@ impl Default for RoutingKeyConfig {
             baggage_keys: carriers.baggage_keys,
             legacy_headers: carriers.legacy_headers,
             headers: carriers.headers,
+        }
+    }
+}
+
+/// The filter runs at the mesh's edge, where requests come from outside it
+/// (see [`crate::edge`]). More settings (signed keys) will join it here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Remove every routing-key carrier from incoming requests before the
+    /// key is read, so a client outside the mesh cannot pick a sandbox.
+    /// On unless turned off: `"edge": {}` strips.
+    #[serde(default = "defaults::strip_incoming_keys")]
+    pub strip_incoming_keys: bool,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            strip_incoming_keys: defaults::strip_incoming_keys(),
         }
     }
 }
@@ -96,6 +120,9 @@ pub struct RouteServiceConfig {
 }
 
 mod defaults {
+    pub fn strip_incoming_keys() -> bool {
+        true
+    }
     pub fn timeout_ms() -> u64 {
         200
     }
@@ -181,6 +208,8 @@ pub struct FilterConfig {
     /// The static `routes` (the whole table without a RouteService, a
     /// bootstrap table beside one).
     pub static_routes: RouteTable,
+    /// `None` unless the filter runs at the mesh's edge.
+    pub edge: Option<EdgeConfig>,
 }
 
 impl Default for FilterConfig {
@@ -195,11 +224,19 @@ impl Default for FilterConfig {
             namespace: plugin.namespace,
             route_service: None,
             static_routes: RouteTable::default(),
+            edge: None,
         }
     }
 }
 
 impl FilterConfig {
+    /// Whether incoming routing keys are removed (`edge.stripIncomingKeys`).
+    pub fn strips_incoming_keys(&self) -> bool {
+        self.edge
+            .as_ref()
+            .is_some_and(|edge| edge.strip_incoming_keys)
+    }
+
     /// Parses and validates the JSON configuration. Empty input (no
     /// `pluginConfig` at all) means all defaults.
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
@@ -310,6 +347,7 @@ impl PluginConfig {
             namespace: self.namespace,
             route_service: self.route_service,
             static_routes,
+            edge: self.edge,
         })
     }
 }
@@ -527,6 +565,32 @@ mod tests {
     }
 
     #[test]
+    fn edge_is_off_unless_configured_and_strips_by_default() {
+        assert!(!FilterConfig::default().strips_incoming_keys());
+        assert_eq!(FilterConfig::default().edge, None);
+        let on = FilterConfig::from_json(br#"{"edge": {"stripIncomingKeys": true}}"#).unwrap();
+        assert!(on.strips_incoming_keys());
+        let off = FilterConfig::from_json(br#"{"edge": {"stripIncomingKeys": false}}"#).unwrap();
+        assert_eq!(
+            off.edge,
+            Some(EdgeConfig {
+                strip_incoming_keys: false
+            })
+        );
+        assert!(!off.strips_incoming_keys());
+        // Being an edge is what matters: an empty block strips.
+        let empty = FilterConfig::from_json(br#"{"edge": {}}"#).unwrap();
+        assert!(empty.strips_incoming_keys());
+        let null = FilterConfig::from_json(br#"{"edge": null}"#).unwrap();
+        assert!(!null.strips_incoming_keys());
+        // Written back out and read again, it means the same.
+        let plugin: PluginConfig =
+            serde_json::from_str(r#"{"edge": {"stripIncomingKeys": true}}"#).unwrap();
+        let written = serde_json::to_vec(&plugin).unwrap();
+        assert_eq!(FilterConfig::from_json(&written).unwrap(), on);
+    }
+
+    #[test]
     fn a_refused_config_still_names_the_route_header_to_remove() {
         let default = PassThrough::for_refused(br#"{"bogus": 1}"#);
         assert_eq!(default.route_header, "x-sandbox-route");
@@ -648,6 +712,19 @@ mod tests {
                 r#"{"routes": [{"routingKey": "k k", "sandbox": "s", "baseline": "a.b", "target": "c.d"}]}"#,
                 "routes[0].routingKey: ",
             ),
+            (
+                r#"{"edge": {"stripIncomingKey": true}}"#,
+                "edge.stripIncomingKey: unknown field `stripIncomingKey`",
+            ),
+            (
+                r#"{"edge": {"signedKey": {"cookie": "k"}}}"#,
+                "edge.signedKey: unknown field `signedKey`",
+            ),
+            (
+                r#"{"edge": {"stripIncomingKeys": "yes"}}"#,
+                "edge.stripIncomingKeys: invalid type",
+            ),
+            (r#"{"edge": true}"#, "edge: invalid type"),
             ("[1]", "config: must be a JSON object"),
             ("{} {}", "config: trailing characters"),
             ("{", "config: EOF"),

@@ -11,6 +11,7 @@
 //! - [`destination`]: the destination service of a request;
 //! - [`route_table`]: which key forks which service;
 //! - [`config`]: the plugin configuration;
+//! - [`edge`]: routing keys from outside the mesh, removed at the gateway;
 //! - [`decision`]: what the filter does to one request;
 //! - [`route_check`]: whether a marked request reached its fork;
 //! - [`routes_api`]: the RouteService's answers, read defensively;
@@ -30,6 +31,7 @@ pub mod config;
 pub mod consumption;
 pub mod decision;
 pub mod destination;
+pub mod edge;
 pub mod inflight;
 pub mod key_cache;
 pub mod legacy;

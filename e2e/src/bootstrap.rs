@@ -2,23 +2,25 @@
 //!
 //! The point is that the plugin sees the same world here as in a mesh, so the
 //! same `pluginConfig` works in both. What Istio would send over xDS is
-//! written inline (static resources):
+//! written inline (static resources). `tests/mirror_fidelity.rs` compares
+//! this config with what a real istiod generated (`tests/data/`), and
+//! `docs/istio.md` ("The mirror and istiod") lists what still differs.
 //!
 //! | Istio (outbound, via xDS)                                | here |
 //! |----------------------------------------------------------|------|
 //! | listener `0.0.0.0_8080`, reached through the 15001 redirect | listener `0.0.0.0_8080` bound to `127.0.0.1:<port>` |
-//! | RDS route config `8080`, one virtual host per service     | inline route config `8080`, same virtual hosts and domains |
-//! | VirtualService match on a header → subset / other host    | a header-match route before the default route |
+//! | RDS route config `8080`, one virtual host per service, `ignore_port_in_host_matching` | inline route config `8080`, same virtual hosts, domains, route names |
+//! | VirtualService match on a header → other host              | a header-match route before the default route |
+//! | virtual host `allow_any` (`*`) → `PassthroughCluster` (ORIGINAL_DST) | the same virtual host; the cluster is STATIC, to a stand-in for "the address the client dialled" |
 //! | EDS cluster `outbound\|8080\|\|<fqdn>`                     | STATIC cluster of that name, endpoint on loopback |
-//! | WasmPlugin → ECDS `envoy.filters.http.wasm`, before router | the same filter inline, same `configuration` wrapping; or over ECDS from a file Envoy watches ([`WasmPlugin::ecds_file`]), with Istio's `initial_fetch_timeout: 0s` |
+//! | WasmPlugin → ECDS filter `extensions.istio.io/trafficextension/<ns>.<name>~istio-translated-wasmplugin`, first in the chain (phase STATS), `FAIL_OPEN` | the same filter, same place, same `configuration` wrapping; inline or over ECDS from a file Envoy watches ([`WasmPlugin::ecds_file`]), with Istio's `initial_fetch_timeout: 0s` |
 //! | node metadata `NAMESPACE`, `WORKLOAD_NAME`, ...           | the same keys |
 //! | EDS cluster `outbound\|8080\|\|routeservice.sandbox-system...` | STATIC cluster of that name (the plugin calls it) |
 //!
-//! The cors and fault filters sit before the plugin as in Istio's chain; they
-//! look up the route early, so the plugin really has to clear the route cache
-//! for its header change to count.
+//! Istio puts a STATS-phase plugin before grpc_stats, fault and cors; none
+//! of them looks at the route before the plugin has changed the request.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
@@ -29,6 +31,17 @@ pub const SERVICE_PORT: u16 = 8080;
 /// Istio's DNS suffix.
 pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";
 
+/// Istio's cluster for traffic to a host it does not know (`allow_any`).
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+
+/// Istio's cluster that drops traffic (`REGISTRY_ONLY`, or a route with no
+/// destination left).
+pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+
+/// Prefix Istio gives the ECDS resource (and so the HTTP filter) of a
+/// WasmPlugin (`pilot/pkg/model/extensions.go`).
+pub const TRAFFIC_EXTENSION_PREFIX: &str = "extensions.istio.io/trafficextension/";
+
 /// A Kubernetes service as the sidecar knows it.
 #[derive(Debug, Clone)]
 pub struct MeshService {
@@ -36,6 +49,9 @@ pub struct MeshService {
     pub name: String,
     /// Namespace, e.g. `demo`.
     pub namespace: String,
+    /// Its ClusterIP: Istio adds it to the virtual host's domains. Nothing
+    /// listens there; a request with this `Host` reaches [`Self::endpoint`].
+    pub cluster_ip: IpAddr,
     /// Where its (single) endpoint listens.
     pub endpoint: SocketAddr,
 }
@@ -51,20 +67,23 @@ impl MeshService {
         cluster_name(&self.fqdn())
     }
 
-    /// The `:authority` values Istio's virtual host accepts for a caller in
-    /// the same namespace: FQDN, `<name>.<ns>.svc`, `<name>.<ns>`, `<name>`,
-    /// each with and without the port.
-    pub fn domains(&self) -> Vec<String> {
-        let names = [
-            self.fqdn(),
-            format!("{}.{}.svc", self.name, self.namespace),
-            format!("{}.{}", self.name, self.namespace),
-            self.name.clone(),
-        ];
-        names
-            .iter()
-            .flat_map(|name| [name.clone(), format!("{name}:{SERVICE_PORT}")])
-            .collect()
+    /// The domains of Istio's virtual host for this service, for a caller in
+    /// `caller_namespace`, in istiod's order: FQDN, FQDN with the root dot,
+    /// the short name (same namespace only), `<name>.<ns>.svc`,
+    /// `<name>.<ns>`, the ClusterIP. No `:port` forms: the route config
+    /// ignores the port in host matching, as Istio's does.
+    pub fn domains(&self, caller_namespace: &str) -> Vec<String> {
+        let fqdn = self.fqdn();
+        let with_svc = format!("{}.{}.svc", self.name, self.namespace);
+        let with_namespace = format!("{}.{}", self.name, self.namespace);
+        let mut domains = vec![fqdn.clone(), format!("{fqdn}.")];
+        if self.namespace == caller_namespace {
+            domains.extend([self.name.clone(), with_svc, with_namespace]);
+        } else {
+            domains.extend([with_namespace, with_svc]);
+        }
+        domains.push(self.cluster_ip.to_string());
+        domains
     }
 }
 
@@ -77,6 +96,9 @@ pub fn cluster_name(fqdn: &str) -> String {
 /// to `target` (both FQDNs).
 #[derive(Debug, Clone)]
 pub struct HeaderRoute {
+    /// The VirtualService's name for this `http` entry, which Istio makes
+    /// the route name (`sandbox-pr-42` in `istio-config/sample`).
+    pub name: String,
     /// Virtual host (service FQDN) the rule belongs to.
     pub service: String,
     /// Header name, e.g. `x-sandbox-route`.
@@ -87,10 +109,17 @@ pub struct HeaderRoute {
     pub target: String,
 }
 
+/// The route name of a VirtualService's last `http` entry, the one to the
+/// baseline (`istio-config/sample/virtualservices.yaml`). A host without a
+/// VirtualService gets Istio's `default`.
+pub const BASELINE_ROUTE: &str = "baseline";
+
 /// The plugin as a WasmPlugin would deliver it.
 #[derive(Debug, Clone)]
 pub struct WasmPlugin {
-    /// Filter and plugin name; Istio uses `<namespace>.<WasmPlugin name>`.
+    /// The plugin name Istio derives from the WasmPlugin,
+    /// `<namespace>.<name>~istio-translated-wasmplugin`; the filter is
+    /// named [`Self::filter_name`].
     pub name: String,
     /// The `.wasm` file.
     pub wasm_path: PathBuf,
@@ -102,6 +131,13 @@ pub struct WasmPlugin {
     /// listener waits for the first good answer (`initial_fetch_timeout:
     /// 0s`, as Istio sets it), so a refused filter config keeps it down.
     pub ecds_file: Option<PathBuf>,
+}
+
+impl WasmPlugin {
+    /// The HTTP filter's (and ECDS resource's) name, as istiod names it.
+    pub fn filter_name(&self) -> String {
+        format!("{TRAFFIC_EXTENSION_PREFIX}{}", self.name)
+    }
 }
 
 /// The caller's workload, as Istio describes it in the node metadata.
@@ -132,9 +168,14 @@ pub struct SidecarBootstrap {
     pub access_log: PathBuf,
     /// The RouteService, reached by the plugin through its cluster
     /// `outbound|8080||<fqdn>` (`dispatch_http_call`), as Istio would give
-    /// the sidecar for a service in another namespace. Only the cluster:
-    /// no request is routed to it by host.
+    /// the sidecar for a service in another namespace (with its virtual
+    /// host, as Istio has it too).
     pub route_service: Option<MeshService>,
+    /// Where [`PASSTHROUGH_CLUSTER`] sends requests. Istio's is an
+    /// ORIGINAL_DST cluster: the address the client dialled, which the
+    /// iptables redirect keeps. Here the client dials the listener itself,
+    /// so that would loop; a fixed address stands in for "outside the mesh".
+    pub passthrough: SocketAddr,
 }
 
 /// Name of the outbound listener, as Istio names it.
@@ -143,6 +184,13 @@ pub const LISTENER_NAME: &str = "0.0.0.0_8080";
 impl SidecarBootstrap {
     /// The bootstrap as JSON (Envoy reads JSON as YAML).
     pub fn to_json(&self) -> Value {
+        let mut clusters: Vec<Value> = self
+            .services
+            .iter()
+            .chain(&self.route_service)
+            .map(cluster)
+            .collect();
+        clusters.extend([passthrough_cluster(self.passthrough), blackhole_cluster()]);
         json!({
             "node": self.node(),
             "admin": {
@@ -150,7 +198,7 @@ impl SidecarBootstrap {
             },
             "static_resources": {
                 "listeners": [self.listener()],
-                "clusters": self.services.iter().chain(&self.route_service).map(cluster).collect::<Vec<_>>(),
+                "clusters": clusters,
             },
         })
     }
@@ -185,30 +233,42 @@ impl SidecarBootstrap {
         })
     }
 
-    fn http_connection_manager(&self) -> Value {
+    /// The HTTP connection manager with the settings of Istio's that change
+    /// what a request looks like (path handling, 100-continue, upgrades).
+    pub fn http_connection_manager(&self) -> Value {
         json!({
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": format!("outbound_{LISTENER_NAME}"),
             "use_remote_address": false,
             "normalize_path": true,
+            "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+            "proxy_100_continue": true,
             "stream_idle_timeout": "0s",
             "upgrade_configs": [{"upgrade_type": "websocket"}],
-            "route_config": {
-                "name": SERVICE_PORT.to_string(),
-                "validate_clusters": false,
-                "virtual_hosts": self.services.iter().map(|s| self.virtual_host(s)).collect::<Vec<_>>(),
-            },
+            "request_id_extension": {"typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig",
+                "use_request_id_for_trace_sampling": true,
+            }},
+            "route_config": self.route_config(),
             "access_log": [access_log(&self.access_log)],
             "http_filters": [
+                wasm_filter(&self.plugin),
                 {
-                    "name": "envoy.filters.http.cors",
-                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
+                    "name": "envoy.filters.http.grpc_stats",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
+                        "emit_filter_state": true,
+                        "stats_for_all_methods": false,
+                    },
                 },
                 {
                     "name": "envoy.filters.http.fault",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"},
                 },
-                wasm_filter(&self.plugin),
+                {
+                    "name": "envoy.filters.http.cors",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
+                },
                 {
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -217,39 +277,98 @@ impl SidecarBootstrap {
         })
     }
 
-    /// One virtual host per service: its VirtualService rules, then the default route.
+    /// Route config `8080`: a virtual host per service, sorted by name as
+    /// istiod sorts them, then the catch-all `allow_any`.
+    pub fn route_config(&self) -> Value {
+        let mut services: Vec<&MeshService> =
+            self.services.iter().chain(&self.route_service).collect();
+        services.sort_by_key(|service| service.fqdn());
+        let mut virtual_hosts: Vec<Value> =
+            services.into_iter().map(|s| self.virtual_host(s)).collect();
+        virtual_hosts.push(allow_any_virtual_host());
+        json!({
+            "name": SERVICE_PORT.to_string(),
+            "virtual_hosts": virtual_hosts,
+            "validate_clusters": false,
+            "max_direct_response_body_size_bytes": 1_048_576,
+            // Istio's: `catalog:8080` and `catalog` match the same virtual
+            // host, so the plugin's authority rewrite may keep the port.
+            "ignore_port_in_host_matching": true,
+        })
+    }
+
+    /// One virtual host per service: its VirtualService rules, then the
+    /// route to the service itself (named by the VirtualService if it has one).
     fn virtual_host(&self, service: &MeshService) -> Value {
         let fqdn = service.fqdn();
-        let mut routes: Vec<Value> = self
+        let rules: Vec<&HeaderRoute> = self
             .header_routes
             .iter()
             .filter(|rule| rule.service == fqdn)
-            .map(header_route)
             .collect();
-        routes.push(route("default", json!({"prefix": "/"}), &fqdn));
+        let virtual_service = (!rules.is_empty()).then(|| virtual_service_path(service));
+        let mut routes: Vec<Value> = rules
+            .iter()
+            .map(|rule| header_route(rule, virtual_service.as_deref()))
+            .collect();
+        let default_name = if rules.is_empty() {
+            "default"
+        } else {
+            BASELINE_ROUTE
+        };
+        routes.push(route(
+            default_name,
+            json!({"prefix": "/"}),
+            &fqdn,
+            virtual_service.as_deref(),
+        ));
         json!({
             "name": format!("{fqdn}:{SERVICE_PORT}"),
-            "domains": service.domains(),
+            "domains": service.domains(&self.workload.namespace),
             "routes": routes,
             "include_request_attempt_count": true,
         })
     }
 }
 
-fn header_route(rule: &HeaderRoute) -> Value {
+/// The VirtualService Istio records in a route's metadata; here, as in the
+/// demo, one per service named after it.
+fn virtual_service_path(service: &MeshService) -> String {
+    format!(
+        "/apis/networking.istio.io/v1/namespaces/{}/virtual-service/{}",
+        service.namespace, service.name
+    )
+}
+
+/// Istio's catch-all for hosts it does not know (`outboundTrafficPolicy:
+/// ALLOW_ANY`, the default): out through [`PASSTHROUGH_CLUSTER`], no retries.
+fn allow_any_virtual_host() -> Value {
+    json!({
+        "name": "allow_any",
+        "domains": ["*"],
+        "routes": [{
+            "match": {"prefix": "/"},
+            "route": {"cluster": PASSTHROUGH_CLUSTER, "timeout": "0s", "max_grpc_timeout": "0s"},
+            "name": "allow_any",
+        }],
+        "include_request_attempt_count": true,
+    })
+}
+
+fn header_route(rule: &HeaderRoute, virtual_service: Option<&str>) -> Value {
     let matcher = json!({
         "prefix": "/",
         "case_sensitive": true,
         "headers": [{"name": rule.header, "string_match": {"exact": rule.value}}],
     });
-    let name = rule.target.split('.').next().unwrap_or(&rule.target);
-    route(name, matcher, &rule.target)
+    route(&rule.name, matcher, &rule.target, virtual_service)
 }
 
-/// A route to `fqdn`'s cluster with the timeouts and retries Istio sets by default.
-fn route(name: &str, matcher: Value, fqdn: &str) -> Value {
-    json!({
-        "name": name,
+/// A route to `fqdn`'s cluster with the timeouts and retries Istio sets by
+/// default. `retry_on` names `retriable-status-codes` but, as in Istio's
+/// default policy, lists no codes: an upstream's 503 is not retried.
+fn route(name: &str, matcher: Value, fqdn: &str, virtual_service: Option<&str>) -> Value {
+    let mut route = json!({
         "match": matcher,
         "route": {
             "cluster": cluster_name(fqdn),
@@ -262,30 +381,41 @@ fn route(name: &str, matcher: Value, fqdn: &str) -> Value {
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
                 }],
                 "host_selection_retry_max_attempts": "5",
-                "retriable_status_codes": [503],
             },
-            "max_stream_duration": {"max_stream_duration": "0s", "grpc_timeout_header_max": "0s"},
+            "max_grpc_timeout": "0s",
         },
         "decorator": {"operation": format!("{fqdn}:{SERVICE_PORT}/*")},
-    })
+        "name": name,
+    });
+    if let (Some(path), Some(fields)) = (virtual_service, route.as_object_mut()) {
+        fields.insert(
+            "metadata".to_owned(),
+            json!({"filter_metadata": {"istio": {"config": path}}}),
+        );
+    }
+    route
 }
 
 /// The type of the wasm filter's config.
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 
+/// What else istiod lets the ECDS resource of a WasmPlugin be: the agent
+/// puts an RBAC filter in its place when it cannot fetch the module.
+const RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+
 /// The wasm filter in the HTTP filter chain: inline, or by ECDS.
 fn wasm_filter(plugin: &WasmPlugin) -> Value {
     match &plugin.ecds_file {
-        None => json!({"name": plugin.name, "typed_config": wasm_config(plugin)}),
+        None => json!({"name": plugin.filter_name(), "typed_config": wasm_config(plugin)}),
         Some(path) => json!({
-            "name": plugin.name,
+            "name": plugin.filter_name(),
             "config_discovery": {
                 "config_source": {
                     "path_config_source": {"path": path.display().to_string()},
                     "initial_fetch_timeout": "0s",
                     "resource_api_version": "V3",
                 },
-                "type_urls": [WASM_TYPE],
+                "type_urls": [WASM_TYPE, RBAC_TYPE],
             },
         }),
     }
@@ -298,30 +428,43 @@ pub fn ecds_response(plugin: &WasmPlugin, version: u64) -> Value {
         "version_info": version.to_string(),
         "resources": [{
             "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-            "name": plugin.name,
+            "name": plugin.filter_name(),
             "typed_config": wasm_config(plugin),
         }],
     })
 }
 
 /// The wasm filter's config exactly as Istio renders a WasmPlugin: the
-/// plugin config travels as a `google.protobuf.StringValue` holding JSON text.
-fn wasm_config(plugin: &WasmPlugin) -> Value {
+/// plugin config travels as a `google.protobuf.StringValue` holding JSON
+/// text; no `root_id` (the WasmPlugin sets no `pluginName`); `FAIL_OPEN`
+/// because `wasmplugin/` sets `failStrategy: FAIL_OPEN`, so a crashed VM
+/// lets requests through instead of answering 503.
+pub fn wasm_config(plugin: &WasmPlugin) -> Value {
     json!({
-            "@type": WASM_TYPE,
-            "config": {
-                "name": plugin.name,
-                "root_id": "",
-                "vm_config": {
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": plugin.wasm_path.display().to_string()}},
-                },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": plugin.configuration,
-                },
+        "@type": WASM_TYPE,
+        "config": {
+            "name": plugin.name,
+            "vm_config": {
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": plugin.wasm_path.display().to_string()}},
             },
+            "configuration": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": plugin.configuration,
+            },
+            "failure_policy": "FAIL_OPEN",
+        },
     })
+}
+
+/// Istio's limits that never bind (Envoy's defaults of 1024 would).
+fn circuit_breakers() -> Value {
+    json!({"thresholds": [{
+        "max_connections": 4_294_967_295_u64,
+        "max_pending_requests": 4_294_967_295_u64,
+        "max_requests": 4_294_967_295_u64,
+        "max_retries": 4_294_967_295_u64,
+    }]})
 }
 
 /// A STATIC stand-in for Istio's EDS cluster of a service.
@@ -331,27 +474,55 @@ fn cluster(service: &MeshService) -> Value {
         "type": "STATIC",
         "connect_timeout": "10s",
         "lb_policy": "LEAST_REQUEST",
-        "load_assignment": {
-            "cluster_name": service.cluster_name(),
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                "address": service.endpoint.ip().to_string(),
-                "port_value": service.endpoint.port(),
-            }}}}]}],
-        },
-        "circuit_breakers": {"thresholds": [{
-            "max_connections": 4_294_967_295_u64,
-            "max_pending_requests": 4_294_967_295_u64,
-            "max_requests": 4_294_967_295_u64,
-            "max_retries": 4_294_967_295_u64,
-        }]},
+        "load_assignment": load_assignment(&service.cluster_name(), service.endpoint),
+        "circuit_breakers": circuit_breakers(),
         "metadata": {"filter_metadata": {"istio": {"services": [{
             "host": service.fqdn(),
             "name": service.name,
             "namespace": service.namespace,
         }]}}},
+        // Istio's: no panic mode, an unhealthy endpoint gets no traffic.
+        "common_lb_config": {"healthy_panic_threshold": {}},
+        "alt_stat_name": format!("{};", service.cluster_name()),
     })
 }
 
+/// [`PASSTHROUGH_CLUSTER`], STATIC instead of ORIGINAL_DST (see
+/// [`SidecarBootstrap::passthrough`]).
+fn passthrough_cluster(endpoint: SocketAddr) -> Value {
+    json!({
+        "name": PASSTHROUGH_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "10s",
+        "load_assignment": load_assignment(PASSTHROUGH_CLUSTER, endpoint),
+        "circuit_breakers": circuit_breakers(),
+        "alt_stat_name": format!("{PASSTHROUGH_CLUSTER};"),
+    })
+}
+
+/// [`BLACKHOLE_CLUSTER`] as Istio has it: no endpoints.
+fn blackhole_cluster() -> Value {
+    json!({
+        "name": BLACKHOLE_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "10s",
+        "alt_stat_name": format!("{BLACKHOLE_CLUSTER};"),
+    })
+}
+
+fn load_assignment(cluster_name: &str, endpoint: SocketAddr) -> Value {
+    json!({
+        "cluster_name": cluster_name,
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+            "address": endpoint.ip().to_string(),
+            "port_value": endpoint.port(),
+        }}}}]}],
+    })
+}
+
+/// The access log: a few of the fields of Istio's format. The cluster is
+/// `%UPSTREAM_CLUSTER_RAW%`, as in Istio's: `%UPSTREAM_CLUSTER%` prints the
+/// `alt_stat_name` (the name with a `;` appended).
 fn access_log(path: &std::path::Path) -> Value {
     json!({
         "name": "envoy.access_loggers.file",
@@ -359,7 +530,7 @@ fn access_log(path: &std::path::Path) -> Value {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
             "path": path.display().to_string(),
             "log_format": {"text_format_source": {"inline_string":
-                "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" authority=%REQ(:AUTHORITY)% route=%ROUTE_NAME% cluster=%UPSTREAM_CLUSTER% status=%RESPONSE_CODE% flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS%\n"
+                "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" authority=%REQ(:AUTHORITY)% route=%ROUTE_NAME% cluster=%UPSTREAM_CLUSTER_RAW% status=%RESPONSE_CODE% flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS%\n"
             }},
         },
     })

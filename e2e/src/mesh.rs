@@ -9,7 +9,8 @@
 //! generates for any service — while which requests the plugin sends to a
 //! fork is up to the plugin configuration the caller passes in.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::{bail, Context as _, Result};
@@ -31,8 +32,17 @@ pub const SANDBOX: &str = "pr-42";
 pub const ROUTE_HEADER: &str = "x-sandbox-route";
 /// The calling workload.
 pub const CALLER: &str = "frontend";
-/// The WasmPlugin's name as Istio would render it (`<namespace>.<name>`).
-pub const PLUGIN_NAME: &str = "istio-system.sandbox-router";
+/// The plugin's name as istiod renders the WasmPlugin `demo/sandbox-router`
+/// of `wasmplugin/`: `<namespace>.<name>~istio-translated-wasmplugin` (the
+/// WasmPlugin becomes a TrafficExtension). The filter is
+/// `extensions.istio.io/trafficextension/<this>`
+/// ([`crate::bootstrap::WasmPlugin::filter_name`]). Metrics do not carry
+/// it: the plugin's own are `wasmcustom.sandbox_router.*`.
+pub const PLUGIN_NAME: &str = "demo.sandbox-router~istio-translated-wasmplugin";
+
+/// Who answers requests for hosts outside the mesh (through
+/// `PassthroughCluster`): `outside/passthrough`.
+pub const PASSTHROUGH_SERVED_BY: &str = "outside/passthrough";
 
 /// How the plugin marks a request for a fork, and so what routes Envoy needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +258,7 @@ pub fn port_from_env(name: &str) -> Result<Option<u16>> {
 pub struct DemoMesh {
     envoy: Envoy,
     upstreams: Vec<Upstream>,
+    passthrough: Upstream,
     listener: SocketAddr,
     mode: Mode,
     plugin: WasmPlugin,
@@ -260,6 +271,7 @@ impl DemoMesh {
         let Launched {
             mut envoy,
             upstreams,
+            passthrough,
             plugin,
         } = launch(options)?;
         envoy.wait_until_ready()?;
@@ -267,6 +279,7 @@ impl DemoMesh {
         Ok(Self {
             envoy,
             upstreams,
+            passthrough,
             listener,
             mode: options.mode,
             plugin,
@@ -299,6 +312,12 @@ impl DemoMesh {
         &self.upstreams
     }
 
+    /// The stand-in for the world outside the mesh, behind
+    /// `PassthroughCluster` (Istio's `allow_any` virtual host).
+    pub fn passthrough(&self) -> &Upstream {
+        &self.passthrough
+    }
+
     /// The mode its routes were built for.
     pub fn mode(&self) -> Mode {
         self.mode
@@ -313,6 +332,8 @@ pub struct Launched {
     pub envoy: Envoy,
     /// The running upstreams.
     pub upstreams: Vec<Upstream>,
+    /// The upstream behind `PassthroughCluster`.
+    pub passthrough: Upstream,
     /// The plugin as it was given to Envoy.
     pub plugin: WasmPlugin,
 }
@@ -320,8 +341,27 @@ pub struct Launched {
 /// Starts the upstreams and spawns Envoy without waiting for it.
 pub fn launch(options: &MeshOptions) -> Result<Launched> {
     let upstreams = start_upstreams(options.upstream_base_port, &options.sandboxes)?;
+    // Any free port, also for the demo: nobody dials it directly.
+    let passthrough = Upstream::start(
+        Identity {
+            service: "outside".to_owned(),
+            variant: "passthrough".to_owned(),
+        },
+        0,
+    )?;
     let files = RunFiles::in_dir(&crate::new_run_dir(&options.label)?);
-    let bootstrap = sidecar_bootstrap(options, &upstreams, &files)?;
+    let services = demo_services(
+        upstreams
+            .iter()
+            .map(|upstream| (upstream.identity().clone(), upstream.addr())),
+    );
+    let bootstrap = sidecar_bootstrap(
+        options,
+        services,
+        passthrough.addr(),
+        envoy::plugin_wasm()?,
+        &files,
+    );
     if bootstrap.plugin.ecds_file.is_some() {
         write_ecds(&bootstrap.plugin, 1)?;
     }
@@ -331,6 +371,7 @@ pub fn launch(options: &MeshOptions) -> Result<Launched> {
     Ok(Launched {
         envoy,
         upstreams,
+        passthrough,
         plugin: bootstrap.plugin,
     })
 }
@@ -374,37 +415,71 @@ fn write_ecds(plugin: &WasmPlugin, version: u64) -> Result<()> {
 
 /// Baseline and forks of every demo service, in that order.
 fn start_upstreams(base_port: Option<u16>, sandboxes: &[String]) -> Result<Vec<Upstream>> {
-    let variants = SERVICES.iter().flat_map(|service| {
-        std::iter::once((*service, "baseline")).chain(
-            sandboxes
-                .iter()
-                .map(move |sandbox| (*service, sandbox.as_str())),
-        )
-    });
-    variants
+    upstream_identities(sandboxes)
+        .into_iter()
         .enumerate()
-        .map(|(index, (service, variant))| {
+        .map(|(index, identity)| {
             let port = match base_port {
                 Some(base) => base
                     .checked_add(u16::try_from(index)?)
                     .context("upstream port out of range")?,
                 None => 0,
             };
-            let identity = Identity {
-                service: service.to_owned(),
-                variant: variant.to_owned(),
-            };
             Upstream::start(identity, port)
         })
         .collect()
 }
 
-fn sidecar_bootstrap(
+/// The upstreams the mesh starts: baseline and forks of every demo
+/// service, in that order.
+pub fn upstream_identities(sandboxes: &[String]) -> Vec<Identity> {
+    SERVICES
+        .iter()
+        .flat_map(|service| {
+            std::iter::once("baseline")
+                .chain(sandboxes.iter().map(String::as_str))
+                .map(move |variant| Identity {
+                    service: (*service).to_owned(),
+                    variant: variant.to_owned(),
+                })
+        })
+        .collect()
+}
+
+/// The Kubernetes services the upstreams play (`<svc>` or
+/// `<svc>-<sandbox>`), with made-up ClusterIPs `10.96.0.<n>` in that order.
+pub fn demo_services(
+    upstreams: impl IntoIterator<Item = (Identity, SocketAddr)>,
+) -> Vec<MeshService> {
+    upstreams
+        .into_iter()
+        .zip(1..=u8::MAX)
+        .map(|((Identity { service, variant }, endpoint), host)| {
+            let name = if variant == "baseline" {
+                service
+            } else {
+                fork_name(&service, &variant)
+            };
+            MeshService {
+                name,
+                namespace: NAMESPACE.to_owned(),
+                cluster_ip: IpAddr::V4(Ipv4Addr::new(10, 96, 0, host)),
+                endpoint,
+            }
+        })
+        .collect()
+}
+
+/// The sidecar bootstrap [`launch`] gives Envoy, for `services` (see
+/// [`demo_services`]), the PassthroughCluster stand-in at `passthrough` and
+/// the plugin at `wasm_path`; `files` says where Envoy writes.
+pub fn sidecar_bootstrap(
     options: &MeshOptions,
-    upstreams: &[Upstream],
+    services: Vec<MeshService>,
+    passthrough: SocketAddr,
+    wasm_path: PathBuf,
     files: &RunFiles,
-) -> Result<SidecarBootstrap> {
-    let services = upstreams.iter().map(mesh_service).collect();
+) -> SidecarBootstrap {
     let header_routes = match options.mode {
         Mode::Header => SERVICES
             .iter()
@@ -417,7 +492,7 @@ fn sidecar_bootstrap(
             .collect(),
         Mode::Authority => Vec::new(),
     };
-    Ok(SidecarBootstrap {
+    SidecarBootstrap {
         workload: Workload {
             name: CALLER.to_owned(),
             namespace: NAMESPACE.to_owned(),
@@ -428,7 +503,7 @@ fn sidecar_bootstrap(
         header_routes,
         plugin: WasmPlugin {
             name: PLUGIN_NAME.to_owned(),
-            wasm_path: envoy::plugin_wasm()?,
+            wasm_path,
             configuration: options.plugin_config.to_string(),
             ecds_file: options.ecds.then(|| files.dir.join("ecds-plugin.json")),
         },
@@ -436,23 +511,10 @@ fn sidecar_bootstrap(
         route_service: options.route_service.map(|endpoint| MeshService {
             name: "routeservice".to_owned(),
             namespace: "sandbox-system".to_owned(),
+            cluster_ip: IpAddr::V4(Ipv4Addr::new(10, 96, 1, 1)),
             endpoint,
         }),
-    })
-}
-
-/// The Kubernetes service an upstream plays: `<svc>` or `<svc>-<sandbox>`.
-fn mesh_service(upstream: &Upstream) -> MeshService {
-    let Identity { service, variant } = upstream.identity();
-    let name = if variant == "baseline" {
-        service.clone()
-    } else {
-        fork_name(service, variant)
-    };
-    MeshService {
-        name,
-        namespace: NAMESPACE.to_owned(),
-        endpoint: upstream.addr(),
+        passthrough,
     }
 }
 
@@ -460,6 +522,7 @@ fn mesh_service(upstream: &Upstream) -> MeshService {
 /// `x-sandbox-route: <sandbox>` to its fork `<service>-<sandbox>`.
 fn fork_header_route(service: &str, sandbox: &str) -> HeaderRoute {
     HeaderRoute {
+        name: format!("sandbox-{sandbox}"),
         service: fqdn(service),
         header: ROUTE_HEADER.to_owned(),
         value: sandbox.to_owned(),

@@ -65,6 +65,22 @@ fn custom_config_mesh() -> &'static DemoMesh {
         .unwrap_or_else(|error| panic!("could not start the custom-config mesh: {error}"))
 }
 
+/// Header mode at the mesh's edge: incoming routing keys are stripped.
+fn edge_mesh() -> &'static DemoMesh {
+    static MESH: OnceLock<Result<DemoMesh, String>> = OnceLock::new();
+    let started = MESH.get_or_init(|| {
+        let mut config = mesh::demo_plugin_config(Mode::Header);
+        config["edge"] = serde_json::json!({"stripIncomingKeys": true});
+        config["routingKey"] = serde_json::json!({"headers": ["x-routing-key"]});
+        let mut options = MeshOptions::for_tests(Mode::Header, config);
+        options.label = "mesh-edge".to_owned();
+        DemoMesh::start(&options).map_err(|error| format!("{error:#}"))
+    });
+    started
+        .as_ref()
+        .unwrap_or_else(|error| panic!("could not start the edge mesh: {error}"))
+}
+
 /// Starts the mesh once per test binary; never dropped, so Envoy goes when
 /// the test process does (parent-death signal).
 fn shared_mesh(cell: &'static OnceLock<Result<DemoMesh, String>>, mode: Mode) -> &'static DemoMesh {
@@ -377,11 +393,27 @@ fn short_and_qualified_hosts_all_route() {
     assert_plugin_healthy(mesh);
 }
 
+/// Istio's catch-all virtual host `allow_any` sends a host it does not know
+/// out through `PassthroughCluster` (the mirror used to answer 404 here,
+/// which no Istio sidecar does); the plugin forks nothing there.
 #[test]
-fn unknown_host_with_a_key_gets_envoys_no_route_answer() {
+fn unknown_host_with_a_key_leaves_the_mesh_unforked() {
     let mesh = header_mesh();
-    let response = send(mesh, &with_key("nowhere.example", KEY));
-    assert_eq!(response.status, 404, "{}", response.text());
+    for host in ["nowhere.example", "nowhere.example:8080"] {
+        let echo = assert_served_by(mesh, &with_key(host, KEY), mesh::PASSTHROUGH_SERVED_BY);
+        assert_eq!(echo.header("host").as_deref(), Some(host));
+        assert!(echo.header_values("x-sandbox-route").is_empty(), "{host}");
+    }
+    assert_plugin_healthy(mesh);
+}
+
+/// Istio's virtual hosts also answer to the rooted name `<fqdn>.`.
+#[test]
+fn rooted_fqdn_routes_like_the_fqdn() {
+    let mesh = header_mesh();
+    let host = format!("{CATALOG}.");
+    assert_served_by(mesh, &with_key(&host, KEY), "catalog/pr-42");
+    assert_served_by(mesh, &to(&host), "catalog/baseline");
     assert_plugin_healthy(mesh);
 }
 
@@ -531,6 +563,65 @@ fn trusted_route_header_is_kept() {
         "reviews/pr-42",
     );
     assert_eq!(echo.header_values("x-sandbox-route"), ["pr-42"]);
+    assert_plugin_healthy(mesh);
+}
+
+// ------------------------------------------------------------ edge
+
+#[test]
+fn edge_strips_incoming_keys_and_routes_to_baseline() {
+    let mesh = edge_mesh();
+    let request = to(CATALOG)
+        .header("baggage", "other=1,sd-routing-key=pr-42")
+        .header("baggage", "sd-routing-key=pr-42")
+        .header("uberctx-sd-routing-key", KEY)
+        .header("ot-baggage-sd-routing-key", KEY)
+        .header("x-routing-key", KEY)
+        .header("uberctx-user", "alice");
+    let before = counter(mesh, "sandbox_router.edge_key_stripped");
+    let echo = assert_served_by(mesh, &request, "catalog/baseline");
+    assert!(counter(mesh, "sandbox_router.edge_key_stripped") > before);
+    assert_eq!(echo.header_values("baggage"), ["other=1"]);
+    assert_eq!(echo.header("x-sandbox-route"), None);
+    for stripped in [
+        "uberctx-sd-routing-key",
+        "ot-baggage-sd-routing-key",
+        "x-routing-key",
+    ] {
+        assert_eq!(echo.header(stripped), None, "{stripped}");
+    }
+    assert_eq!(echo.header("uberctx-user").as_deref(), Some("alice"));
+    // Each carrier on its own is stripped too.
+    for (name, value) in [
+        ("baggage", "sd-routing-key=pr-42"),
+        ("Uberctx-SD-Routing-Key", KEY),
+        ("ot-baggage-sd-routing-key", KEY),
+        ("x-routing-key", KEY),
+    ] {
+        let echo = assert_served_by(mesh, &to(CATALOG).header(name, value), "catalog/baseline");
+        assert_eq!(echo.header(name), None, "{name}");
+    }
+    // A request with no carrier is not counted and keeps its baggage.
+    let before = counter(mesh, "sandbox_router.edge_key_stripped");
+    let echo = assert_served_by(
+        mesh,
+        &to(CATALOG).header("baggage", "other=1"),
+        "catalog/baseline",
+    );
+    assert_eq!(echo.header_values("baggage"), ["other=1"]);
+    assert_eq!(counter(mesh, "sandbox_router.edge_key_stripped"), before);
+    assert_plugin_healthy(mesh);
+}
+
+#[test]
+fn without_an_edge_block_the_same_request_routes_to_the_fork() {
+    let mesh = header_mesh();
+    let request = to(CATALOG).header("baggage", "other=1,sd-routing-key=pr-42");
+    let echo = assert_served_by(mesh, &request, "catalog/pr-42");
+    assert_eq!(
+        echo.header_values("baggage"),
+        ["other=1,sd-routing-key=pr-42"]
+    );
     assert_plugin_healthy(mesh);
 }
 

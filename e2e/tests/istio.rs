@@ -245,10 +245,24 @@ fn authority_mode_routing_matrix_through_the_real_sidecar() {
 fn header_mode_through_the_real_ingress_gateway() {
     let mesh = mesh();
     let to = mesh.gateway_http();
-    assert_eq!(
-        served_by(to, CATALOG_GATEWAY, &[("baggage", &baggage(KEY))]),
-        "catalog/pr-42"
+    // The shipped gateway plugin strips routing keys arriving from outside
+    // the mesh (edge.stripIncomingKeys): a guessed key reaches baseline.
+    let stripped = counter(mesh.gateway(), "sandbox_router.edge_key_stripped");
+    let (by, echo) = served(
+        to,
+        CATALOG_GATEWAY,
+        &[("baggage", &format!("other=1,{}", baggage(KEY)))],
     );
+    assert_eq!(by, "catalog/baseline");
+    assert!(
+        !echo
+            .headers
+            .iter()
+            .any(|(_, value)| value.contains("sd-routing-key")),
+        "{:?}",
+        echo.headers
+    );
+    assert!(counter(mesh.gateway(), "sandbox_router.edge_key_stripped") > stripped);
     assert_eq!(served_by(to, CATALOG_GATEWAY, &[]), "catalog/baseline");
     assert_eq!(
         served_by(to, CATALOG_GATEWAY, &[("x-sandbox-route", KEY)]),
@@ -393,7 +407,9 @@ fn istiod_pushes(mesh: &LocalMesh) -> u64 {
 fn a_sandbox_changed_through_the_routeservice_routes_with_no_restart() {
     let mesh = mesh();
     let rs = mesh.routeservice();
-    let pushes_before = istiod_pushes(&mesh);
+    let _restore = RestoreSeed(rs);
+    // Earlier tests' Istio objects may still be being pushed.
+    let pushes_before = wait_istiod_quiet(&mesh);
     // pr-42 forks reviews too (the demo's step 2).
     rs.put_sandbox(KEY, KEY, &[CATALOG_ROUTE, REVIEWS_ROUTE])
         .unwrap();
@@ -419,10 +435,41 @@ fn a_sandbox_changed_through_the_routeservice_routes_with_no_restart() {
         took[0], took[1]
     );
 
-    // Put the seed back for the other tests.
-    rs.put_sandbox(KEY, KEY, &[CATALOG_ROUTE]).unwrap();
+    drop(_restore);
+    let both = [mesh.sidecar_http(), mesh.authority_sidecar_http()];
     wait_served_by_all(&both, CATALOG, KEY, "catalog/pr-42");
     wait_served_by_all(&both, REVIEWS, KEY, "reviews/baseline");
+}
+
+/// Puts the demo's seed sandbox back when dropped, also when a test fails
+/// half-way, so the other tests see the demo's table.
+struct RestoreSeed<'a>(&'a sandbox_router_e2e::routeservice::RouteService);
+
+impl Drop for RestoreSeed<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.put_sandbox(KEY, KEY, &[CATALOG_ROUTE]);
+    }
+}
+
+/// Waits until istiod's push count stays the same for two seconds, and
+/// returns it.
+fn wait_istiod_quiet(mesh: &LocalMesh) -> u64 {
+    let start = Instant::now();
+    let mut last = istiod_pushes(mesh);
+    let mut since = Instant::now();
+    while since.elapsed() < Duration::from_secs(2) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "istiod kept pushing"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let now = istiod_pushes(mesh);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+    last
 }
 
 #[test]
@@ -522,4 +569,194 @@ spec:
         .args(["delete", "wasmplugin", "wrong-digest", "-n", NAMESPACE])
         .run()
         .unwrap();
+}
+
+#[test]
+fn a_bad_plugin_config_leaves_the_sidecar_serving_as_a_pass_through() {
+    let mesh = mesh();
+    let kube = mesh.kube();
+    let proxy = mesh.authority_caller();
+    let rejected_before = counter(proxy, "sandbox_router.config_rejected");
+    // A second plugin on the authority caller with a field the filter does
+    // not know. Envoy trial-configures it; had `on_configure` refused it,
+    // Envoy would refuse the whole extension config and Istio's ECDS (no
+    // initial fetch timeout) would leave the listener's filter chain without
+    // it: the request would fail (`NFCF`) whatever the fail strategy.
+    let manifest = format!(
+        "apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata:
+  name: bad-config
+  namespace: {NAMESPACE}
+spec:
+  selector:
+    matchLabels:
+      sandbox-router/authority: \"true\"
+  match:
+    - mode: CLIENT
+  phase: STATS
+  priority: 10
+  failStrategy: FAIL_OPEN
+  url: {url}
+  pluginConfig:
+    mode: header
+    unknownField: 1
+",
+        url = mesh.image().pinned_url(),
+    );
+    kube.kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(manifest)
+        .run()
+        .unwrap();
+    let start = Instant::now();
+    while counter(proxy, "sandbox_router.config_rejected") <= rejected_before {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "config_rejected did not move:\n{}",
+            proxy.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        proxy.log().contains("unknownField"),
+        "no log line naming the field:\n{}",
+        proxy.log_tail(40)
+    );
+    // The listener serves, the good plugin still routes, the bad one passes
+    // everything through.
+    for _ in 0..20 {
+        assert_eq!(
+            served_by(
+                mesh.authority_sidecar_http(),
+                CATALOG,
+                &[("baggage", &baggage(KEY))]
+            ),
+            "catalog/pr-42"
+        );
+        assert_eq!(
+            served_by(mesh.authority_sidecar_http(), CATALOG, &[]),
+            "catalog/baseline"
+        );
+    }
+    assert!(counter(proxy, "sandbox_router.passthrough") > 0);
+    kube.kubectl()
+        .args(["delete", "wasmplugin", "bad-config", "-n", NAMESPACE])
+        .run()
+        .unwrap();
+}
+
+/// The YAML documents of docs/istio.md's "Your own service and its fork"
+/// walkthrough (`k apply -f - <<'YAML'` blocks), as a user would paste them.
+fn walkthrough_manifests() -> Vec<String> {
+    let docs = std::fs::read_to_string(sandbox_router_e2e::repo_root().join("docs/istio.md"))
+        .expect("docs/istio.md");
+    let section = docs
+        .split("### Your own service and its fork, step by step")
+        .nth(1)
+        .expect("the walkthrough section")
+        .split("\n### ")
+        .next()
+        .unwrap_or_default();
+    section
+        .split("<<'YAML'\n")
+        .skip(1)
+        .map(|block| {
+            block
+                .lines()
+                .take_while(|line| line.trim() != "YAML")
+                .map(|line| line.strip_prefix("   ").unwrap_or(line))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect()
+}
+
+#[test]
+fn a_service_of_your_own_routes_to_its_fork_as_the_docs_walk_through() {
+    use sandbox_router_e2e::upstream::{Identity, Upstream};
+    let mesh = mesh();
+    let manifests = walkthrough_manifests();
+    assert_eq!(
+        manifests.len(),
+        2,
+        "the walkthrough's YAML blocks: {manifests:?}"
+    );
+    // Step 1: the baseline and the fork on their own loopback addresses.
+    let _upstreams: Vec<Upstream> = [("baseline", [127, 0, 2, 1]), ("pr-42", [127, 0, 2, 2])]
+        .into_iter()
+        .map(|(variant, ip)| {
+            Upstream::start_at(
+                Identity {
+                    service: "shop".to_owned(),
+                    variant: variant.to_owned(),
+                },
+                SocketAddr::from((ip, 8080)),
+            )
+            .unwrap()
+        })
+        .collect();
+    // Steps 2 and 3: the documents, applied as they are written.
+    for manifest in &manifests {
+        mesh.kube()
+            .kubectl()
+            .args(["apply", "-f", "-"])
+            .stdin(manifest.clone())
+            .run()
+            .unwrap();
+    }
+    // istiod pushes the new Services to the sidecars within its debounce
+    // (100 ms and more): wait until both sidecars reach the baseline.
+    let both = [mesh.sidecar_http(), mesh.authority_sidecar_http()];
+    let start = Instant::now();
+    for to in both {
+        loop {
+            let response = get(to, "shop:8080", &[]);
+            if response.status == 200
+                && response.header("x-served-by").as_deref() == Some("shop/baseline")
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "shop not routable via {to}: {} {}",
+                response.status,
+                response.text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    eprintln!(
+        "your own service: configured by istiod after {:?}",
+        start.elapsed()
+    );
+    // Step 4: the sandbox forks shop too.
+    let _restore = RestoreSeed(mesh.routeservice());
+    mesh.routeservice()
+        .put_sandbox(
+            KEY,
+            KEY,
+            &[
+                CATALOG_ROUTE,
+                (
+                    "shop.demo.svc.cluster.local",
+                    "shop-pr-42.demo.svc.cluster.local",
+                ),
+            ],
+        )
+        .unwrap();
+    // Step 5: both modes, and no key.
+    let took = wait_served_by_all(&both, "shop.demo.svc.cluster.local:8080", KEY, "shop/pr-42");
+    eprintln!("your own service: routed after {took:?}");
+    for to in both {
+        assert_eq!(served_by(to, "shop:8080", &[]), "shop/baseline");
+    }
+    for manifest in &manifests {
+        let _ = mesh
+            .kube()
+            .kubectl()
+            .args(["delete", "-f", "-"])
+            .stdin(manifest.clone())
+            .run();
+    }
 }

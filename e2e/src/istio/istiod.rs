@@ -140,14 +140,6 @@ impl Istiod {
         self.ports
     }
 
-    /// GET a path of its debug/readiness server (`--httpAddr`).
-    pub fn debug_get(&self, path: &str) -> Result<crate::client::Response> {
-        let addr: SocketAddr = ([127, 0, 0, 1], self.ports.http).into();
-        crate::client::Request::get(path)
-            .header("host", "istiod")
-            .send(addr)
-    }
-
     /// GET `/metrics` from its monitoring port.
     pub fn metrics(&self) -> Result<String> {
         let addr: SocketAddr = ([127, 0, 0, 1], self.ports.monitoring).into();

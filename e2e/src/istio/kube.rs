@@ -145,11 +145,6 @@ impl KubeControlPlane {
         self.etcd.check_running()?;
         self.apiserver.check_running()
     }
-
-    /// The processes, for a supervisor.
-    pub fn processes(&self) -> [&MeshProcess; 2] {
-        [&self.etcd, &self.apiserver]
-    }
 }
 
 fn start_etcd(tools: &Tools, ports: KubePorts, dir: &Path) -> Result<MeshProcess> {

@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use serde_json::Value;
 
 use super::agent::{Proxy, ProxyKind, ProxySpec};
 use super::istiod::{Istiod, IstiodPorts, ISTIO_NAMESPACE};
@@ -224,7 +223,7 @@ impl LocalMesh {
             &dir,
         )?;
         let gateway = Proxy::start(&tools, &kube, &istiod, gateway_spec(&insecure), &dir)?;
-        let mesh = Self {
+        let mut mesh = Self {
             gateway,
             authority_caller,
             caller,
@@ -239,12 +238,11 @@ impl LocalMesh {
             timings,
         };
         mesh.wait_until_serving()?;
-        let mut timings = mesh.timings.clone();
-        timings.push((
+        mesh.timings.push((
             "proxies configured, plugin loaded".to_owned(),
             step.elapsed(),
         ));
-        Ok(Self { timings, ..mesh })
+        Ok(mesh)
     }
 
     /// Waits until each proxy has the listener it serves on and a loaded
@@ -489,14 +487,7 @@ spec:
 /// and what the local callers add: each is what a user writes in an
 /// overlay of the repo's manifests.
 fn apply_local_objects(kube: &KubeControlPlane, dir: &Path, image: &PushedImage) -> Result<()> {
-    let url = format!(
-        "oci://{}@{}",
-        image
-            .tagged
-            .rsplit_once(':')
-            .map_or(image.tagged.as_str(), |(repo, _)| repo),
-        image.digest
-    );
+    let url = image.pinned_url();
     let overlays = dir.join("overlays");
     let repo = crate::repo_root();
     let header = overlays.join("wasmplugin-header");
@@ -666,34 +657,4 @@ fn gateway_spec(insecure: &str) -> ProxySpec {
         envoy_prometheus_port: 15290,
         insecure_registries: insecure.to_owned(),
     }
-}
-
-/// Reads `KEY=value` lines (the env file) into a map.
-pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
-}
-
-/// The JSON of one object, `None` when it does not exist.
-pub fn get_object(
-    kube: &KubeControlPlane,
-    kind: &str,
-    namespace: &str,
-    name: &str,
-) -> Option<Value> {
-    kube.kubectl()
-        .args(["get", kind, name, "-n", namespace])
-        .json()
-        .ok()
-}
-
-/// Waits for `what` with [`process::wait_for`].
-pub fn wait_for(
-    what: &str,
-    timeout: Duration,
-    ready: impl FnMut() -> Result<bool>,
-) -> Result<Duration> {
-    process::wait_for(what, timeout, ready)
 }

@@ -95,28 +95,17 @@ impl MeshProcess {
         &self,
         what: &str,
         timeout: Duration,
-        mut ready: impl FnMut() -> Result<bool>,
+        ready: impl FnMut() -> Result<bool>,
     ) -> Result<Duration> {
-        let start = Instant::now();
-        let mut last_error = None;
-        loop {
-            self.check_running()?;
-            match ready() {
-                Ok(true) => return Ok(start.elapsed()),
-                Ok(false) => {}
-                Err(error) => last_error = Some(error),
-            }
-            if start.elapsed() > timeout {
-                bail!(
-                    "{}: {what} not after {timeout:?} (last error: {}); log {}:\n{}",
-                    self.name,
-                    last_error.map_or_else(|| "none".to_owned(), |e| format!("{e:#}")),
-                    self.log.display(),
-                    self.log_tail(40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        poll(timeout, || self.check_running(), ready).map_err(|last_error| {
+            anyhow::anyhow!(
+                "{}: {what} not after {timeout:?} (last error: {}); log {}:\n{}",
+                self.name,
+                describe(last_error),
+                self.log.display(),
+                self.log_tail(40)
+            )
+        })?
     }
 }
 
@@ -190,22 +179,42 @@ pub fn reap_stale_envoys(runs: &Path) -> usize {
 pub fn wait_for(
     what: &str,
     timeout: Duration,
-    mut ready: impl FnMut() -> Result<bool>,
+    ready: impl FnMut() -> Result<bool>,
 ) -> Result<Duration> {
+    poll(timeout, || Ok(()), ready).map_err(|last_error| {
+        anyhow::anyhow!(
+            "{what}: not after {timeout:?} (last error: {})",
+            describe(last_error)
+        )
+    })?
+}
+
+/// Calls `check` (an error ends the wait at once) and `ready` every 100 ms
+/// until `ready` answers `Ok(true)`: `Ok(Ok(elapsed))`, `Ok(Err(..))` when
+/// `check` failed, `Err(last error of ready)` after `timeout`.
+fn poll(
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<()>,
+    mut ready: impl FnMut() -> Result<bool>,
+) -> Result<Result<Duration>, Option<anyhow::Error>> {
     let start = Instant::now();
     let mut last_error = None;
     loop {
+        if let Err(error) = check() {
+            return Ok(Err(error));
+        }
         match ready() {
-            Ok(true) => return Ok(start.elapsed()),
+            Ok(true) => return Ok(Ok(start.elapsed())),
             Ok(false) => {}
             Err(error) => last_error = Some(error),
         }
         if start.elapsed() > timeout {
-            bail!(
-                "{what}: not after {timeout:?} (last error: {})",
-                last_error.map_or_else(|| "none".to_owned(), |e| format!("{e:#}"))
-            );
+            return Err(last_error);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn describe(error: Option<anyhow::Error>) -> String {
+    error.map_or_else(|| "none".to_owned(), |e| format!("{e:#}"))
 }

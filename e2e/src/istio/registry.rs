@@ -33,6 +33,16 @@ pub struct PushedImage {
 }
 
 impl PushedImage {
+    /// `oci://<registry>/<repository>@sha256:<hex>`: the image pinned by
+    /// digest, as a WasmPlugin's `spec.url`.
+    pub fn pinned_url(&self) -> String {
+        let repository = self
+            .tagged
+            .rsplit_once(':')
+            .map_or(self.tagged.as_str(), |(repository, _)| repository);
+        format!("oci://{repository}@{}", self.digest)
+    }
+
     /// The hex part of the digest (WasmPlugin `spec.sha256`).
     pub fn digest_hex(&self) -> &str {
         self.digest.trim_start_matches("sha256:")
