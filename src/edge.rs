@@ -3,6 +3,7 @@
 //! before the key is read, so the request is decided with no key.
 
 use proxy_wasm::types::Bytes;
+use sandbox_router_core::carrier::KeyCarriers;
 use sandbox_router_core::config::FilterConfig;
 use sandbox_router_core::edge::{self, BAGGAGE};
 
@@ -19,7 +20,18 @@ pub fn strip_incoming_keys(
     if !config.strips_incoming_keys() {
         return false;
     }
-    let strip = edge::strip_incoming_keys(&config.carriers, headers);
+    strip_carriers(&config.carriers, headers, metrics)
+}
+
+/// Takes every carrier of `carriers` out of the request and `headers`
+/// alike (also while a refused configuration passes traffic through at the
+/// edge); `true` if a header changed.
+pub fn strip_carriers(
+    carriers: &KeyCarriers,
+    headers: &mut Vec<(String, Bytes)>,
+    metrics: &Metrics,
+) -> bool {
+    let strip = edge::strip_incoming_keys(carriers, headers);
     if strip.is_empty() {
         return false;
     }

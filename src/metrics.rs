@@ -70,7 +70,7 @@ pub enum Gauge {
     ConfigValid,
 }
 
-const COUNTERS: [(Counter, &str); 23] = [
+const COUNTERS: [(Counter, &str); 22] = [
     (Counter::Routed, "sandbox_router.routed"),
     (Counter::RouteMissing, "sandbox_router.route_missing"),
     (Counter::ForkUnknown, "sandbox_router.fork_unknown"),

@@ -264,16 +264,25 @@ impl FilterConfig {
 /// `x-sandbox-route`. An incoming route header is never trusted here, even
 /// if the document says `trustIncomingRouteHeader`: a trusted header would
 /// route the request, and a pass-through sends everything to baseline.
+///
+/// At the mesh's edge a refused configuration must not open the gate: when
+/// the document has an `edge` block (in any form, unless it says
+/// `"stripIncomingKeys": false`), the pass-through still strips incoming
+/// routing keys, from carriers wider than any valid configuration reads
+/// (see [`PassThrough::strip`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PassThrough {
     pub route_header: String,
+    /// `Some` at the edge: the carriers to strip from every request.
+    pub strip: Option<KeyCarriers>,
 }
 
 impl PassThrough {
     /// The pass-through for a configuration `json` that was refused.
     pub fn for_refused(json: &[u8]) -> Self {
-        let salvaged = serde_json::from_slice::<serde_json::Value>(json)
-            .ok()
+        let document = serde_json::from_slice::<serde_json::Value>(json).ok();
+        let document = document.as_ref();
+        let salvaged = document
             .and_then(|document| {
                 document
                     .get("routeHeader")?
@@ -283,6 +292,7 @@ impl PassThrough {
             .filter(|name| validate_route_header(name).is_ok());
         PassThrough {
             route_header: salvaged.unwrap_or_else(|| PluginConfig::default().route_header),
+            strip: document.and_then(salvage_edge_strip),
         }
     }
 
@@ -293,6 +303,45 @@ impl PassThrough {
             .iter()
             .any(|(name, _)| name.as_ref().eq_ignore_ascii_case(&self.route_header))
     }
+}
+
+/// The carriers a refused document at the edge is stripped of, or `None`
+/// when it is not an edge document. Wider than reading, as stripping is
+/// (see [`crate::edge`]): the default baggage key and legacy headers always,
+/// plus every name in `routingKey.baggageKeys` and `routingKey.headers` that
+/// on its own is a token and not a reserved header, whatever else is wrong
+/// with the document. A malformed `edge` (`"edge": true`, a typo inside)
+/// strips: only an explicit `"stripIncomingKeys": false` turns it off.
+fn salvage_edge_strip(document: &serde_json::Value) -> Option<KeyCarriers> {
+    let edge = document.get("edge").filter(|edge| !edge.is_null())?;
+    if edge.get("stripIncomingKeys") == Some(&serde_json::Value::Bool(false)) {
+        return None;
+    }
+    let names = |field: &str| -> Vec<String> {
+        document
+            .get("routingKey")
+            .and_then(|routing_key| routing_key.get(field))
+            .and_then(serde_json::Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(serde_json::Value::as_str)
+                    .filter(|name| is_token(name))
+                    .map(str::to_ascii_lowercase)
+                    .filter(|name| !RESERVED_HEADERS.contains(&name.as_str()))
+                    .take(limits::MAX_CARRIERS)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut carriers = KeyCarriers::default();
+    for key in names("baggageKeys") {
+        if !carriers.baggage_keys.contains(&key) {
+            carriers.baggage_keys.push(key);
+        }
+    }
+    carriers.legacy_headers = true;
+    carriers.headers = names("headers");
+    Some(carriers)
 }
 
 /// The shared-data key under which the VMs of plugin `plugin_name` in one
@@ -318,6 +367,18 @@ impl PluginConfig {
     pub fn validate(self) -> Result<FilterConfig, ConfigError> {
         self.routing_key.validate()?;
         validate_route_header(&self.route_header)?;
+        if self.edge.is_some() && self.mode == Mode::Authority {
+            // A Gateway's listener serves only the hosts its servers list,
+            // and a gateway VirtualService binds to those: a request whose
+            // `:authority` became the fork's host would match no virtual
+            // host there (404), or the catch-all of a `*` server, never the
+            // fork by design. Header mode is what works at a gateway.
+            return Err(invalid(
+                "mode",
+                "`authority` is not supported at the mesh's edge (`edge` is set): \
+                 a gateway routes only the hosts of its Gateway's servers; use `header`",
+            ));
+        }
         if !is_dns1123_label(&self.namespace) {
             return Err(invalid("namespace", "must be a DNS-1123 label"));
         }
@@ -588,6 +649,49 @@ mod tests {
             serde_json::from_str(r#"{"edge": {"stripIncomingKeys": true}}"#).unwrap();
         let written = serde_json::to_vec(&plugin).unwrap();
         assert_eq!(FilterConfig::from_json(&written).unwrap(), on);
+    }
+
+    #[test]
+    fn authority_mode_is_refused_at_the_edge_naming_mode() {
+        let err = FilterConfig::from_json(br#"{"mode": "authority", "edge": {}}"#).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { field, .. } if field == "mode"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("`edge` is set"), "{err}");
+        // Header mode at the edge, and authority mode on a sidecar, are fine.
+        FilterConfig::from_json(br#"{"mode": "header", "edge": {}}"#).unwrap();
+        FilterConfig::from_json(br#"{"mode": "authority"}"#).unwrap();
+    }
+
+    #[test]
+    fn a_refused_edge_config_still_strips_incoming_keys() {
+        // Not an edge document: nothing stripped.
+        for json in [&br#"{"bogus": 1}"#[..], br#"{"edge": null, "x": 1}"#, b"{"] {
+            assert_eq!(PassThrough::for_refused(json).strip, None);
+        }
+        // Turned off explicitly: nothing stripped.
+        let off = br#"{"edge": {"stripIncomingKeys": false}, "x": 1}"#;
+        assert_eq!(PassThrough::for_refused(off).strip, None);
+        // An edge document refused for another field, or for a malformed
+        // edge block: the defaults and every valid name it lists.
+        for json in [
+            &br#"{"edge": {}, "bogus": 1}"#[..],
+            br#"{"edge": true}"#,
+            br#"{"edge": {"stripIncomingKey": false}}"#,
+            br#"{"edge": {"stripIncomingKeys": "no"}}"#,
+        ] {
+            let strip = PassThrough::for_refused(json).strip.unwrap();
+            assert_eq!(strip, KeyCarriers::default(), "{}", String::from_utf8_lossy(json));
+        }
+        let json = br#"{"edge": {}, "mode": "authority", "routingKey": {
+            "baggageKeys": ["Tenant-Key", "a b", 7, "sd-routing-key"],
+            "legacyHeaders": false,
+            "headers": ["X-Key", "host", "c:d"]}}"#;
+        let strip = PassThrough::for_refused(json).strip.unwrap();
+        assert_eq!(strip.baggage_keys, ["sd-routing-key", "tenant-key"]);
+        assert!(strip.legacy_headers, "stripping is wider than reading");
+        assert_eq!(strip.headers, ["x-key"]);
     }
 
     #[test]

@@ -881,6 +881,48 @@ fn bad_mode_runs_as_a_pass_through_instead_of_stopping_envoy() {
     assert_rejected_once_naming(&mesh, "mode");
 }
 
+/// The gateway's configuration in authority mode is refused (a gateway
+/// routes only its Gateway's hosts), naming `mode`; and a refused edge
+/// configuration must not let keys from outside in: the pass-through still
+/// strips every carrier, the configured plain header too.
+#[test]
+fn a_refused_edge_config_still_strips_incoming_keys() {
+    let mut config = mesh::demo_plugin_config(Mode::Authority);
+    config["edge"] = serde_json::json!({});
+    config["routingKey"] = serde_json::json!({"headers": ["x-routing-key"]});
+    let mesh = start_with_bad_config("bad-config-edge", config, false);
+    assert_rejected_once_naming(&mesh, "mode");
+    let line = invalid_config_lines(&mesh).join("\n");
+    assert!(line.contains("use `header`"), "says what to do: {line}");
+
+    let before = mesh.envoy().stats().unwrap();
+    let request = to(CATALOG)
+        .header("baggage", "other=1,sd-routing-key=pr-42")
+        .header("uberctx-sd-routing-key", KEY)
+        .header("ot-baggage-sd-routing-key", KEY)
+        .header("x-routing-key", KEY)
+        .header("x-sandbox-route", KEY);
+    let echo = assert_served_by(&mesh, &request, "catalog/baseline");
+    assert_eq!(echo.header_values("baggage"), ["other=1"]);
+    for stripped in [
+        "uberctx-sd-routing-key",
+        "ot-baggage-sd-routing-key",
+        "x-routing-key",
+        "x-sandbox-route",
+    ] {
+        assert_eq!(echo.header(stripped), None, "{stripped}");
+    }
+    let after = mesh.envoy().stats().unwrap();
+    let moved = |name: &str| {
+        let name = format!("wasmcustom.sandbox_router.{name}");
+        after.get(&name).copied().unwrap_or_default()
+            - before.get(&name).copied().unwrap_or_default()
+    };
+    assert_eq!(moved("edge_key_stripped"), 1);
+    assert_eq!(moved("passthrough"), 1);
+    assert_eq!(moved("spoofed_header_removed"), 1);
+}
+
 /// As Istio delivers it (ECDS, `initial_fetch_timeout: 0s`). An invalid
 /// config used to be refused by Envoy: from this file source Envoy 1.40 then
 /// answered every request `500` (`NFCF`, no filter config found); over
