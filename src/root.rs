@@ -71,8 +71,13 @@ impl RootContext for Root {
                 if first {
                     log::error!(
                         "sandbox-router: invalid configuration: {error}; passing every request \
-                         to baseline (removing {}) until a valid configuration arrives",
-                        pass.route_header
+                         to baseline (removing {}{}) until a valid configuration arrives",
+                        pass.route_header,
+                        if pass.strip.is_some() {
+                            " and incoming routing keys"
+                        } else {
+                            ""
+                        }
                     );
                     metrics.increment(Counter::ConfigRejected);
                 }

@@ -682,7 +682,12 @@ mod tests {
             br#"{"edge": {"stripIncomingKeys": "no"}}"#,
         ] {
             let strip = PassThrough::for_refused(json).strip.unwrap();
-            assert_eq!(strip, KeyCarriers::default(), "{}", String::from_utf8_lossy(json));
+            assert_eq!(
+                strip,
+                KeyCarriers::default(),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
         }
         let json = br#"{"edge": {}, "mode": "authority", "routingKey": {
             "baggageKeys": ["Tenant-Key", "a b", 7, "sd-routing-key"],

@@ -894,6 +894,10 @@ fn a_refused_edge_config_still_strips_incoming_keys() {
     assert_rejected_once_naming(&mesh, "mode");
     let line = invalid_config_lines(&mesh).join("\n");
     assert!(line.contains("use `header`"), "says what to do: {line}");
+    assert!(
+        line.contains("(removing x-sandbox-route and incoming routing keys)"),
+        "says it still strips: {line}"
+    );
 
     let before = mesh.envoy().stats().unwrap();
     let request = to(CATALOG)

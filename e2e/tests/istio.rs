@@ -441,6 +441,108 @@ fn a_sandbox_changed_through_the_routeservice_routes_with_no_restart() {
     wait_served_by_all(&both, REVIEWS, KEY, "reviews/baseline");
 }
 
+/// "routed" means the fork answered, checked in istiod's own config
+/// (issue 10). Header mode: a sandbox with no VirtualService rule for its
+/// route header is `route_missing`; authority mode: a fork with no Service
+/// is `fork_unknown`. Either way the request reaches baseline, and once a
+/// miss is seen the next requests for that fork are not marked at all.
+#[test]
+fn routed_counts_only_requests_that_reached_the_fork() {
+    let mesh = mesh();
+    let rs = mesh.routeservice();
+    // pr-98 forks catalog to a real Service, but the sample VirtualService
+    // matches only `x-sandbox-route: pr-42`; pr-99 forks it to no Service.
+    let unmatched = ("pr-98", CATALOG_ROUTE);
+    let unknown = (
+        "pr-99",
+        (CATALOG_ROUTE.0, "catalog-pr-99.demo.svc.cluster.local"),
+    );
+    for (name, route) in [unmatched, unknown] {
+        rs.put_sandbox(name, name, &[route]).unwrap();
+    }
+    let _cleanup = DeleteSandboxes(rs, &["pr-98", "pr-99"]);
+    // Both tables hold them once the authority sidecar's sandbox routes.
+    wait_served_by(
+        mesh.authority_sidecar_http(),
+        CATALOG,
+        "pr-98",
+        "catalog/pr-42",
+    );
+
+    // Header mode: both keys are marked, the router still picks baseline.
+    let caller = mesh.caller();
+    for key in ["pr-98", "pr-99"] {
+        let missing = counter(caller, "sandbox_router.route_missing");
+        let routed = counter(caller, "sandbox_router.routed");
+        for i in 0..20 {
+            let (by, echo) = served(mesh.sidecar_http(), CATALOG, &[("baggage", &baggage(key))]);
+            assert_eq!(by, "catalog/baseline", "{key}");
+            if i > 0 {
+                // The miss is remembered Envoy-wide: no longer marked.
+                assert_eq!(echo.header("x-sandbox-route"), None, "{key} request {i}");
+            }
+        }
+        let missing = counter(caller, "sandbox_router.route_missing") - missing;
+        assert_eq!(missing, 20, "{key}: every request counted route_missing");
+        assert_eq!(counter(caller, "sandbox_router.routed"), routed, "{key}");
+        eprintln!("header mode, {key} without a VirtualService rule: 20 route_missing, 0 routed");
+    }
+
+    // Authority mode: the fork with no Service is fork_unknown; its first
+    // request went where Envoy's catch-all sends it, the next to baseline.
+    let caller = mesh.authority_caller();
+    let unknown_before = counter(caller, "sandbox_router.fork_unknown");
+    let routed_before = counter(caller, "sandbox_router.routed");
+    let first = get(
+        mesh.authority_sidecar_http(),
+        CATALOG,
+        &[("baggage", &baggage("pr-99"))],
+    );
+    eprintln!(
+        "authority mode, pr-99 to a fork with no Service: first request {}",
+        first.status
+    );
+    for _ in 0..20 {
+        let (by, echo) = served(
+            mesh.authority_sidecar_http(),
+            CATALOG,
+            &[("baggage", &baggage("pr-99"))],
+        );
+        assert_eq!(by, "catalog/baseline");
+        assert_eq!(echo.header("x-sandbox-route"), None);
+    }
+    assert_eq!(
+        counter(caller, "sandbox_router.fork_unknown") - unknown_before,
+        21
+    );
+    assert_eq!(counter(caller, "sandbox_router.routed"), routed_before);
+    // The fork that exists still routes, counted routed.
+    assert_eq!(
+        served_by(
+            mesh.authority_sidecar_http(),
+            CATALOG,
+            &[("baggage", &baggage("pr-98"))]
+        ),
+        "catalog/pr-42"
+    );
+    assert_eq!(counter(caller, "sandbox_router.routed"), routed_before + 1);
+    mesh.check_running().unwrap();
+}
+
+/// Deletes the named sandboxes when dropped.
+struct DeleteSandboxes<'a>(
+    &'a sandbox_router_e2e::routeservice::RouteService,
+    &'a [&'a str],
+);
+
+impl Drop for DeleteSandboxes<'_> {
+    fn drop(&mut self) {
+        for name in self.1 {
+            let _ = self.0.delete_sandbox(name);
+        }
+    }
+}
+
 /// Puts the demo's seed sandbox back when dropped, also when a test fails
 /// half-way, so the other tests see the demo's table.
 struct RestoreSeed<'a>(&'a sandbox_router_e2e::routeservice::RouteService);
