@@ -1,11 +1,14 @@
 //! At the mesh's edge: takes the routing-key carriers out of the request
 //! (`edge.stripIncomingKeys`, policy in [`sandbox_router_core::edge`])
-//! before the key is read, so the request is decided with no key.
+//! before the key is read, so the request is decided with no key; then lets
+//! a signed key in (`edge.signedKeys`, policy in
+//! [`sandbox_router_core::signed_admission`]).
 
 use proxy_wasm::types::Bytes;
 use sandbox_router_core::carrier::KeyCarriers;
 use sandbox_router_core::config::FilterConfig;
 use sandbox_router_core::edge::{self, BAGGAGE};
+use sandbox_router_core::signed_admission;
 
 use crate::host;
 use crate::metrics::{Counter, Metrics};
@@ -47,4 +50,57 @@ pub fn strip_carriers(
     strip.apply_to(headers);
     metrics.increment(Counter::EdgeKeyStripped);
     true
+}
+
+/// Lets a signed routing key in (`edge.signedKeys`), after the plain ones
+/// were stripped: the request and `headers` are changed alike. Returns
+/// whether a header changed, and the `Set-Cookie` for the response, if any.
+pub fn admit_signed_key(
+    config: &FilterConfig,
+    headers: &mut Vec<(String, Bytes)>,
+    metrics: &Metrics,
+) -> (bool, Option<String>) {
+    let signed = config.edge.as_ref().and_then(|e| e.signed_keys.as_ref());
+    let (Some(signed), Some(verifier)) = (signed, &config.signed_key_verifier) else {
+        return (false, None);
+    };
+    let Some(member) = config.carriers.baggage_keys.first() else {
+        return (false, None);
+    };
+    let now = host::now_ms() / 1000;
+    let admission = signed_admission::admit(signed, verifier, member, headers, now);
+    let Some((source, verdict)) = &admission.verdict else {
+        return (false, None);
+    };
+    match verdict {
+        Ok(key) => {
+            metrics.increment(Counter::SignedKeyAccepted);
+            log::debug!("sandbox-router: signed key for {key} accepted from the {source:?}");
+        }
+        Err(error) => {
+            metrics.increment(Counter::SignedKeyRejected);
+            // The token itself is not logged: it may be forged or a secret.
+            log::debug!(
+                "sandbox-router: signed key in the {source:?} rejected: {}",
+                error.as_str()
+            );
+        }
+    }
+    if let Some(path) = &admission.path {
+        let _ = host::set_request_header(":path", path);
+    }
+    if let Some(lines) = &admission.cookie {
+        let _ = host::remove_request_header("cookie");
+        for line in lines {
+            let _ = host::add_request_header("cookie", line);
+        }
+    }
+    if let Some(baggage) = &admission.baggage {
+        let _ = host::remove_request_header(BAGGAGE);
+        let _ = host::add_request_header(BAGGAGE, baggage);
+    }
+    admission.apply_to(headers);
+    let changed =
+        admission.path.is_some() || admission.cookie.is_some() || admission.baggage.is_some();
+    (changed, admission.set_cookie)
 }

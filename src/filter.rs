@@ -24,6 +24,8 @@ pub struct RequestFilter {
     parked: bool,
     /// The lookup this request owns.
     call: Option<Lookup>,
+    /// A `Set-Cookie` for the response (a signed key from a preview link).
+    set_cookie: Option<String>,
 }
 
 struct Lookup {
@@ -39,6 +41,7 @@ impl RequestFilter {
             worker,
             parked: false,
             call: None,
+            set_cookie: None,
         }
     }
 
@@ -46,6 +49,10 @@ impl RequestFilter {
         let config = Rc::clone(&self.worker.config);
         let mut headers = host::request_headers();
         let mut changed = edge::strip_incoming_keys(&config, &mut headers, &self.worker.metrics);
+        let (admitted, set_cookie) =
+            edge::admit_signed_key(&config, &mut headers, &self.worker.metrics);
+        changed |= admitted;
+        self.set_cookie = set_cookie;
         let inspection = decision::inspect(&config, &headers);
         if inspection.spoofed_route_header {
             changed |= host::remove_request_header(&config.route_header).is_ok();
@@ -232,6 +239,9 @@ impl HttpContext for RequestFilter {
     /// the response.
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.worker.check(self.context_id);
+        if let Some(cookie) = self.set_cookie.take() {
+            let _ = host::add_response_header("set-cookie", &cookie);
+        }
         Action::Continue
     }
 

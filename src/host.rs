@@ -43,6 +43,11 @@ pub fn add_request_header(name: &str, value: &[u8]) -> Result<(), Status> {
     hostcalls::add_map_value_bytes(MapType::HttpRequestHeaders, name, value)
 }
 
+/// Adds one more line of response header `name`.
+pub fn add_response_header(name: &str, value: &str) -> Result<(), Status> {
+    hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value)
+}
+
 pub fn remove_request_header(name: &str) -> Result<(), Status> {
     hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
 }

@@ -51,6 +51,11 @@ pub enum Counter {
     /// Requests whose routing-key carriers were removed at the mesh's edge
     /// (`edge.stripIncomingKeys`), once per request.
     EdgeKeyStripped,
+    /// Signed routing keys let in at the edge (`edge.signedKeys`).
+    SignedKeyAccepted,
+    /// Signed routing keys refused at the edge (malformed, bad signature,
+    /// expired, too far ahead): stripped, the request decided with no key.
+    SignedKeyRejected,
     /// Table syncs: new table, not modified (304), failed.
     SyncOk,
     SyncNotModified,
@@ -70,7 +75,7 @@ pub enum Gauge {
     ConfigValid,
 }
 
-const COUNTERS: [(Counter, &str); 22] = [
+const COUNTERS: [(Counter, &str); 24] = [
     (Counter::Routed, "sandbox_router.routed"),
     (Counter::RouteMissing, "sandbox_router.route_missing"),
     (Counter::ForkUnknown, "sandbox_router.fork_unknown"),
@@ -93,6 +98,14 @@ const COUNTERS: [(Counter, &str); 22] = [
     (Counter::LookupTimeout, "sandbox_router.lookup_timeout"),
     (Counter::LookupShed, "sandbox_router.lookup_shed"),
     (Counter::EdgeKeyStripped, "sandbox_router.edge_key_stripped"),
+    (
+        Counter::SignedKeyAccepted,
+        "sandbox_router.signed_key_accepted",
+    ),
+    (
+        Counter::SignedKeyRejected,
+        "sandbox_router.signed_key_rejected",
+    ),
     (Counter::SyncOk, "sandbox_router.sync_ok"),
     (Counter::SyncNotModified, "sandbox_router.sync_not_modified"),
     (Counter::SyncError, "sandbox_router.sync_error"),

@@ -61,7 +61,7 @@ impl RootContext for Root {
             &last_config_key(&host::plugin_name()),
             &config_fingerprint(&json),
         );
-        let config = match FilterConfig::from_json(&json) {
+        let config = match FilterConfig::from_json_with_env(&json, vm_env) {
             Ok(config) => config,
             Err(error) => {
                 let pass = PassThrough::for_refused(&json);
@@ -132,4 +132,10 @@ impl RootContext for Root {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// A variable of the VM's environment (Envoy's `vm_config.environment_variables`,
+/// Istio's `WasmPlugin.vmConfig.env`), as WASI hands it to the module.
+fn vm_env(name: &str) -> Option<Vec<u8>> {
+    std::env::var_os(name).map(|value| value.into_encoded_bytes())
 }

@@ -132,6 +132,7 @@ fn bootstrap(endpoints: Endpoints, timings: Timings, files: &RunFiles) -> Result
             wasm_path: envoy::plugin_wasm().map_err(Error::harness)?,
             configuration: plugin_config(timings).to_string(),
             ecds_file: None,
+            vm_env: Vec::new(),
         },
         access_log: files.access_log(),
         route_service: Some(service(

@@ -9,6 +9,7 @@ use crate::baggage::is_tchar;
 use crate::carrier::KeyCarriers;
 use crate::destination::{is_dns1123_label, is_dns_name};
 use crate::route_table::{InvalidRouteAt, Route, RouteTable};
+use crate::signed_key::{Secret, Verifier};
 
 /// The JSON document as written by users.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +62,7 @@ impl Default for RoutingKeyConfig {
 }
 
 /// The filter runs at the mesh's edge, where requests come from outside it
-/// (see [`crate::edge`]). More settings (signed keys) will join it here.
+/// (see [`crate::edge`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EdgeConfig {
@@ -70,14 +71,49 @@ pub struct EdgeConfig {
     /// On unless turned off: `"edge": {}` strips.
     #[serde(default = "defaults::strip_incoming_keys")]
     pub strip_incoming_keys: bool,
+    /// Routing keys from outside accepted when signed
+    /// ([`crate::signed_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_keys: Option<SignedKeysConfig>,
 }
 
 impl Default for EdgeConfig {
     fn default() -> Self {
         EdgeConfig {
             strip_incoming_keys: defaults::strip_incoming_keys(),
+            signed_keys: None,
         }
     }
+}
+
+/// Where signed keys come from and what the gateway does with them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignedKeysConfig {
+    /// The VM environment variable holding the HMAC secret (Istio:
+    /// `WasmPlugin.vmConfig.env`, from the gateway's Secret-backed env).
+    pub secret_env: String,
+    /// A second one still accepted while a rotation is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_env: Option<String>,
+    /// The query parameter of a preview link (`?sd-routing-key=...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_parameter: Option<String>,
+    /// The cookie a browser sends it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// Remove the parameter or cookie from what the gateway forwards, so
+    /// applications never see the signature.
+    #[serde(default = "defaults::strip_carrier")]
+    pub strip_carrier: bool,
+    /// Answer a request whose signed key came in the query with a
+    /// `Set-Cookie` of it (until it expires), so the browser keeps it for
+    /// the pages it loads next. Needs `cookie`.
+    #[serde(default)]
+    pub set_cookie: bool,
+    /// A key expiring further ahead than this is refused (seconds).
+    #[serde(default = "defaults::max_ttl_seconds")]
+    pub max_ttl_seconds: u64,
 }
 
 /// How a routed request is marked (INTERFACES section 4).
@@ -122,6 +158,12 @@ pub struct RouteServiceConfig {
 mod defaults {
     pub fn strip_incoming_keys() -> bool {
         true
+    }
+    pub fn strip_carrier() -> bool {
+        true
+    }
+    pub fn max_ttl_seconds() -> u64 {
+        7 * 86_400
     }
     pub fn timeout_ms() -> u64 {
         200
@@ -193,6 +235,8 @@ pub mod limits {
     pub const MAX_ENTRIES: RangeInclusive<u64> = 1..=1_000_000;
     pub const MAX_LOOKUPS_PER_SECOND: RangeInclusive<u64> = 1..=100_000;
     pub const LOOKUP_BURST: RangeInclusive<u64> = 1..=100_000;
+    /// One minute to 31 days.
+    pub const MAX_TTL_SECONDS: RangeInclusive<u64> = 60..=2_678_400;
     pub const MAX_CARRIERS: usize = 16;
 }
 
@@ -210,6 +254,9 @@ pub struct FilterConfig {
     pub static_routes: RouteTable,
     /// `None` unless the filter runs at the mesh's edge.
     pub edge: Option<EdgeConfig>,
+    /// `edge.signedKeys` with its secrets read: set by
+    /// [`FilterConfig::from_json_with_env`], `None` otherwise.
+    pub signed_key_verifier: Option<Verifier>,
 }
 
 impl Default for FilterConfig {
@@ -225,6 +272,7 @@ impl Default for FilterConfig {
             route_service: None,
             static_routes: RouteTable::default(),
             edge: None,
+            signed_key_verifier: None,
         }
     }
 }
@@ -235,6 +283,20 @@ impl FilterConfig {
         self.edge
             .as_ref()
             .is_some_and(|edge| edge.strip_incoming_keys)
+    }
+
+    /// [`FilterConfig::from_json`], then the secrets of `edge.signedKeys`
+    /// read through `env` (the plugin VM's environment), so that a missing
+    /// or short secret refuses the configuration like any other error.
+    pub fn from_json_with_env(
+        json: &[u8],
+        env: impl Fn(&str) -> Option<Vec<u8>>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = Self::from_json(json)?;
+        if let Some(signed_keys) = config.edge.as_ref().and_then(|e| e.signed_keys.as_ref()) {
+            config.signed_key_verifier = Some(signed_keys.verifier(env)?);
+        }
+        Ok(config)
     }
 
     /// Parses and validates the JSON configuration. Empty input (no
@@ -385,6 +447,9 @@ impl PluginConfig {
         if let Some(route_service) = &self.route_service {
             route_service.validate()?;
         }
+        if let Some(signed_keys) = self.edge.as_ref().and_then(|e| e.signed_keys.as_ref()) {
+            signed_keys.validate()?;
+        }
         let static_routes = RouteTable::new(&self.routes).map_err(|e: InvalidRouteAt| {
             invalid(
                 format!("routes[{}].{}", e.index, e.source.field),
@@ -409,8 +474,99 @@ impl PluginConfig {
             route_service: self.route_service,
             static_routes,
             edge: self.edge,
+            signed_key_verifier: None,
         })
     }
+}
+
+impl SignedKeysConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        const FIELD: &str = "edge.signedKeys";
+        let envs = [
+            ("secretEnv", Some(&self.secret_env)),
+            ("previousSecretEnv", self.previous_secret_env.as_ref()),
+        ];
+        for (name, value) in envs {
+            if value.is_some_and(|v| !is_env_name(v)) {
+                return Err(invalid(
+                    format!("{FIELD}.{name}"),
+                    "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+                ));
+            }
+        }
+        let carriers = [
+            ("queryParameter", self.query_parameter.as_ref()),
+            ("cookie", self.cookie.as_ref()),
+        ];
+        for (name, value) in carriers {
+            if value.is_some_and(|v| !is_token(v)) {
+                return Err(invalid(
+                    format!("{FIELD}.{name}"),
+                    "must be a token (RFC 9110: letters, digits, !#$%&'*+-.^_`|~)",
+                ));
+            }
+        }
+        if self.query_parameter.is_none() && self.cookie.is_none() {
+            return Err(invalid(
+                FIELD,
+                "must name a `queryParameter`, a `cookie` or both",
+            ));
+        }
+        if self.set_cookie && self.cookie.is_none() {
+            return Err(invalid(
+                format!("{FIELD}.setCookie"),
+                "needs `cookie` (the name of the cookie to set)",
+            ));
+        }
+        if !limits::MAX_TTL_SECONDS.contains(&self.max_ttl_seconds) {
+            return Err(invalid(
+                format!("{FIELD}.maxTtlSeconds"),
+                format!(
+                    "{} is out of range {}..={}",
+                    self.max_ttl_seconds,
+                    limits::MAX_TTL_SECONDS.start(),
+                    limits::MAX_TTL_SECONDS.end()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The verifier, with the secrets read through `env` (the VM's
+    /// environment in the filter). Errors name the field whose variable is
+    /// missing or too short; the secret itself is never shown.
+    pub fn verifier(&self, env: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Verifier, ConfigError> {
+        let mut secrets = Vec::new();
+        let envs = [
+            ("secretEnv", Some(&self.secret_env)),
+            ("previousSecretEnv", self.previous_secret_env.as_ref()),
+        ];
+        for (name, variable) in envs {
+            let Some(variable) = variable else { continue };
+            let field = format!("edge.signedKeys.{name}");
+            let value = env(variable).ok_or_else(|| {
+                invalid(
+                    field.clone(),
+                    format!("environment variable {variable} is not set in the plugin's VM (WasmPlugin vmConfig.env)"),
+                )
+            })?;
+            let secret = Secret::new(&value)
+                .map_err(|e| invalid(field, format!("environment variable {variable} {e}")))?;
+            secrets.push(secret);
+        }
+        Ok(Verifier {
+            secrets,
+            max_ttl_seconds: self.max_ttl_seconds,
+        })
+    }
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 impl RoutingKeyConfig {
@@ -635,7 +791,8 @@ mod tests {
         assert_eq!(
             off.edge,
             Some(EdgeConfig {
-                strip_incoming_keys: false
+                strip_incoming_keys: false,
+                signed_keys: None,
             })
         );
         assert!(!off.strips_incoming_keys());
@@ -649,6 +806,86 @@ mod tests {
             serde_json::from_str(r#"{"edge": {"stripIncomingKeys": true}}"#).unwrap();
         let written = serde_json::to_vec(&plugin).unwrap();
         assert_eq!(FilterConfig::from_json(&written).unwrap(), on);
+    }
+
+    #[test]
+    fn signed_keys_config_is_checked_naming_the_field() {
+        let with = |signed: &str| format!(r#"{{"edge": {{"signedKeys": {signed}}}}}"#);
+        let ok = FilterConfig::from_json(
+            with(r#"{"secretEnv": "SIGNING_KEY", "queryParameter": "sd-routing-key"}"#).as_bytes(),
+        )
+        .unwrap();
+        let signed = ok.edge.unwrap().signed_keys.unwrap();
+        assert!(signed.strip_carrier && !signed.set_cookie);
+        assert_eq!(signed.max_ttl_seconds, 604_800);
+        assert_eq!(
+            ok.signed_key_verifier, None,
+            "from_json reads no environment"
+        );
+        let cases = [
+            (
+                r#"{"queryParameter": "q"}"#,
+                "edge.signedKeys: missing field `secretEnv`",
+            ),
+            (
+                r#"{"secretEnv": "1X", "cookie": "c"}"#,
+                "edge.signedKeys.secretEnv:",
+            ),
+            (
+                r#"{"secretEnv": "A", "previousSecretEnv": "a-b", "cookie": "c"}"#,
+                "edge.signedKeys.previousSecretEnv:",
+            ),
+            (r#"{"secretEnv": "A"}"#, "edge.signedKeys: must name"),
+            (
+                r#"{"secretEnv": "A", "cookie": "a b"}"#,
+                "edge.signedKeys.cookie:",
+            ),
+            (
+                r#"{"secretEnv": "A", "queryParameter": "q", "setCookie": true}"#,
+                "edge.signedKeys.setCookie: needs `cookie`",
+            ),
+            (
+                r#"{"secretEnv": "A", "cookie": "c", "maxTtlSeconds": 5}"#,
+                "edge.signedKeys.maxTtlSeconds: 5 is out of range",
+            ),
+            (
+                r#"{"secretEnv": "A", "cookie": "c", "ttl": 5}"#,
+                "edge.signedKeys.ttl: unknown field",
+            ),
+        ];
+        for (signed, want) in cases {
+            let err = FilterConfig::from_json(with(signed).as_bytes()).unwrap_err();
+            assert!(err.to_string().starts_with(want), "{signed}: {err}");
+        }
+    }
+
+    #[test]
+    fn signed_key_secrets_come_from_the_environment_and_are_never_shown() {
+        let json = br#"{"edge": {"signedKeys": {"secretEnv": "NEW", "previousSecretEnv": "OLD", "cookie": "c"}}}"#;
+        let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+        let env = |name: &str| match name {
+            "NEW" | "OLD" => Some(secret.clone()),
+            _ => None,
+        };
+        let config = FilterConfig::from_json_with_env(json, env).unwrap();
+        assert_eq!(config.signed_key_verifier.unwrap().secrets.len(), 2);
+        let missing = FilterConfig::from_json_with_env(json, |name: &str| {
+            (name == "NEW").then(|| secret.clone())
+        })
+        .unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "edge.signedKeys.previousSecretEnv: environment variable OLD is not set in the \
+             plugin's VM (WasmPlugin vmConfig.env)"
+        );
+        let short =
+            FilterConfig::from_json_with_env(json, |_: &str| Some(b"too-short-secret".to_vec()))
+                .unwrap_err();
+        assert_eq!(
+            short.to_string(),
+            "edge.signedKeys.secretEnv: environment variable NEW is shorter than 32 bytes"
+        );
+        assert!(!short.to_string().contains("too-short"));
     }
 
     #[test]

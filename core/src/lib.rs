@@ -22,7 +22,9 @@
 //! - [`lookup_budget`]: at most so many RouteService lookups a second per worker;
 //! - [`table_sync`]: one table fetch per Envoy, shared by every worker;
 //! - [`worker_routes`]: what a worker knows, and when it must ask;
-//! - [`consumption`]: which message-queue consumer processes a message.
+//! - [`consumption`]: which message-queue consumer processes a message;
+//! - [`signed_key`], [`signed_carrier`], [`signed_admission`]: routing keys
+//!   from outside the mesh, accepted at the edge when signed.
 
 pub mod baggage;
 pub mod breaker;
@@ -41,5 +43,8 @@ pub mod route_knowledge;
 pub mod route_table;
 pub mod routes_api;
 pub mod routing_key;
+pub mod signed_admission;
+pub mod signed_carrier;
+pub mod signed_key;
 pub mod table_sync;
 pub mod worker_routes;

@@ -131,6 +131,9 @@ pub struct WasmPlugin {
     /// listener waits for the first good answer (`initial_fetch_timeout:
     /// 0s`, as Istio sets it), so a refused filter config keeps it down.
     pub ecds_file: Option<PathBuf>,
+    /// The VM's environment (`WasmPlugin.vmConfig.env` with `INLINE`
+    /// values, which istiod renders as `environment_variables.key_values`).
+    pub vm_env: Vec<(String, String)>,
 }
 
 impl WasmPlugin {
@@ -440,14 +443,28 @@ pub fn ecds_response(plugin: &WasmPlugin, version: u64) -> Value {
 /// because `wasmplugin/` sets `failStrategy: FAIL_OPEN`, so a crashed VM
 /// lets requests through instead of answering 503.
 pub fn wasm_config(plugin: &WasmPlugin) -> Value {
+    let mut vm_config = serde_json::Map::new();
+    vm_config.insert("runtime".into(), json!("envoy.wasm.runtime.v8"));
+    vm_config.insert(
+        "code".into(),
+        json!({"local": {"filename": plugin.wasm_path.display().to_string()}}),
+    );
+    if !plugin.vm_env.is_empty() {
+        let values: serde_json::Map<String, Value> = plugin
+            .vm_env
+            .iter()
+            .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+            .collect();
+        vm_config.insert(
+            "environment_variables".into(),
+            json!({"key_values": values}),
+        );
+    }
     json!({
         "@type": WASM_TYPE,
         "config": {
             "name": plugin.name,
-            "vm_config": {
-                "runtime": "envoy.wasm.runtime.v8",
-                "code": {"local": {"filename": plugin.wasm_path.display().to_string()}},
-            },
+            "vm_config": vm_config,
             "configuration": {
                 "@type": "type.googleapis.com/google.protobuf.StringValue",
                 "value": plugin.configuration,

@@ -205,6 +205,8 @@ pub struct MeshOptions {
     /// [`crate::bootstrap::WasmPlugin::ecds_file`]) instead of inline, so
     /// that [`DemoMesh::reconfigure_plugin`] can change its configuration.
     pub ecds: bool,
+    /// The plugin VM's environment variables (`vmConfig.env`).
+    pub plugin_env: Vec<(String, String)>,
 }
 
 impl MeshOptions {
@@ -220,6 +222,7 @@ impl MeshOptions {
             sandboxes: vec![SANDBOX.to_owned()],
             route_service: None,
             ecds: false,
+            plugin_env: Vec::new(),
         }
     }
 
@@ -236,6 +239,7 @@ impl MeshOptions {
             sandboxes: vec![SANDBOX.to_owned()],
             route_service: None,
             ecds: false,
+            plugin_env: Vec::new(),
         })
     }
 }
@@ -506,6 +510,7 @@ pub fn sidecar_bootstrap(
             wasm_path,
             configuration: options.plugin_config.to_string(),
             ecds_file: options.ecds.then(|| files.dir.join("ecds-plugin.json")),
+            vm_env: options.plugin_env.clone(),
         },
         access_log: files.access_log(),
         route_service: options.route_service.map(|endpoint| MeshService {

@@ -278,6 +278,77 @@ fn header_mode_through_the_real_ingress_gateway() {
     );
 }
 
+/// A preview link through the real gateway (wasmplugin/signed-keys: the
+/// secret reaches the VM from the gateway's environment through
+/// `vmConfig.env` `valueFrom: HOST`, as istiod renders it).
+#[test]
+fn a_signed_preview_link_through_the_real_gateway_reaches_the_fork() {
+    use sandbox_router_e2e::istio::local_mesh::{LOCAL_SIGNING_KEY, SIGNING_KEY_ENV};
+    let mesh = mesh();
+    let to = mesh.gateway_http();
+    let sign = |ttl: &str| {
+        let output =
+            std::process::Command::new(sandbox_router_e2e::routeservice::binary().unwrap())
+                .args(["sign", "--key", KEY, "--ttl", ttl])
+                .env(SIGNING_KEY_ENV, LOCAL_SIGNING_KEY)
+                .output()
+                .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let token = sign("10m");
+    let accepted = counter(mesh.gateway(), "sandbox_router.signed_key_accepted");
+    let response = Request::get(&format!("/shop?sd-routing-key={token}&page=2"))
+        .header("host", CATALOG_GATEWAY)
+        .send(to)
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        response.header("x-served-by").as_deref(),
+        Some("catalog/pr-42")
+    );
+    let echo = Echo::parse(&response.body).unwrap();
+    assert_eq!(
+        echo.target, "/shop?page=2",
+        "the signature is not forwarded"
+    );
+    assert_eq!(echo.header_values("baggage"), [baggage(KEY)]);
+    let cookie = response.header("set-cookie").unwrap();
+    assert!(
+        cookie.starts_with(&format!("sd-routing-key={token}; Max-Age=")),
+        "{cookie}"
+    );
+    assert_eq!(
+        counter(mesh.gateway(), "sandbox_router.signed_key_accepted"),
+        accepted + 1
+    );
+    // The browser's next page, with the cookie.
+    let (by, echo) = served(
+        to,
+        CATALOG_GATEWAY,
+        &[("cookie", &format!("session=1; sd-routing-key={token}"))],
+    );
+    assert_eq!(by, "catalog/pr-42");
+    assert_eq!(echo.header_values("cookie"), ["session=1"]);
+    // A forged one (another key, the same signature) reaches baseline.
+    let (rest, signature) = token.rsplit_once('.').unwrap();
+    let (_, expiry) = rest.rsplit_once('.').unwrap();
+    let rejected = counter(mesh.gateway(), "sandbox_router.signed_key_rejected");
+    let (by, _) = served(
+        to,
+        CATALOG_GATEWAY,
+        &[(
+            "cookie",
+            &format!("sd-routing-key=pr-43.{expiry}.{signature}"),
+        )],
+    );
+    assert_eq!(by, "catalog/baseline");
+    assert_eq!(
+        counter(mesh.gateway(), "sandbox_router.signed_key_rejected"),
+        rejected + 1
+    );
+}
+
 #[test]
 fn the_plugin_is_pulled_from_the_registry_and_sits_where_the_docs_say() {
     let mesh = mesh();

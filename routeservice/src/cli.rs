@@ -11,10 +11,11 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sandbox_router_core::config::FilterConfig;
+use sandbox_router_core::signed_key::{self, Secret};
 
 use crate::api::RequestLimits;
 use crate::client::{Client, ClientError, Stored};
@@ -86,6 +87,48 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Mint a signed routing key for requests from outside the mesh (the
+    /// gateway's `edge.signedKeys`): prints `<key>.<expiry>.<signature>`,
+    /// or with `--link` the URL carrying it. The secret is read from the
+    /// environment variable `--secret-env` or from `--secret-file`.
+    Sign(SignArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The routing key (as the sandbox's `routingKey`).
+    #[arg(long)]
+    pub key: String,
+    /// How long it stays valid (`30m`, `2h`, `7d`); at most the gateway's
+    /// `maxTtlSeconds`, or it refuses it.
+    #[arg(long, value_parser = parse_ttl)]
+    pub ttl: Duration,
+    /// The environment variable holding the secret.
+    #[arg(
+        long,
+        default_value = "SANDBOX_ROUTER_SIGNING_KEY",
+        conflicts_with = "secret_file"
+    )]
+    pub secret_env: String,
+    /// A file holding the secret (surrounding whitespace ignored).
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// Print this URL with the signed key added as query parameter
+    /// `--query-parameter` (a preview link).
+    #[arg(long)]
+    pub link: Option<String>,
+    /// The gateway's `edge.signedKeys.queryParameter`.
+    #[arg(long, default_value = "sd-routing-key")]
+    pub query_parameter: String,
+}
+
+/// `30m`, `2h`, `1h30m`, `7d`: humantime's format, at least one second.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 30m, 2h, 7d)"))?;
+    if ttl < Duration::from_secs(1) {
+        return Err("must be at least 1s".to_owned());
+    }
+    Ok(ttl)
 }
 
 #[derive(Debug, Args)]
@@ -211,7 +254,55 @@ pub fn run(cli: Cli) -> ExitCode {
             client,
         } => finish(routes(&client, routing_key.as_deref())),
         Command::CheckConfig { files } => check_configs(&files),
+        Command::Sign(args) => match sign(&args, SystemTime::now()) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        },
     }
+}
+
+/// `sign`: the signed key, or the preview link carrying it, at `now`.
+fn sign(args: &SignArgs, now: SystemTime) -> Result<String, String> {
+    let secret = match &args.secret_file {
+        Some(path) => {
+            std::fs::read(path).map_err(|e| format!("--secret-file {}: {e}", path.display()))?
+        }
+        None => std::env::var_os(&args.secret_env)
+            .ok_or_else(|| {
+                format!(
+                    "--secret-env: environment variable {} is not set",
+                    args.secret_env
+                )
+            })?
+            .into_encoded_bytes(),
+    };
+    let secret = Secret::new(&secret).map_err(|e| format!("the secret {e}"))?;
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| "the clock is before 1970".to_owned())?;
+    let expiry = now.saturating_add(args.ttl).as_secs();
+    let token = signed_key::sign(&secret, &args.key, expiry).map_err(|e| format!("--key: {e}"))?;
+    Ok(match &args.link {
+        None => token,
+        Some(url) => {
+            let (base, fragment) = url
+                .split_once('#')
+                .map_or((url.as_str(), None), |(b, f)| (b, Some(f)));
+            let separator = if base.contains('?') { '&' } else { '?' };
+            let mut link = format!("{base}{separator}{}={token}", args.query_parameter);
+            if let Some(fragment) = fragment {
+                link.push('#');
+                link.push_str(fragment);
+            }
+            link
+        }
+    })
 }
 
 /// `check-config`: every file checked, each one's verdict on its own line.
@@ -429,6 +520,77 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sandbox_router_core::signed_key::Verifier;
+
+    fn sign_args(extra: &[&str]) -> SignArgs {
+        let mut argv = vec!["routeservice", "sign", "--key", "pr-42", "--ttl", "2h"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Sign(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sign_mints_a_key_the_gateway_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let file = file.to_str().unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        let token = sign(&sign_args(&["--secret-file", file]), now).unwrap();
+        // printf 'pr-42.1767232800' | openssl dgst -sha256 -hmac <secret> -binary | basenc --base64url
+        assert_eq!(
+            token,
+            "pr-42.1767232800.ZxKaiXKdlZOVYVID7CUeR9W0j3jNY41sryGJwnx7PxQ"
+        );
+        let verifier = Verifier {
+            secrets: vec![Secret::new(b"0123456789abcdef0123456789abcdef").unwrap()],
+            max_ttl_seconds: 86_400,
+        };
+        assert_eq!(verifier.verify(&token, 1_767_225_600).unwrap().key, "pr-42");
+        let link = sign(
+            &sign_args(&[
+                "--secret-file",
+                file,
+                "--link",
+                "https://shop.example.com/p?a=1#top",
+            ]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            link,
+            format!("https://shop.example.com/p?a=1&sd-routing-key={token}#top")
+        );
+    }
+
+    #[test]
+    fn sign_errors_name_what_is_wrong() {
+        let now = SystemTime::now();
+        let missing = sign_args(&["--secret-env", "SANDBOX_ROUTER_TEST_UNSET_SECRET"]);
+        assert_eq!(
+            sign(&missing, now).unwrap_err(),
+            "--secret-env: environment variable SANDBOX_ROUTER_TEST_UNSET_SECRET is not set"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, "short").unwrap();
+        let args = sign_args(&["--secret-file", short.to_str().unwrap()]);
+        assert_eq!(
+            sign(&args, now).unwrap_err(),
+            "the secret is shorter than 32 bytes"
+        );
+        for bad_ttl in ["0s", "soon", "-1h"] {
+            let argv = ["routeservice", "sign", "--key", "k", "--ttl", bad_ttl];
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad_ttl}");
+        }
+        let long = dir.path().join("long");
+        std::fs::write(&long, [b'x'; 32]).unwrap();
+        let mut args = sign_args(&["--secret-file", long.to_str().unwrap()]);
+        args.key = "pr 42".to_owned();
+        assert!(sign(&args, now).unwrap_err().starts_with("--key: "));
+    }
 
     #[test]
     fn routes_are_baseline_equals_target() {

@@ -68,6 +68,10 @@ pub struct ProxySpec {
     pub envoy_prometheus_port: u16,
     /// Registries pilot-agent may pull Wasm modules from over plain HTTP.
     pub insecure_registries: String,
+    /// The pod's own environment (in a cluster: its `env`, e.g. from a
+    /// Secret). Envoy inherits it from pilot-agent, which is how a
+    /// WasmPlugin's `vmConfig.env` with `valueFrom: HOST` reads it.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running proxy.
@@ -190,7 +194,8 @@ terminationDrainDuration: 1s
             .env("JWT_POLICY", "third-party-jwt")
             .env("WASM_INSECURE_REGISTRIES", &spec.insecure_registries)
             .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("KUBECONFIG");
+            .env_remove("KUBECONFIG")
+            .envs(spec.env.iter().map(|(name, value)| (name, value)));
         let name = format!("{} {}", spec.kind.arg(), spec.name);
         let process = MeshProcess::spawn_group(&name, command, &dir.join("pilot-agent.log"))
             .with_context(|| format!("starting {name}"))?;

@@ -37,6 +37,13 @@ pub const NAMESPACE: &str = "demo";
 pub const ROUTESERVICE_NAMESPACE: &str = "sandbox-system";
 /// Every demo service listens on this port, as in `istio-config/sample/`.
 pub const SERVICE_PORT: u16 = 8080;
+/// The environment variable the gateway's signed-keys Component reads its
+/// secret from (`wasmplugin/signed-keys`).
+pub const SIGNING_KEY_ENV: &str = "SANDBOX_ROUTER_SIGNING_KEY";
+/// The local mesh's signing secret (the env file's
+/// `SANDBOX_ROUTER_SIGNING_KEY`, for `routeservice sign`).
+pub const LOCAL_SIGNING_KEY: &str = "local-mesh-signing-key-0123456789abcdef";
+
 /// The gateway's HTTP port (the sample Gateway's server port).
 pub const GATEWAY_PORT: u16 = 80;
 /// The header-mode caller: labelled for `wasmplugin/wasmplugin.yaml`.
@@ -373,6 +380,7 @@ impl LocalMesh {
             &self.authority_caller.admin_addr().to_string(),
         );
         line("GATEWAY_ADMIN", &self.gateway.admin_addr().to_string());
+        line(SIGNING_KEY_ENV, LOCAL_SIGNING_KEY);
         line(
             "ISTIOD_DEBUG",
             &format!("http://127.0.0.1:{}", self.istiod.ports().http),
@@ -530,13 +538,16 @@ patches:
         &gateway,
         &repo.join("wasmplugin/wasmplugin-gateway.yaml"),
         &format!(
-            "patches:
+            "components:
+  - {signed_keys}
+patches:
   - target: {{kind: WasmPlugin, name: sandbox-router-gateway}}
     patch: |-
       - op: replace
         path: /spec/url
         value: {url}
-"
+",
+            signed_keys = relative_to(&repo.join("wasmplugin/signed-keys"), &gateway),
         ),
     )?;
     for overlay in [&header, &authority, &gateway] {
@@ -637,6 +648,7 @@ fn caller_spec(name: &str, labels: &[(&str, &str)], port_offset: u16, insecure: 
         envoy_status_port: 15021 + port_offset,
         envoy_prometheus_port: 15090 + port_offset,
         insecure_registries: insecure.to_owned(),
+        env: Vec::new(),
     }
 }
 
@@ -656,5 +668,8 @@ fn gateway_spec(insecure: &str) -> ProxySpec {
         envoy_status_port: 15221,
         envoy_prometheus_port: 15290,
         insecure_registries: insecure.to_owned(),
+        // The secret of the signed-keys Component (wasmplugin/signed-keys),
+        // as the gateway's Deployment would get it from a Secret.
+        env: vec![(SIGNING_KEY_ENV.to_owned(), LOCAL_SIGNING_KEY.to_owned())],
     }
 }
