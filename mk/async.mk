@@ -10,12 +10,14 @@
 #                     .venv (make venv), then cargo test -p
 #                     sandbox-router-async-e2e: the Redis Streams runs (pull
 #                     live, pull handed over, push) and the pull flow on
-#                     Kafka, each 3000 messages with a sandbox created and
+#                     Kafka, RabbitMQ and NATS JetStream, each 3000 messages with a sandbox created and
 #                     deleted mid-run, each broker a real server the test
 #                     starts and kills. Each run's report is printed and kept
 #                     in target/e2e-runs/async-*/report.txt.
 #   make tool-brokers every broker below (idempotent)
 #   make tool-redis   Debian's redis-server, if missing
+#   make tool-rabbitmq Debian's rabbitmq-server (and Erlang), if missing
+#   make tool-nats    Debian's nats-server, if missing
 #   make tool-kafka   the Kafka broker's jars from Maven Central
 #                     (async-e2e/brokers/kafka/pom.xml) into .tools/kafka/libs,
 #                     once per KAFKA_VERSION; needs java (17+) and mvn
@@ -33,17 +35,20 @@ KAFKA_LIBS    := $(KAFKA_DIR)/libs
 # Named for the version and the pom's hash: a changed pin refetches.
 KAFKA_STAMP   := $(KAFKA_DIR)/.kafka-$(KAFKA_VERSION)-$(shell sha256sum '$(KAFKA_POM)' 2>/dev/null | cut -c1-12).stamp
 
-.PHONY: async-e2e tool-brokers tool-redis tool-kafka
+.PHONY: async-e2e tool-brokers tool-redis tool-kafka tool-rabbitmq tool-nats
 
 async-e2e: export ENVOY_BIN := $(ASYNC_ENVOY)
 async-e2e: export SANDBOX_ROUTER_WASM := $(ASYNC_WASM)
 async-e2e: export KAFKA_LIBS := $(KAFKA_LIBS)
-async-e2e: tool-brokers ## message brokers end to end (Redis Streams, Kafka): pull consumers with the client library, push relay through Envoy
+async-e2e: tool-brokers ## message brokers end to end (Redis Streams, Kafka, RabbitMQ, NATS JetStream): pull consumers with the client library, push relay through Envoy
 	$(MAKE) --no-print-directory build
 	$(MAKE) --no-print-directory venv
+	@# The broker modules of the consumer crate (each behind a feature the
+	@# unit stage does not turn on).
+	$(CARGO) test -q -p sandbox-router-consumer --all-features
 	$(CARGO) test -p sandbox-router-async-e2e -- --show-output
 
-tool-brokers: tool-redis tool-kafka
+tool-brokers: tool-redis tool-kafka tool-rabbitmq tool-nats
 
 tool-redis:
 	@command -v redis-server >/dev/null 2>&1 || { \
@@ -53,6 +58,27 @@ tool-redis:
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server; \
 	}
 	@redis-server --version
+
+# The tests run the node from /usr/lib/rabbitmq/bin/rabbitmq-server with
+# their own directories and ports; the package's own service is not used
+# (and not started: no init system here, and the tests never touch it).
+tool-rabbitmq:
+	@[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && command -v epmd >/dev/null 2>&1 || { \
+	  echo "rabbitmq-server not found: installing Debian's rabbitmq-server"; \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -q; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends rabbitmq-server; \
+	}
+	@echo "rabbitmq-server $$(ls -d /usr/lib/rabbitmq/lib/rabbitmq_server-* | sed 's/.*-//')"
+
+tool-nats:
+	@command -v nats-server >/dev/null 2>&1 || { \
+	  echo "nats-server not found: installing Debian's nats-server"; \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -q; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nats-server; \
+	}
+	@nats-server --version
 
 tool-kafka: $(KAFKA_STAMP)
 	@echo "Kafka $(KAFKA_VERSION): $$(ls '$(KAFKA_LIBS)' | wc -l) jars in .tools/kafka/libs"

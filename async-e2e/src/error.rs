@@ -9,6 +9,10 @@ pub enum Error {
     Stream(#[from] sandbox_router_consumer::broker::redis_streams::Error),
     #[error("{0}")]
     Kafka(#[from] sandbox_router_consumer::broker::kafka::Error),
+    #[error("{0}")]
+    Amqp(#[from] sandbox_router_consumer::broker::rabbitmq::Error),
+    #[error("rabbitmq: {0}")]
+    AmqpClient(#[from] lapin::Error),
     #[error("kafka: {0}")]
     KafkaClient(#[from] rdkafka::error::KafkaError),
     #[error("i/o: {0}")]

@@ -15,6 +15,8 @@
 //! (binary missing and how to install it, or the tail of its log).
 
 pub mod kafka;
+pub mod nats;
+pub mod rabbitmq;
 pub mod redis;
 
 use std::net::TcpListener;

@@ -19,10 +19,16 @@ use std::time::Duration;
 
 use crate::client::{Decision, RouteClient};
 
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 #[cfg(feature = "redis-streams")]
 pub mod redis_streams;
+#[cfg(any(feature = "rabbitmq", feature = "jetstream"))]
+mod runtime;
 
 /// One received message: its headers (the carriers of the routing key),
 /// its body, an id for logs, and what the broker needs to settle it.

@@ -37,6 +37,8 @@ pub enum Error {
     Runtime(#[from] std::io::Error),
     #[error("rabbitmq: consumer {0} was cancelled by the broker")]
     Cancelled(String),
+    #[error("rabbitmq: the subscription is closed")]
+    Closed,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -56,7 +58,8 @@ pub struct QueueConfig {
 
 /// A consumer on its own queue.
 pub struct AmqpQueue {
-    runtime: Runtime,
+    /// Always `Some` until dropped.
+    runtime: Option<Runtime>,
     // Kept open for as long as the queue is consumed.
     _connection: Connection,
     channel: Channel,
@@ -78,7 +81,8 @@ impl AmqpQueue {
     pub fn subscribe(config: &QueueConfig) -> Result<Self> {
         let runtime = super::runtime::new("amqp")?;
         let (connection, channel, consumer) = runtime.block_on(async {
-            let connection = Connection::connect(&config.uri, ConnectionProperties::default()).await?;
+            let connection =
+                Connection::connect(&config.uri, ConnectionProperties::default()).await?;
             let channel = connection.create_channel().await?;
             declare_exchange(&channel, &config.exchange).await?;
             let durable = QueueDeclareOptions {
@@ -111,12 +115,24 @@ impl AmqpQueue {
             Ok::<_, Error>((connection, channel, consumer))
         })?;
         Ok(AmqpQueue {
-            runtime,
+            runtime: Some(runtime),
             _connection: connection,
             channel,
             consumer,
             queue: config.queue.clone(),
         })
+    }
+}
+
+impl Drop for AmqpQueue {
+    /// Without blocking: the queue may be dropped on another runtime's
+    /// thread, where waiting for this one to shut down is not allowed.
+    /// Unacknowledged deliveries go back to the queue when the connection
+    /// closes.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -145,7 +161,8 @@ impl Subscription for AmqpQueue {
     fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery<u64>>> {
         let queue = self.queue.clone();
         let consumer = &mut self.consumer;
-        self.runtime.block_on(async move {
+        let runtime = self.runtime.as_ref().ok_or(Error::Closed)?;
+        runtime.block_on(async move {
             let mut batch = Vec::new();
             // Wait for the first; then take what the prefetch already brought.
             let mut timeout = wait;
@@ -182,7 +199,8 @@ impl Subscription for AmqpQueue {
             return Ok(());
         };
         let channel = &self.channel;
-        self.runtime.block_on(async move {
+        let runtime = self.runtime.as_ref().ok_or(Error::Closed)?;
+        runtime.block_on(async move {
             channel
                 .basic_ack(last, BasicAckOptions { multiple: true })
                 .await
