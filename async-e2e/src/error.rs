@@ -5,6 +5,16 @@
 pub enum Error {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Stream(#[from] sandbox_router_consumer::broker::redis_streams::Error),
+    #[error("{0}")]
+    Kafka(#[from] sandbox_router_consumer::broker::kafka::Error),
+    #[error("{0}")]
+    Amqp(#[from] sandbox_router_consumer::broker::rabbitmq::Error),
+    #[error("rabbitmq: {0}")]
+    AmqpClient(#[from] lapin::Error),
+    #[error("kafka: {0}")]
+    KafkaClient(#[from] rdkafka::error::KafkaError),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     /// Envoy, the harness, the RouteService client: their own messages.

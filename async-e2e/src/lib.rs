@@ -2,13 +2,14 @@
 //! request's context has to survive a message queue.
 //!
 //! A traffic driver posts requests with mixed routing keys through an Envoy
-//! running the release filter to a producer, which publishes one Redis
-//! Streams entry per request with the request's `baggage`. Then either
+//! running the release filter to a producer, which publishes one message
+//! per request with the request's `baggage` (issue 13: on Redis Streams,
+//! Apache Kafka, RabbitMQ or NATS JetStream, each a real server). Then either
 //!
-//! - **pull**: a baseline consumer and the sandbox's consumer read the
-//!   stream in their own consumer groups and ask the client library
-//!   (`sandbox-router-consumer`) whether to process each entry; or
-//! - **push**: a relay delivers each entry as an HTTP `POST` with its
+//! - **pull**: a baseline consumer and the sandbox's consumer read their own
+//!   copies (consumer group, queue, durable consumer) and ask the client
+//!   library (`sandbox-router-consumer`) whether to process each message; or
+//! - **push** (Redis Streams): a relay delivers each entry as an HTTP `POST` with its
 //!   `baggage` through Envoy, whose filter routes it to the baseline or the
 //!   fork upstream.
 //!
@@ -19,7 +20,7 @@
 //! Modules, one concept each:
 //! - [`message`]: the messages, their key kinds, the expected owner;
 //! - [`clock`], [`error`], [`timings`];
-//! - [`redis_server`], [`stream`]: the broker;
+//! - [`broker`]: the brokers, one module each, behind one harness trait;
 //! - [`http_server`], [`route_service`], [`producer`], [`receiver`]: the
 //!   loopback services; [`mesh`]: the Envoy in front of them;
 //! - [`pull`], [`relay`]: the two ways of consuming;
@@ -28,6 +29,7 @@
 //! - [`scenario`]: a whole run.
 
 pub mod analysis;
+pub mod broker;
 pub mod changes;
 pub mod clock;
 pub mod error;
@@ -38,11 +40,9 @@ pub mod message;
 pub mod producer;
 pub mod pull;
 pub mod receiver;
-pub mod redis_server;
 pub mod relay;
 pub mod route_service;
 pub mod scenario;
-pub mod stream;
 pub mod timings;
 pub mod traffic;
 

@@ -1,27 +1,29 @@
-//! A pull consumer of the workload: reads the stream in its own consumer
-//! group, asks the client library whether to process each entry (its
-//! fields are the message's headers), processes it or not, and acks it
-//! either way: the other groups have their own copies.
+//! A pull consumer of the workload: reads its own copy of the messages (a
+//! consumer group, queue or durable consumer: any broker's
+//! [`Subscription`]), and runs the client library's consumer loop
+//! ([`broker::consume`]): decide each message, process it or not, settle
+//! it either way: the other consumers have their own copies.
 //!
 //! "Processing" here is recording the decision; the analysis checks that
 //! every message was processed exactly once over all consumers.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sandbox_router_consumer::RouteClient;
+use sandbox_router_consumer::broker::{self, Delivery, Subscription};
+use sandbox_router_consumer::{Decision, RouteClient};
 
 use crate::clock::now_us;
 use crate::error::{Error, Result};
 use crate::ledger::Decided;
 use crate::message::{Owner, Tags, WORKLOAD};
-use crate::stream::{self, Entry};
 
-/// Entries read per `XREADGROUP`, and how long it blocks when idle.
+/// Messages received per round, and how long a round waits when idle.
 const BATCH: usize = 100;
-const BLOCK_MS: u64 = 50;
+const WAIT: Duration = Duration::from_millis(50);
 
 /// The consumer group of a consumer: `orders-worker` for the baseline,
 /// `orders-worker-pr-42` for the sandbox's fork.
@@ -42,27 +44,25 @@ pub struct PullConsumer {
 }
 
 impl PullConsumer {
-    /// Creates its group (reading from the stream's first entry) and starts
-    /// consuming. `client` says which consumer it is.
-    pub fn spawn(redis: &redis::Client, stream: &str, client: Arc<RouteClient>) -> Result<Self> {
-        let owner = match client.consumer().sandbox {
-            None => Owner::Baseline,
-            Some(_) => Owner::Sandbox,
-        };
-        let mut conn = redis.get_connection()?;
-        stream::create_group(&mut conn, stream, &group_name(owner))?;
+    /// Starts consuming `subscription` (its own copy, made by the
+    /// broker for [`group_name`] of `owner`). `client` says which consumer
+    /// it is.
+    pub fn spawn<S>(subscription: S, client: Arc<RouteClient>) -> Result<Self>
+    where
+        S: Subscription + Send + 'static,
+    {
+        let owner = owner_of(&client);
         let decided = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             owner,
-            stream: stream.to_owned(),
             client,
             decided: Arc::clone(&decided),
             stop: Arc::clone(&stop),
         };
         let handle = std::thread::Builder::new()
             .name(format!("pull:{}", owner.name()))
-            .spawn(move || worker.run(&mut conn))?;
+            .spawn(move || worker.run(subscription))?;
         Ok(PullConsumer {
             owner,
             decided,
@@ -108,36 +108,46 @@ impl PullConsumer {
     }
 }
 
+/// The consumer a client decides for.
+pub fn owner_of(client: &RouteClient) -> Owner {
+    match client.consumer().sandbox {
+        None => Owner::Baseline,
+        Some(_) => Owner::Sandbox,
+    }
+}
+
 struct Worker {
     owner: Owner,
-    stream: String,
     client: Arc<RouteClient>,
     decided: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
 impl Worker {
-    fn run(&self, conn: &mut redis::Connection) -> Result<Vec<Decided>> {
-        let group = group_name(self.owner);
-        let name = format!("{}-1", group);
+    fn run<S: Subscription>(&self, mut subscription: S) -> Result<Vec<Decided>> {
         let mut decisions = Vec::new();
         while !self.stop.load(Ordering::SeqCst) {
-            let entries = stream::read_group(conn, &self.stream, &group, &name, BATCH, BLOCK_MS)?;
-            let mut ids = Vec::with_capacity(entries.len());
-            for entry in entries {
-                decisions.push(self.decide(&entry)?);
-                ids.push(entry.id);
-            }
-            stream::ack(conn, &self.stream, &group, &ids)?;
-            let count = u64::try_from(ids.len()).unwrap_or(0);
+            // "Processing" is recording the decision (the ledger).
+            let settled = broker::consume(
+                &self.client,
+                &mut subscription,
+                BATCH,
+                WAIT,
+                |delivery, decision| {
+                    decisions.push(self.record(delivery, decision)?);
+                    Ok::<(), Error>(())
+                },
+            )
+            .map_err(Error::harness)?;
+            let count = u64::try_from(settled).unwrap_or(0);
             self.decided.fetch_add(count, Ordering::SeqCst);
         }
         Ok(decisions)
     }
 
-    fn decide(&self, entry: &Entry) -> Result<Decided> {
-        let tags = Tags::parse(&entry.fields).map_err(Error::Malformed)?;
-        let decision = self.client.decide(&entry.fields);
+    fn record<T>(&self, delivery: &Delivery<T>, decision: &Decision) -> Result<Decided> {
+        let fields: HashMap<String, Vec<u8>> = delivery.headers.iter().cloned().collect();
+        let tags = Tags::parse(&fields).map_err(Error::Malformed)?;
         Ok(Decided {
             seq: tags.seq,
             consumer: self.owner,

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::message::{fqdn, TAG_HEADERS, WORKLOAD};
 use crate::producer::BAGGAGE_FIELD;
-use crate::stream::{self, Entry};
 use crate::traffic::agent;
+use sandbox_router_consumer::broker::redis_streams::{self as stream, Entry};
 
 /// The relay's consumer group.
 pub const GROUP: &str = "push-relay";

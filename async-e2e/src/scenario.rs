@@ -1,8 +1,10 @@
-//! A whole run, put together: RouteService, Redis, producer behind Envoy,
-//! then either the two pull consumers or the push relay and its two
-//! upstreams; traffic with the sandbox created and deleted in the middle;
-//! broker-level checks; the analysis. The report is also written to the
-//! Envoy's run directory (`target/e2e-runs/<label>-*/report.txt`).
+//! A whole run, put together: RouteService, a broker, producer behind
+//! Envoy, then either the two pull consumers (on any [`Broker`]) or the
+//! push relay (Redis Streams) and its two upstreams; traffic with the
+//! sandbox created and deleted in the middle; broker-level checks; the
+//! analysis. The report is also written to the Envoy's run directory
+//! (`target/e2e-runs/<label>-*/report.txt`); the broker's files are in
+//! `target/e2e-runs/<label>-<broker>-*/`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,23 +13,23 @@ use sandbox_router_consumer::{RouteClient, SyncThread};
 
 use crate::analysis::report::Report;
 use crate::analysis::{self, Bounds};
+use crate::broker::redis::RedisServer;
+use crate::broker::Broker;
 use crate::changes::{self, Handoff};
 use crate::error::{Error, Result};
 use crate::http_server::Loopback;
 use crate::ledger::Decided;
 use crate::mesh::{Endpoints, FlowEnvoy};
 use crate::message::{Owner, OTHER_SANDBOX, OTHER_SERVICE, SANDBOX};
-use crate::pull::{group_name, PullConsumer};
+use crate::pull::{group_name, owner_of, PullConsumer};
 use crate::receiver::{self, Deliveries};
-use crate::redis_server::RedisServer;
 use crate::relay::{self, Relay};
 use crate::route_service::RouteServiceHandle;
-use crate::stream;
 use crate::timings::Timings;
 use crate::traffic::{self, Plan, Traffic};
 
-/// The stream the producer writes.
-pub const STREAM: &str = "orders";
+/// The stream the producer writes (push flow).
+pub const STREAM: &str = crate::broker::redis::STREAM;
 /// The sandbox changes of a run: create, then delete.
 pub const CHANGES: usize = 2;
 /// Time for consumers to finish after the traffic ends.
@@ -36,6 +38,14 @@ const FINISH: Duration = Duration::from_secs(60);
 const RELAY_WORKERS: usize = 4;
 /// Allowance over the sync interval for a window (fetch, loaded machine).
 const WINDOW_SLACK_MS: u64 = 1500;
+
+/// The traffic of every 3,000-message run: three phases of 1,000 at 400
+/// per second from 4 senders.
+pub const LIVE_PLAN: Plan = Plan {
+    per_phase: 1000,
+    rate_per_s: 400,
+    senders: 4,
+};
 
 /// How the pull consumers take a sandbox change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,54 +64,39 @@ pub struct Run {
 }
 
 /// What every run starts with.
-struct Base {
+struct Base<B> {
     loopback: Loopback,
     route_service: RouteServiceHandle,
-    redis: RedisServer,
+    broker: B,
 }
 
-impl Base {
-    fn start() -> Result<Self> {
+impl<B: Broker> Base<B> {
+    fn start(label: &str) -> Result<Self> {
         let loopback = Loopback::new()?;
         let route_service = RouteServiceHandle::start(&loopback)?;
         let other_fork = format!("{OTHER_SERVICE}-{OTHER_SANDBOX}");
         route_service.put(OTHER_SANDBOX, &[(OTHER_SERVICE, other_fork.as_str())])?;
-        let redis = RedisServer::start()?;
+        let dir = sandbox_router_e2e::new_run_dir(&format!("{label}-{}", B::NAME))
+            .map_err(Error::harness)?;
+        let broker = B::start(&dir)?;
         Ok(Base {
             loopback,
             route_service,
-            redis,
+            broker,
         })
     }
 
     fn producer(&self) -> Result<std::net::SocketAddr> {
-        let conn = self.redis.connection()?;
-        self.loopback.serve(crate::producer::router(conn, STREAM))
+        self.loopback
+            .serve(crate::producer::router(self.broker.publisher()?))
     }
 
-    /// Broker-level checks: the stream holds every message once; nothing
-    /// is left pending in `groups`.
+    /// Broker-level checks, and which broker it was.
     fn check_broker(&self, total: u64, groups: &[String], report: &mut Report) -> Result<()> {
-        let mut conn = self.redis.connection()?;
-        let len = stream::len(&mut conn, STREAM)?;
-        if len != total {
-            report
-                .problems
-                .push(format!("the stream holds {len} entries, not {total}"));
-        }
-        for group in groups {
-            let pending = stream::pending(&mut conn, STREAM, group)?;
-            if pending != 0 {
-                report
-                    .problems
-                    .push(format!("{pending} entries still pending in group {group}"));
-            }
-        }
-        report.notes.push(format!(
-            "stream {STREAM}: {len} entries; groups {} each acked all",
-            groups.join(", ")
-        ));
-        Ok(())
+        report
+            .notes
+            .push(format!("broker: {}", self.broker.version()));
+        self.broker.check(total, groups, report)
     }
 }
 
@@ -115,7 +110,7 @@ struct Consumers {
 impl Consumers {
     /// The baseline's consumer, then the sandbox's, each started once its
     /// client holds the current table.
-    fn start(base: &Base, timings: Timings) -> Result<Self> {
+    fn start<B: Broker>(base: &Base<B>, timings: Timings) -> Result<Self> {
         let version = base.route_service.version()?;
         let mut started = Consumers {
             clients: Vec::new(),
@@ -134,19 +129,25 @@ impl Consumers {
             client
                 .wait_for_version(version, Duration::from_secs(10))
                 .map_err(Error::harness)?;
-            let redis = base.redis.client()?;
+            let subscription = base.broker.subscribe(&group_name(owner_of(&client)))?;
             started
                 .consumers
-                .push(PullConsumer::spawn(&redis, STREAM, Arc::clone(&client))?);
+                .push(PullConsumer::spawn(subscription, Arc::clone(&client))?);
             started.clients.push(client);
         }
         Ok(started)
     }
 }
 
-/// The pull flow: a baseline and a sandbox consumer, each in its own group.
-pub fn run_pull(label: &str, plan: Plan, timings: Timings, mode: PullMode) -> Result<Run> {
-    let base = Base::start()?;
+/// The pull flow on broker `B`: a baseline and a sandbox consumer, each
+/// with its own copy of the messages.
+pub fn run_pull<B: Broker>(
+    label: &str,
+    plan: Plan,
+    timings: Timings,
+    mode: PullMode,
+) -> Result<Run> {
+    let base = Base::<B>::start(label)?;
     let producer = base.producer()?;
     let endpoints = Endpoints {
         route_service: base.route_service.addr(),
@@ -192,7 +193,7 @@ pub fn run_pull(label: &str, plan: Plan, timings: Timings, mode: PullMode) -> Re
 
 /// The push flow: the relay delivers through Envoy to two upstreams.
 pub fn run_push(label: &str, plan: Plan, timings: Timings) -> Result<Run> {
-    let base = Base::start()?;
+    let base = Base::<RedisServer>::start(label)?;
     let producer = base.producer()?;
     let deliveries = Deliveries::default();
     let baseline = base
@@ -209,7 +210,7 @@ pub fn run_push(label: &str, plan: Plan, timings: Timings) -> Result<Run> {
     let envoy = FlowEnvoy::start(label, endpoints, timings)?;
     wait_for_envoy_sync(&envoy, base.route_service.version()?)?;
     let relay = Relay::spawn(
-        &base.redis.client()?,
+        &base.broker.client()?,
         STREAM,
         envoy.listener(),
         RELAY_WORKERS,

@@ -12,6 +12,7 @@
     clippy::indexing_slicing
 )]
 
+use sandbox_router_async_e2e::broker::redis::RedisServer;
 use sandbox_router_async_e2e::scenario::{run_pull, PullMode};
 use sandbox_router_async_e2e::timings::Timings;
 use sandbox_router_async_e2e::traffic::Plan;
@@ -24,7 +25,7 @@ const PLAN: Plan = Plan {
 
 #[test]
 fn waiting_for_the_consumers_version_makes_every_message_exact() {
-    let run = run_pull(
+    let run = run_pull::<RedisServer>(
         "async-pull-handoff",
         PLAN,
         Timings::RUN,

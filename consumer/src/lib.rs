@@ -15,6 +15,12 @@
 //!   `route_knowledge::RouteKnowledge`, the same the filter's workers use;
 //! - [`client`]: [`RouteClient`]: refresh, decide, table version;
 //! - [`sync`]: [`SyncThread`], the background refresh;
+//! - [`broker`]: [`broker::Subscription`], one small trait over a broker's
+//!   own copy of a topic, and [`broker::consume`], the one consumer loop;
+//!   a module per broker (Redis Streams, Kafka, RabbitMQ, NATS JetStream),
+//!   each behind a cargo feature;
+//! - [`propagation`]: producers put the W3C `baggage` into a message's
+//!   headers ([`propagation::inject_baggage`]);
 //! - [`stats`], [`error`].
 //!
 //! ```no_run
@@ -37,10 +43,12 @@
 //! # }
 //! ```
 
+pub mod broker;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod propagation;
 pub mod stats;
 pub mod sync;
 

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use sandbox_router_consumer::Source;
 
-use super::report::{Outcome, Report};
+use super::report::{HandBack, Outcome, Report};
 use super::{first, summarise, Bounds, Fate, Observer};
-use crate::ledger::{Change, Decided, Sent};
+use crate::ledger::{Action, Change, Decided, Sent};
 use crate::message::{Kind, Owner, SANDBOX};
 
 /// One consumer's decisions by message.
@@ -42,6 +42,10 @@ pub fn check(
         check_reasons(s, b, f, &mut report.problems);
         fates.insert(s.tags.seq, fate(s, b, f));
     }
+    report.hand_back = changes
+        .iter()
+        .find(|c| c.action == Action::Delete)
+        .map(|delete| hand_back(delete, sent, base, fork));
     report.processed_by = consumers
         .iter()
         .map(|owner| {
@@ -143,6 +147,36 @@ fn fate(sent: &Sent, base: &Decided, fork: &Decided) -> Fate {
         outcome,
         last_us: base.at_us.max(fork.at_us),
     }
+}
+
+/// What became of the sandbox's messages its fork had not decided when
+/// the sandbox was deleted.
+fn hand_back(
+    delete: &Change,
+    sent: &[Sent],
+    base: &ByMessage<'_>,
+    fork: &ByMessage<'_>,
+) -> HandBack {
+    let mut counts = HandBack::default();
+    for s in sent {
+        if s.tags.kind != Kind::Sandbox || s.tags.expected != Owner::Sandbox {
+            continue;
+        }
+        let (Some(b), Some(f)) = (base.get(&s.tags.seq), fork.get(&s.tags.seq)) else {
+            continue;
+        };
+        if f.at_us < delete.started_us {
+            continue;
+        }
+        counts.in_flight += 1;
+        match (b.process, f.process) {
+            (false, true) => counts.by_fork += 1,
+            (true, false) => counts.by_baseline += 1,
+            (true, true) => counts.twice += 1,
+            (false, false) => counts.lost += 1,
+        }
+    }
+    counts
 }
 
 fn observer(owner: Owner, sent: &[Sent], decisions: &[Decided]) -> Observer {

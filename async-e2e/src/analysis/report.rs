@@ -94,6 +94,35 @@ impl Window {
     }
 }
 
+/// Hand back on delete: the sandbox's messages produced before its
+/// deletion that its consumer had not yet decided when the DELETE was
+/// made. Baseline's own copy of each is still to be decided, or decided
+/// again by nobody: what became of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandBack {
+    /// Sandbox-key messages produced while the sandbox existed whose
+    /// fork decision came after the DELETE call started.
+    pub in_flight: u64,
+    /// Still processed by the fork (it had not seen the deletion yet).
+    pub by_fork: u64,
+    /// Handed back: processed by baseline only.
+    pub by_baseline: u64,
+    pub twice: u64,
+    /// Processed by neither.
+    pub lost: u64,
+}
+
+impl fmt::Display for HandBack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} sandbox messages not yet decided by the fork at the DELETE: \
+             {} processed by the fork, {} handed back to baseline, {} twice, {} lost",
+            self.in_flight, self.by_fork, self.by_baseline, self.twice, self.lost
+        )
+    }
+}
+
 /// The whole analysis of a run.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
@@ -105,6 +134,8 @@ pub struct Report {
     pub outside: Tally,
     /// Per consumer or upstream: `(name, messages processed)`.
     pub processed_by: Vec<(String, u64)>,
+    /// Pull flows with a deletion.
+    pub hand_back: Option<HandBack>,
     pub notes: Vec<String>,
     pub problems: Vec<String>,
 }
@@ -122,6 +153,9 @@ impl fmt::Display for Report {
         }
         for window in &self.windows {
             write_window(f, window)?;
+        }
+        if let Some(hand_back) = &self.hand_back {
+            writeln!(f, "hand back on delete: {hand_back}")?;
         }
         for note in &self.notes {
             writeln!(f, "note: {note}")?;

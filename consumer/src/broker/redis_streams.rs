@@ -1,13 +1,94 @@
-//! Redis Streams, the few commands the flows use: `XADD`, consumer groups
-//! (`XGROUP CREATE ... MKSTREAM`, `XREADGROUP`, `XACK`, `XPENDING`) and
-//! `XLEN`. Raw commands, parsed here, so what is sent to Redis is in plain
-//! sight.
+//! Redis Streams: a consumer group per consumer (`XGROUP CREATE ...
+//! MKSTREAM`), read with `XREADGROUP`, settled with `XACK` whether
+//! processed or skipped. Also the few other commands producers and checks
+//! use: `XADD`, `XPENDING`, `XLEN`. A producer's fields are a
+//! `Vec<(String, Vec<u8>)>`, which is a [`crate::propagation::Injector`]. Raw commands, parsed here, so what is
+//! sent to Redis is in plain sight.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
+pub use redis;
 use redis::{Connection, Value};
 
-use crate::error::{Error, Result};
+use super::{Delivery, Settle, Subscription};
+
+/// A Redis command failed, or answered in a shape these commands never get.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis: unexpected answer: {0}")]
+    Malformed(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A consumer group's view of a stream, for one consumer of the group.
+pub struct StreamGroup {
+    conn: Connection,
+    stream: String,
+    group: String,
+    consumer: String,
+}
+
+impl std::fmt::Debug for StreamGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamGroup")
+            .field("stream", &self.stream)
+            .field("group", &self.group)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamGroup {
+    /// Joins (creating if needed) `group` on `stream` as `consumer`. A new
+    /// group starts at the stream's first entry.
+    pub fn join(mut conn: Connection, stream: &str, group: &str, consumer: &str) -> Result<Self> {
+        create_group(&mut conn, stream, group)?;
+        Ok(StreamGroup {
+            conn,
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+            consumer: consumer.to_owned(),
+        })
+    }
+}
+
+impl Subscription for StreamGroup {
+    /// The entry id.
+    type Token = String;
+    type Error = Error;
+
+    fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery<String>>> {
+        let block_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let entries = read_group(
+            &mut self.conn,
+            &self.stream,
+            &self.group,
+            &self.consumer,
+            max,
+            block_ms,
+        )?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| Delivery {
+                id: entry.id.clone(),
+                headers: entry.fields.into_iter().collect(),
+                payload: Vec::new(),
+                token: entry.id,
+            })
+            .collect())
+    }
+
+    /// `XACK` for all: a skipped entry is done with as much as a processed one.
+    fn settle(&mut self, batch: Vec<(String, Settle)>) -> Result<()> {
+        let ids: Vec<String> = batch.into_iter().map(|(id, _)| id).collect();
+        ack(&mut self.conn, &self.stream, &self.group, &ids)?;
+        Ok(())
+    }
+}
 
 /// One stream entry: its id and its fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
