@@ -16,11 +16,8 @@ pub fn query_value<'p>(path: &'p str, name: &str) -> Option<&'p str> {
 /// other parameters keep their order and bytes; a query left empty loses
 /// its `?`.
 pub fn strip_query(path: &str, name: &str) -> Option<String> {
-    let (before, query) = path.split_once('?')?;
-    let (query, fragment) = match query.split_once('#') {
-        Some((query, fragment)) => (query, Some(fragment)),
-        None => (query, None),
-    };
+    let (before_fragment, fragment) = split_fragment(path);
+    let (before, query) = before_fragment.split_once('?')?;
     let is_named = |pair: &&str| pair.split_once('=').map_or(*pair, |(k, _)| k) == name;
     if !query.split('&').any(|pair| is_named(&pair)) {
         return None;
@@ -41,9 +38,18 @@ pub fn strip_query(path: &str, name: &str) -> Option<String> {
     Some(stripped)
 }
 
+/// `path` before its fragment, and the fragment: RFC 3986 section 3.5,
+/// the first `#` starts it, even before a `?`.
+fn split_fragment(path: &str) -> (&str, Option<&str>) {
+    match path.split_once('#') {
+        Some((before, fragment)) => (before, Some(fragment)),
+        None => (path, None),
+    }
+}
+
 fn query_pairs(path: &str) -> impl Iterator<Item = (&str, &str)> {
-    let query = path.split_once('?').map_or("", |(_, query)| query);
-    let query = query.split_once('#').map_or(query, |(query, _)| query);
+    let (before_fragment, _) = split_fragment(path);
+    let query = before_fragment.split_once('?').map_or("", |(_, query)| query);
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -131,6 +137,10 @@ mod tests {
         assert_eq!(query_value("/p?sd-routing-key", NAME), Some(""));
         assert_eq!(query_value("/p?a=sd-routing-key", NAME), None);
         assert_eq!(query_value("/p#sd-routing-key=t", NAME), None);
+        // The fragment starts at the first `#`, even before a `?`
+        // (found by the fuzzer).
+        assert_eq!(query_value("/p#x?sd-routing-key=t", NAME), None);
+        assert_eq!(strip_query("/p#x?sd-routing-key=t", NAME), None);
         assert_eq!(query_value("/p", NAME), None);
         let cases = [
             ("/p?sd-routing-key=t", Some("/p")),
