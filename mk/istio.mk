@@ -5,6 +5,8 @@
 #   make oci          target/oci/sandbox-router/ (OCI image layout),
 #                     target/oci/sandbox-router.tar (oci-archive / docker load),
 #                     target/oci/sandbox-router.digest (the manifest digest to pin)
+#   make crd          istio-config/base/sandbox-crd.yaml, generated from the
+#                     Rust types of sandbox-crd/ (a test fails when it is stale)
 #   make istio-check  every manifest in wasmplugin/, istio-config/, e2e/kind/:
 #                     Istio kinds against Istio's CRD schemas (tools/manifests),
 #                     core kinds with kubernetes-validate --strict, every
@@ -42,6 +44,14 @@ OCI_TAG        ?= $(SANDBOX_ROUTER_VERSION)
 # Every timestamp in the image: SOURCE_DATE_EPOCH from the environment, else 0.
 OCI_SOURCE_DATE_EPOCH ?= $(or $(SOURCE_DATE_EPOCH),0)
 
+# ------------------------------------------------------------------- crd
+
+SANDBOX_CRD_YAML := istio-config/base/sandbox-crd.yaml
+
+crd: ## regenerate istio-config/base/sandbox-crd.yaml from the Rust types (sandbox-crd/)
+	$(CARGO) run -q -p routeservice -- crd > '$(SANDBOX_CRD_YAML).tmp'
+	mv '$(SANDBOX_CRD_YAML).tmp' '$(SANDBOX_CRD_YAML)'
+
 # ---------------------------------------------------------- istio-check
 
 KUBERNETES_VALIDATE_VERSION := 1.37.0
@@ -53,7 +63,7 @@ ISTIO_MANIFEST_DIRS         := wasmplugin istio-config e2e/kind
 ISTIO_CHECK_DIR             := $(CURDIR)/target/istio-check
 MANIFESTS_TOOL               = $(CARGO) run -q -p sandbox-router-manifests --
 
-.PHONY: oci istio-check e2e-kind tool-kubernetes-validate tool-shellcheck \
+.PHONY: crd oci istio-check e2e-kind tool-kubernetes-validate tool-shellcheck \
         istio-tools istio-up e2e-istio tool-registry
 
 oci: ## the plugin's OCI image (Istio compat layout, plugin.wasm): target/oci/

@@ -86,6 +86,9 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Print the Sandbox CRD (sandboxes.sandbox-router.dev) as YAML, as
+    /// generated from the Rust types (istio-config/base/sandbox-crd.yaml).
+    Crd,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +166,20 @@ pub enum Output {
     Json,
 }
 
+/// `routeservice crd`.
+fn crd() -> ExitCode {
+    match sandbox_router_crd::crd_yaml() {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("routeservice crd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn parse_route(value: &str) -> Result<SandboxRoute, String> {
     match value.split_once('=') {
         Some((baseline, target)) if !baseline.is_empty() && !target.is_empty() => {
@@ -197,6 +214,7 @@ pub fn run(cli: Cli) -> ExitCode {
             },
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         }),
+        Command::Crd => crd(),
         Command::List(client) => finish(list(&client)),
         Command::Get { name, client } => finish(get(&client, &name)),
         Command::Create {
