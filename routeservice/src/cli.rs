@@ -20,7 +20,7 @@ use crate::api::RequestLimits;
 use crate::client::{Client, ClientError, Stored};
 use crate::connections::ConnectionLimits;
 use crate::model::{SandboxRoute, SandboxSpec};
-use crate::server::{self, LogFormat, ServeConfig};
+use crate::server::{self, LogFormat, ServeConfig, StoreKind};
 
 /// Exit code when the server cannot be reached (`EX_UNAVAILABLE`).
 pub const EXIT_UNREACHABLE: u8 = 69;
@@ -96,6 +96,15 @@ pub struct ServeArgs {
     /// Address to listen on (IP:port).
     #[arg(long, env = "ROUTESERVICE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Where sandboxes are kept: `redb` (one file in --data-dir, one
+    /// replica) or `kubernetes` (Sandbox objects; any number of replicas;
+    /// in-cluster config or KUBECONFIG; tokens checked by the API server).
+    #[arg(long, env = "ROUTESERVICE_STORE", value_enum, default_value_t = StoreKind::Redb)]
+    pub store: StoreKind,
+    /// With --store kubernetes: reads need `get`/`list` on sandboxes too
+    /// (the filter sends no token: give it none of these reads).
+    #[arg(long, env = "ROUTESERVICE_AUTH_READS")]
+    pub auth_reads: bool,
     /// Directory of the database (`routes.redb`); created if missing.
     #[arg(
         long,
@@ -198,6 +207,8 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => server::main(ServeConfig {
             listen: args.listen,
+            store: args.store,
+            auth_reads: args.auth_reads,
             data_dir: args.data_dir,
             seed: args.seed,
             token,
