@@ -691,6 +691,141 @@ mod tests {
         }
     }
 
+    /// A fed store in memory: versions of its own (`1000 + n`), changes
+    /// from outside through [`FedStore::external`].
+    struct FedStore {
+        state: Mutex<Stored>,
+        feed: tokio::sync::watch::Sender<Arc<FeedState>>,
+        next_error: Mutex<Option<StoreError>>,
+    }
+
+    impl FedStore {
+        fn new() -> Arc<Self> {
+            let (feed, _) = tokio::sync::watch::channel(Arc::new(FeedState::default()));
+            Arc::new(FedStore {
+                state: Mutex::new(Stored::default()),
+                feed,
+                next_error: Mutex::new(None),
+            })
+        }
+
+        /// Applies a change and sends the new state; its seq.
+        fn apply(&self, upserts: &[(String, StoredSandbox)], deletes: &[String]) -> u64 {
+            let mut state = self.state.lock().unwrap();
+            for (name, s) in upserts {
+                state.sandboxes.insert(name.clone(), s.clone());
+            }
+            for name in deletes {
+                state.sandboxes.remove(name);
+            }
+            state.version += 1;
+            let mut stored = state.clone();
+            stored.version += 1000;
+            let seq = self.feed.borrow().seq + 1;
+            self.feed.send_replace(Arc::new(FeedState {
+                seq,
+                stored: Arc::new(stored),
+            }));
+            seq
+        }
+
+        fn external(&self, name: &str, spec: SandboxSpec) {
+            self.apply(
+                &[(name.to_owned(), StoredSandbox { spec, version: 77 })],
+                &[],
+            );
+        }
+    }
+
+    impl Store for FedStore {
+        fn load(&self) -> Result<Stored, StoreError> {
+            Ok(self.feed.borrow().stored.as_ref().clone())
+        }
+        fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
+            if let Some(e) = self.next_error.lock().unwrap().take() {
+                return Err(e);
+            }
+            if !batch.deletes.is_empty()
+                && !self
+                    .state
+                    .lock()
+                    .unwrap()
+                    .sandboxes
+                    .contains_key(&batch.deletes[0])
+            {
+                return Err(StoreError::NotFound(batch.deletes[0].clone()));
+            }
+            let created = batch
+                .upserts
+                .first()
+                .is_some_and(|(n, _)| !self.state.lock().unwrap().sandboxes.contains_key(n));
+            let seq = self.apply(&batch.upserts, &batch.deletes);
+            Ok(Committed::Fed { seq, created })
+        }
+        fn describe(&self) -> String {
+            "fed memory".into()
+        }
+        fn feed(&self) -> Option<crate::store::Feed> {
+            Some(self.feed.subscribe())
+        }
+    }
+
+    /// A fed store: the service serves only what the feed sends, its own
+    /// writes included (and answers them once it serves them).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fed_store_is_served_from_its_feed() {
+        let store = FedStore::new();
+        let service = Arc::new(RouteService::open(store.clone()).unwrap());
+        assert!(service.is_fed());
+        tokio::spawn(Arc::clone(&service).follow_feed());
+        let writer = Arc::clone(&service);
+        let outcome = tokio::task::spawn_blocking(move || writer.put("a", spec("k", &["x"])))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(outcome, PutOutcome::Created(_)), "{outcome:?}");
+        // Read your writes: served, at the store's version.
+        assert_eq!(service.snapshot().version(), 1001);
+        assert!(service.snapshot().sandbox("a").is_some());
+
+        // A change from outside is served too.
+        store.external("b", spec("k2", &["y"]));
+        for _ in 0..200 {
+            if service.snapshot().sandbox("b").is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(service.snapshot().sandbox("b").unwrap().version, 77);
+        assert_eq!(service.snapshot().version(), 1002);
+
+        // The store's refusals mean what they say.
+        *store.next_error.lock().unwrap() = Some(StoreError::Concurrent("a".into()));
+        let writer = Arc::clone(&service);
+        let refused = tokio::task::spawn_blocking(move || writer.put("a", spec("k", &["z"])))
+            .await
+            .unwrap();
+        assert!(
+            matches!(refused, Err(WriteError::Conflict(_))),
+            "{refused:?}"
+        );
+        let writer = Arc::clone(&service);
+        let missing = tokio::task::spawn_blocking(move || writer.delete("nope"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(missing, Err(WriteError::NotFound(_))),
+            "{missing:?}"
+        );
+        let writer = Arc::clone(&service);
+        let version = tokio::task::spawn_blocking(move || writer.delete("a"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(version, 1003);
+        assert!(service.snapshot().sandbox("a").is_none());
+    }
+
     #[test]
     fn the_table_json_is_what_serde_makes() {
         let service = RouteService::open(Arc::new(MemoryStore::new())).unwrap();
