@@ -21,7 +21,9 @@
 #                     modules into .tools/istio/crds (rebuilt only when
 #                     go.mod/go.sum change)
 #   make istio-up     the local Istio mesh (no Docker) in the foreground
-#   make e2e-istio    the end-to-end tests through that mesh
+#   make e2e-istio    the end-to-end tests through that mesh, then the
+#                     Kubernetes store's (e2e/tests/kube_store.rs) on its
+#                     control plane
 
 # This file, as make was told it (for the sub-make of e2e-kind).
 ISTIO_MK := $(lastword $(MAKEFILE_LIST))
@@ -172,6 +174,8 @@ e2e-istio: istio-tools venv ## end-to-end tests through the local Istio mesh (re
 	$(MAKE) --no-print-directory oci
 	$(CARGO) build -q -p routeservice
 	$(ISTIO_LOCAL_ENV) $(CARGO) test -p sandbox-router-e2e --features local-istio --test istio -- --test-threads=1 --nocapture
+	@# The Kubernetes store on the same control plane (not at the same time: fixed ports).
+	$(ISTIO_LOCAL_ENV) $(CARGO) test -p sandbox-router-e2e --features local-istio --test kube_store -- --nocapture
 
 # ----------------------------------------------------------- tool setup
 

@@ -294,6 +294,35 @@ fn routeservice_on_the_kubernetes_api() {
         .unwrap();
     assert_eq!(not_modified.status, 304);
 
+    // -- The same, 20 times: PUT latency through A, and how long after A
+    // answered B serves the same table (same ETag).
+    let mut put_ms = Vec::new();
+    let mut lag_ms = Vec::new();
+    for i in 0..20 {
+        let target = format!("catalog-pr-1-{i}.demo.svc.cluster.local");
+        let sent = Instant::now();
+        a.put_sandbox("pr-1", "pr-1", &[(CATALOG, &target)])
+            .unwrap();
+        put_ms.push(sent.elapsed().as_secs_f64() * 1e3);
+        let etag = routes(&a).0;
+        let lag = wait("B catches up", Duration::from_secs(10), || {
+            routes(&b).0 == etag
+        });
+        lag_ms.push(lag.as_secs_f64() * 1e3);
+    }
+    let summary = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        format!("p50 {:.1} ms, max {:.1} ms", v[v.len() / 2], v[v.len() - 1])
+    };
+    eprintln!(
+        "kube-store: 20 PUTs through A: answered {}; served by B after A answered {}",
+        summary(put_ms),
+        summary(lag_ms)
+    );
+    a.put_sandbox("pr-1", "pr-1", &[(CATALOG, CATALOG_FORK)])
+        .unwrap();
+    assert_eq!(routes(&a), routes(&b));
+
     // -- Status and the printer columns.
     wait("pr-1 Ready", Duration::from_secs(10), || {
         ready_reason(kubectl, "pr-1") == "RoutesApplied"

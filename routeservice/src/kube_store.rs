@@ -16,8 +16,8 @@
 //!   any change of the table changes it; it is not ordered.
 //! - [`KubeStore`]: the watch loop (which also writes `status`, and deletes
 //!   expired objects), and the writes of the API as single-object creates,
-//!   replaces (`resourceVersion` precondition) and deletes (`uid` and
-//!   `resourceVersion` preconditions).
+//!   replaces (`resourceVersion` precondition) and deletes (`uid`
+//!   precondition).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -358,43 +358,77 @@ impl KubeStore {
             dry_run: false,
             field_manager: Some(FIELD_MANAGER.to_owned()),
         };
-        let existing = self.cached(name);
-        let created = existing.is_none();
-        let written = match existing {
-            // Replace what this replica saw, and only that: the API server
-            // refuses the write if the object changed since (409).
-            // Everything but the routing is kept (lifetime, labels).
-            Some(mut object) => {
-                object.spec.routing_key = spec.routing_key.clone();
-                object.spec.routes = routes;
-                object.metadata.managed_fields = None;
-                object.status = None;
-                self.api.replace(name, &params, &object).await
-            }
-            None => {
-                let object = Sandbox::new(
-                    name,
-                    sandbox_router_crd::SandboxSpec {
-                        routing_key: spec.routing_key.clone(),
-                        routes,
-                        ttl: None,
-                        expires_at: None,
-                    },
-                );
-                self.api.create(&params, &object).await
+        let Some(seen) = self.cached(name) else {
+            let object = Sandbox::new(
+                name,
+                sandbox_router_crd::SandboxSpec {
+                    routing_key: spec.routing_key.clone(),
+                    routes,
+                    ttl: None,
+                    expires_at: None,
+                },
+            );
+            let written = self
+                .api
+                .create(&params, &object)
+                .await
+                .map_err(|e| write_error(name, e))?;
+            let seq = self.wait_written(name, &written).await;
+            return Ok(Committed::Fed { seq, created: true });
+        };
+        // Replace what this replica saw, and only that: the API server
+        // refuses the write if the object changed since (409). A change of
+        // anything but the spec (a replica's status write) is no reason to
+        // refuse: then the write is tried again on the newer object, a few
+        // times. Everything but the routing is kept (lifetime, labels).
+        let mut object = seen.clone();
+        for attempt in 1..=REPLACE_ATTEMPTS {
+            let used = object.metadata.resource_version.clone();
+            object.spec.routing_key = spec.routing_key.clone();
+            object.spec.routes = routes.clone();
+            object.metadata.managed_fields = None;
+            object.status = None;
+            match self.api.replace(name, &params, &object).await {
+                Ok(written) => {
+                    let seq = self.wait_written(name, &written).await;
+                    return Ok(Committed::Fed {
+                        seq,
+                        created: false,
+                    });
+                }
+                Err(kube::Error::Api(status))
+                    if status.is_conflict() && attempt < REPLACE_ATTEMPTS =>
+                {
+                    self.wait_seen(name, |o| {
+                        o.is_none_or(|o| o.metadata.resource_version != used)
+                    })
+                    .await;
+                    match self.cached(name) {
+                        Some(newer)
+                            if newer.spec == seen.spec
+                                && newer.metadata.uid == seen.metadata.uid =>
+                        {
+                            object = newer;
+                        }
+                        _ => return Err(StoreError::Concurrent(name.to_owned())),
+                    }
+                }
+                Err(e) => return Err(write_error(name, e)),
             }
         }
-        .map_err(|e| write_error(name, e))?;
+        Err(StoreError::Concurrent(name.to_owned()))
+    }
+
+    /// Waits for the watch to bring `written` (or something newer) back.
+    async fn wait_written(&self, name: &str, written: &Sandbox) -> u64 {
         let version = written.metadata.resource_version.clone();
-        let seq = self
-            .wait_seen(name, |cached| {
-                cached.is_some_and(|o| {
-                    o.metadata.resource_version == version
-                        || object_version(o) > object_version(&written)
-                })
+        let number = object_version(written);
+        self.wait_seen(name, |cached| {
+            cached.is_some_and(|o| {
+                o.metadata.resource_version == version || object_version(o) > number
             })
-            .await;
-        Ok(Committed::Fed { seq, created })
+        })
+        .await
     }
 
     async fn delete(&self, name: &str) -> Result<Committed, StoreError> {
@@ -402,15 +436,11 @@ impl KubeStore {
             .cached(name)
             .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
         let uid = object.metadata.uid.clone();
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: uid.clone(),
-                resource_version: object.metadata.resource_version.clone(),
-            }),
-            ..DeleteParams::default()
-        };
+        // The uid, not the resourceVersion: a delete is meant whatever the
+        // content (a status write must not make it fail), but never for an
+        // object of the same name created since.
         self.api
-            .delete(name, &params)
+            .delete(name, &delete_params(uid.clone()))
             .await
             .map_err(|e| write_error(name, e))?;
         let seq = self
@@ -420,6 +450,20 @@ impl KubeStore {
             seq,
             created: false,
         })
+    }
+}
+
+/// How often a replace is tried when only the object's status changed.
+const REPLACE_ATTEMPTS: u32 = 3;
+
+/// A delete of the object with this uid only.
+fn delete_params(uid: Option<String>) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
     }
 }
 
@@ -655,18 +699,12 @@ fn publish(
         tracing::info!(sandbox = %name, "sandbox expired: deleting it");
         let api = api.clone();
         let name = name.clone();
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: object.metadata.uid.clone(),
-                resource_version: object.metadata.resource_version.clone(),
-            }),
-            ..DeleteParams::default()
-        };
+        let params = delete_params(object.metadata.uid.clone());
         tokio::spawn(async move {
             match api.delete(&name, &params).await {
                 Ok(_) => {}
-                // Another replica was first, or it changed: the next event
-                // decides again.
+                // Another replica was first (or it was re-created: the
+                // next event decides again).
                 Err(kube::Error::Api(s)) if s.is_conflict() || s.is_not_found() => {}
                 Err(e) => {
                     tracing::warn!(sandbox = %name, error = %e, "cannot delete expired sandbox")
