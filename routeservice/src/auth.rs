@@ -195,6 +195,54 @@ mod tests {
         Auth::Disabled.check(&HeaderMap::new()).unwrap();
     }
 
+    /// The Kubernetes auth answers what it can without the API server
+    /// (here one that does not exist): open reads, `401` without a token,
+    /// `400` for two tokens, `503` when the API server cannot be asked.
+    #[tokio::test]
+    async fn kubernetes_auth_without_the_api_server() {
+        use crate::kube_auth::Verb;
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let auth = |reads| Auth::Kubernetes {
+            auth: Arc::new(KubeAuth::new(client.clone())),
+            reads,
+        };
+        let access = |verb| Access {
+            verb,
+            name: Some("pr-1"),
+        };
+        auth(false)
+            .authorize(&HeaderMap::new(), access(Verb::Get))
+            .await
+            .unwrap();
+        for (reads, verb) in [
+            (false, Verb::Create),
+            (true, Verb::List),
+            (true, Verb::Delete),
+        ] {
+            assert!(matches!(
+                auth(reads).authorize(&HeaderMap::new(), access(verb)).await,
+                Err(ApiError::Unauthorized {
+                    invalid_token: false
+                })
+            ));
+        }
+        let mut two = with_auth("Bearer a");
+        two.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer b"));
+        assert!(matches!(
+            auth(false).authorize(&two, access(Verb::Update)).await,
+            Err(ApiError::Invalid(_))
+        ));
+        assert!(matches!(
+            auth(false)
+                .authorize(&with_auth("Bearer t"), access(Verb::Delete))
+                .await,
+            Err(ApiError::Unavailable(_))
+        ));
+        // The sync check cannot decide for Kubernetes: it refuses.
+        assert!(auth(false).check(&with_auth("Bearer t")).is_err());
+    }
+
     #[test]
     fn two_authorization_fields_are_refused() {
         let mut headers = with_auth("Bearer dev-token");
