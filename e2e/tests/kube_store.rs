@@ -334,6 +334,34 @@ fn routeservice_on_the_kubernetes_api() {
         assert!(header.contains(column), "{header}");
     }
     assert!(table.contains(CATALOG) && table.contains("True"), "{table}");
+    let wide = kubectl()
+        .args(["get", "sandboxes", "-o", "wide"])
+        .run()
+        .unwrap();
+    assert!(
+        wide.contains("REASON") && wide.contains("RoutesApplied"),
+        "{wide}"
+    );
+    // Two replicas that agree write the status once, not in turns.
+    let resource_version = || {
+        kubectl()
+            .args([
+                "get",
+                "sandbox",
+                "pr-1",
+                "-o",
+                "jsonpath={.metadata.resourceVersion}",
+            ])
+            .run()
+            .unwrap()
+    };
+    let settled = resource_version();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        resource_version(),
+        settled,
+        "the status keeps being rewritten"
+    );
 
     // -- A Sandbox applied with kubectl appears in both APIs.
     let sent = Instant::now();

@@ -106,12 +106,9 @@ pub enum ConfigError {
 }
 
 impl ServeConfig {
-    /// Who may write: the token, or no one needs one with
-    /// `--insecure-no-auth`. A token set beside the flag wins.
+    /// Who may write with the redb store: the token, or no one needs one
+    /// with `--insecure-no-auth`. A token set beside the flag wins.
     pub fn auth(&self) -> Result<Auth, ConfigError> {
-        if self.store == StoreKind::Kubernetes {
-            return Err(ConfigError::TokenWithKubernetes);
-        }
         match (&self.token, self.insecure_no_auth) {
             (Some(token), _) => Ok(Auth::token(token)?),
             (None, true) => Ok(Auth::Disabled),
