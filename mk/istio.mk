@@ -5,6 +5,8 @@
 #   make oci          target/oci/sandbox-router/ (OCI image layout),
 #                     target/oci/sandbox-router.tar (oci-archive / docker load),
 #                     target/oci/sandbox-router.digest (the manifest digest to pin)
+#   make crd          istio-config/base/sandbox-crd.yaml, generated from the
+#                     Rust types of sandbox-crd/ (a test fails when it is stale)
 #   make istio-check  every manifest in wasmplugin/, istio-config/, e2e/kind/:
 #                     Istio kinds against Istio's CRD schemas (tools/manifests),
 #                     core kinds with kubernetes-validate --strict, every
@@ -19,7 +21,9 @@
 #                     modules into .tools/istio/crds (rebuilt only when
 #                     go.mod/go.sum change)
 #   make istio-up     the local Istio mesh (no Docker) in the foreground
-#   make e2e-istio    the end-to-end tests through that mesh
+#   make e2e-istio    the end-to-end tests through that mesh, then the
+#                     Kubernetes store's (e2e/tests/kube_store.rs) on its
+#                     control plane
 
 # This file, as make was told it (for the sub-make of e2e-kind).
 ISTIO_MK := $(lastword $(MAKEFILE_LIST))
@@ -42,6 +46,14 @@ OCI_TAG        ?= $(SANDBOX_ROUTER_VERSION)
 # Every timestamp in the image: SOURCE_DATE_EPOCH from the environment, else 0.
 OCI_SOURCE_DATE_EPOCH ?= $(or $(SOURCE_DATE_EPOCH),0)
 
+# ------------------------------------------------------------------- crd
+
+SANDBOX_CRD_YAML := istio-config/base/sandbox-crd.yaml
+
+crd: ## regenerate istio-config/base/sandbox-crd.yaml from the Rust types (sandbox-crd/)
+	$(CARGO) run -q -p routeservice -- crd > '$(SANDBOX_CRD_YAML).tmp'
+	mv '$(SANDBOX_CRD_YAML).tmp' '$(SANDBOX_CRD_YAML)'
+
 # ---------------------------------------------------------- istio-check
 
 KUBERNETES_VALIDATE_VERSION := 1.37.0
@@ -53,7 +65,7 @@ ISTIO_MANIFEST_DIRS         := wasmplugin istio-config e2e/kind
 ISTIO_CHECK_DIR             := $(CURDIR)/target/istio-check
 MANIFESTS_TOOL               = $(CARGO) run -q -p sandbox-router-manifests --
 
-.PHONY: oci istio-check e2e-kind tool-kubernetes-validate tool-shellcheck \
+.PHONY: crd oci istio-check e2e-kind tool-kubernetes-validate tool-shellcheck \
         istio-tools istio-up e2e-istio tool-registry
 
 oci: ## the plugin's OCI image (Istio compat layout, plugin.wasm): target/oci/
@@ -163,6 +175,8 @@ e2e-istio: istio-tools venv ## end-to-end tests through the local Istio mesh (re
 	$(MAKE) --no-print-directory oci
 	$(CARGO) build -q -p routeservice
 	$(ISTIO_LOCAL_ENV) $(CARGO) test -p sandbox-router-e2e --features local-istio --test istio -- --test-threads=1 --nocapture
+	@# The Kubernetes store on the same control plane (not at the same time: fixed ports).
+	$(ISTIO_LOCAL_ENV) $(CARGO) test -p sandbox-router-e2e --features local-istio --test kube_store -- --nocapture
 
 # ----------------------------------------------------------- tool setup
 

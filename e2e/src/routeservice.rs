@@ -118,8 +118,12 @@ pub struct Options {
     pub port: u16,
     /// `--seed FILE`.
     pub seed: Option<PathBuf>,
-    /// `ROUTESERVICE_TOKEN`.
+    /// `ROUTESERVICE_TOKEN` with the redb store; with the Kubernetes store,
+    /// the bearer token its writes send (a Kubernetes token).
     pub token: String,
+    /// `Some`: `--store kubernetes` with this `KUBECONFIG` (no
+    /// `ROUTESERVICE_TOKEN`: the API server checks tokens).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl Options {
@@ -134,6 +138,7 @@ impl Options {
             port: 0,
             seed: None,
             token: TEST_TOKEN.to_owned(),
+            kubeconfig: None,
         })
     }
 }
@@ -206,8 +211,17 @@ impl RouteService {
             .arg("--listen")
             .arg(self.addr.to_string())
             .arg("--data-dir")
-            .arg(&self.options.data_dir)
-            .env("ROUTESERVICE_TOKEN", &self.options.token)
+            .arg(&self.options.data_dir);
+        match &self.options.kubeconfig {
+            Some(kubeconfig) => command
+                .args(["--store", "kubernetes"])
+                .env("KUBECONFIG", kubeconfig)
+                .env_remove("ROUTESERVICE_TOKEN"),
+            None => command.env("ROUTESERVICE_TOKEN", &self.options.token),
+        };
+        command
+            .env_remove("ROUTESERVICE_STORE")
+            .env_remove("ROUTESERVICE_AUTH_READS")
             .env_remove("ROUTESERVICE_LISTEN")
             .env_remove("ROUTESERVICE_DATA_DIR")
             .env_remove("ROUTESERVICE_SEED")

@@ -34,9 +34,11 @@ use tower::{BoxError, ServiceBuilder};
 
 use crate::auth::Auth;
 use crate::error::{error_response, ApiError, FieldError};
+use crate::kube_auth::{Access, Verb};
 use crate::metrics::Metrics;
 use crate::model::{validate_name, validate_routing_key, SandboxSpec};
 use crate::service::{PutOutcome, RouteService, WriteError};
+use crate::store::StoreError;
 use sandbox_router_core::consumption::Consumer;
 use sandbox_router_core::destination::{is_dns1123_label, is_dns_name};
 
@@ -130,8 +132,8 @@ impl AppState {
         self.inner.service.get().cloned().ok_or(ApiError::NotReady)
     }
 
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        self.inner.auth.check(headers)
+    async fn authorize(&self, headers: &HeaderMap, access: Access<'_>) -> Result<(), ApiError> {
+        self.inner.auth.authorize(headers, access).await
     }
 }
 
@@ -210,6 +212,7 @@ async fn get_routes(
     if let Some(key) = &query.routing_key {
         validate_routing_key(key)?;
     }
+    state.authorize(&headers, LIST).await?;
     let snapshot = state.service()?.snapshot();
     let etag = format!("\"{}\"", snapshot.version());
     let etag_header = HeaderValue::from_str(&etag).map_err(|_| ApiError::Internal)?;
@@ -300,10 +303,12 @@ struct DecisionBody {
 async fn get_decision(
     State(state): State<AppState>,
     query: Result<Query<DecisionQuery>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Query(query) =
         query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
     let consumer = decision_consumer(query.workload, query.sandbox)?;
+    state.authorize(&headers, LIST).await?;
     let snapshot = state.service()?.snapshot();
     let verdict = snapshot.decide(&consumer, query.routing_key.as_deref());
     Ok(Json(DecisionBody {
@@ -341,7 +346,17 @@ fn decision_consumer(
     Ok(Consumer { workload, sandbox })
 }
 
-async fn list_sandboxes(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// A read of the whole table (or a decision from it).
+const LIST: Access<'static> = Access {
+    verb: Verb::List,
+    name: None,
+};
+
+async fn list_sandboxes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state.authorize(&headers, LIST).await?;
     let snapshot = state.service()?.snapshot();
     Ok(Json(snapshot.sandbox_list()).into_response())
 }
@@ -355,8 +370,14 @@ fn sandbox_name(path: Result<Path<String>, PathRejection>) -> Result<String, Api
 async fn get_sandbox(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = sandbox_name(path)?;
+    let access = Access {
+        verb: Verb::Get,
+        name: Some(&name),
+    };
+    state.authorize(&headers, access).await?;
     let snapshot = state.service()?.snapshot();
     let sandbox = snapshot
         .sandbox(&name)
@@ -370,7 +391,22 @@ async fn put_sandbox(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    state.authorize(&headers)?;
+    // Auth before anything else (an invalid request of a stranger is a
+    // 401, not a 400). Only the Kubernetes auth tells create from update:
+    // by what this replica serves (an object it does not serve, in conflict
+    // or invalid, is replaced under `create`; the shipped ClusterRole has
+    // both).
+    let raw_name = path.as_ref().ok().map(|Path(name)| name.clone());
+    let exists = raw_name.as_deref().is_some_and(|name| {
+        state
+            .service()
+            .is_ok_and(|s| s.snapshot().sandbox(name).is_some())
+    });
+    let access = Access {
+        verb: if exists { Verb::Update } else { Verb::Create },
+        name: raw_name.as_deref(),
+    };
+    state.authorize(&headers, access).await?;
     let name = sandbox_name(path)?;
     let service = state.service()?;
     require_json(&headers)?;
@@ -396,7 +432,12 @@ async fn delete_sandbox(
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    state.authorize(&headers)?;
+    let raw_name = path.as_ref().ok().map(|Path(name)| name.clone());
+    let access = Access {
+        verb: Verb::Delete,
+        name: raw_name.as_deref(),
+    };
+    state.authorize(&headers, access).await?;
     let name = sandbox_name(path)?;
     let service = state.service()?;
     run_write(move || service.delete(&name)).await?;
@@ -417,6 +458,10 @@ async fn run_write<T: Send + 'static>(
         WriteError::Conflict(e) => ApiError::Conflict(e),
         WriteError::NotFound(name) => {
             ApiError::NotFound(format!("name: no sandbox named {name:?}"))
+        }
+        WriteError::Store(StoreError::Unavailable(e)) => {
+            tracing::error!(error = %e, "write failed: storage unavailable");
+            ApiError::Unavailable("storage unavailable: retry".into())
         }
         WriteError::Store(e) => {
             tracing::error!(error = %e, "write refused: storage failed; nothing was changed");

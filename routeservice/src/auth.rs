@@ -1,17 +1,29 @@
-//! Write authorisation: `Authorization: Bearer <token>` (RFC 6750), the
-//! token compared in constant time. Reads are open.
+//! Authorisation: `Authorization: Bearer <token>` (RFC 6750). With the
+//! redb store the token is `ROUTESERVICE_TOKEN`, compared in constant time,
+//! and reads are open; with the Kubernetes store it is checked by the API
+//! server ([`crate::kube_auth`]), and reads are open unless `--auth-reads`.
+
+use std::sync::Arc;
 
 use axum::http::{header, HeaderMap};
 
 use crate::error::{ApiError, FieldError};
+use crate::kube_auth::{Access, KubeAuth};
 
-/// Who may write.
+/// Who may write (and read).
 #[derive(Clone)]
 pub enum Auth {
     /// Writes need this bearer token.
     Token(Vec<u8>),
     /// Anyone may write (`--insecure-no-auth`).
     Disabled,
+    /// Kubernetes decides: TokenReview, then SubjectAccessReview of the verb.
+    Kubernetes {
+        auth: Arc<KubeAuth>,
+        /// Reads need `get`/`list` too (else they are open, as the filter,
+        /// which sends no token, needs).
+        reads: bool,
+    },
 }
 
 impl std::fmt::Debug for Auth {
@@ -19,6 +31,7 @@ impl std::fmt::Debug for Auth {
         match self {
             Auth::Token(_) => f.write_str("Auth::Token(<redacted>)"),
             Auth::Disabled => f.write_str("Auth::Disabled"),
+            Auth::Kubernetes { reads, .. } => write!(f, "Auth::Kubernetes {{ reads: {reads} }}"),
         }
     }
 }
@@ -56,8 +69,11 @@ impl Auth {
                 format!("sent {sent} times: send one Bearer token"),
             )));
         }
-        let Auth::Token(expected) = self else {
-            return Ok(());
+        let expected = match self {
+            Auth::Token(expected) => expected,
+            Auth::Disabled => return Ok(()),
+            // Only `authorize` can ask the API server.
+            Auth::Kubernetes { .. } => return Err(ApiError::Internal),
         };
         let presented = headers
             .get(header::AUTHORIZATION)
@@ -71,6 +87,39 @@ impl Auth {
                 invalid_token: true,
             }),
         }
+    }
+}
+
+impl Auth {
+    /// `Ok` if the request may do `access`: for a token or no auth, reads
+    /// are open and writes go through [`Auth::check`]; for Kubernetes, the
+    /// API server decides (reads too, with `reads`).
+    pub async fn authorize(&self, headers: &HeaderMap, access: Access<'_>) -> Result<(), ApiError> {
+        let Auth::Kubernetes { auth, reads } = self else {
+            return if access.verb.is_write() {
+                self.check(headers)
+            } else {
+                Ok(())
+            };
+        };
+        if !access.verb.is_write() && !reads {
+            return Ok(());
+        }
+        let sent = headers.get_all(header::AUTHORIZATION).iter().count();
+        if sent > 1 {
+            return Err(ApiError::Invalid(FieldError::new(
+                "Authorization",
+                format!("sent {sent} times: send one Bearer token"),
+            )));
+        }
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| bearer_token(value.as_bytes()))
+            .and_then(|token| std::str::from_utf8(token).ok())
+            .ok_or(ApiError::Unauthorized {
+                invalid_token: false,
+            })?;
+        auth.check(token, access).await
     }
 }
 
@@ -144,6 +193,54 @@ mod tests {
             })
         ));
         Auth::Disabled.check(&HeaderMap::new()).unwrap();
+    }
+
+    /// The Kubernetes auth answers what it can without the API server
+    /// (here one that does not exist): open reads, `401` without a token,
+    /// `400` for two tokens, `503` when the API server cannot be asked.
+    #[tokio::test]
+    async fn kubernetes_auth_without_the_api_server() {
+        use crate::kube_auth::Verb;
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let auth = |reads| Auth::Kubernetes {
+            auth: Arc::new(KubeAuth::new(client.clone())),
+            reads,
+        };
+        let access = |verb| Access {
+            verb,
+            name: Some("pr-1"),
+        };
+        auth(false)
+            .authorize(&HeaderMap::new(), access(Verb::Get))
+            .await
+            .unwrap();
+        for (reads, verb) in [
+            (false, Verb::Create),
+            (true, Verb::List),
+            (true, Verb::Delete),
+        ] {
+            assert!(matches!(
+                auth(reads).authorize(&HeaderMap::new(), access(verb)).await,
+                Err(ApiError::Unauthorized {
+                    invalid_token: false
+                })
+            ));
+        }
+        let mut two = with_auth("Bearer a");
+        two.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer b"));
+        assert!(matches!(
+            auth(false).authorize(&two, access(Verb::Update)).await,
+            Err(ApiError::Invalid(_))
+        ));
+        assert!(matches!(
+            auth(false)
+                .authorize(&with_auth("Bearer t"), access(Verb::Delete))
+                .await,
+            Err(ApiError::Unavailable(_))
+        ));
+        // The sync check cannot decide for Kubernetes: it refuses.
+        assert!(auth(false).check(&with_auth("Bearer t")).is_err());
     }
 
     #[test]

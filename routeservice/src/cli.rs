@@ -21,7 +21,7 @@ use crate::api::RequestLimits;
 use crate::client::{Client, ClientError, Stored};
 use crate::connections::ConnectionLimits;
 use crate::model::{SandboxRoute, SandboxSpec};
-use crate::server::{self, LogFormat, ServeConfig};
+use crate::server::{self, LogFormat, ServeConfig, StoreKind};
 
 /// Exit code when the server cannot be reached (`EX_UNAVAILABLE`).
 pub const EXIT_UNREACHABLE: u8 = 69;
@@ -92,6 +92,9 @@ pub enum Command {
     /// or with `--link` the URL carrying it. The secret is read from the
     /// environment variable `--secret-env` or from `--secret-file`.
     Sign(SignArgs),
+    /// Print the Sandbox CRD (sandboxes.sandbox-router.dev) as YAML, as
+    /// generated from the Rust types (istio-config/base/sandbox-crd.yaml).
+    Crd,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +139,15 @@ pub struct ServeArgs {
     /// Address to listen on (IP:port).
     #[arg(long, env = "ROUTESERVICE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Where sandboxes are kept: `redb` (one file in --data-dir, one
+    /// replica) or `kubernetes` (Sandbox objects; any number of replicas;
+    /// in-cluster config or KUBECONFIG; tokens checked by the API server).
+    #[arg(long, env = "ROUTESERVICE_STORE", value_enum, default_value_t = StoreKind::Redb)]
+    pub store: StoreKind,
+    /// With --store kubernetes: reads need `get`/`list` on sandboxes too
+    /// (the filter sends no token: give it none of these reads).
+    #[arg(long, env = "ROUTESERVICE_AUTH_READS")]
+    pub auth_reads: bool,
     /// Directory of the database (`routes.redb`); created if missing.
     #[arg(
         long,
@@ -206,6 +218,20 @@ pub enum Output {
     Json,
 }
 
+/// `routeservice crd`.
+fn crd() -> ExitCode {
+    match sandbox_router_crd::crd_yaml() {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("routeservice crd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn parse_route(value: &str) -> Result<SandboxRoute, String> {
     match value.split_once('=') {
         Some((baseline, target)) if !baseline.is_empty() && !target.is_empty() => {
@@ -224,6 +250,8 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => server::main(ServeConfig {
             listen: args.listen,
+            store: args.store,
+            auth_reads: args.auth_reads,
             data_dir: args.data_dir,
             seed: args.seed,
             token,
@@ -240,6 +268,7 @@ pub fn run(cli: Cli) -> ExitCode {
             },
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         }),
+        Command::Crd => crd(),
         Command::List(client) => finish(list(&client)),
         Command::Get { name, client } => finish(get(&client, &name)),
         Command::Create {

@@ -55,6 +55,9 @@ pub enum ApiError {
     /// 401: a write without the right bearer token.
     #[error("{}", if *.invalid_token { "the bearer token is not valid" } else { "this call needs Authorization: Bearer <token>" })]
     Unauthorized { invalid_token: bool },
+    /// 403: the token is good, its user may not do this (Kubernetes RBAC).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -74,6 +77,9 @@ pub enum ApiError {
     /// 503: storage not open and loaded yet.
     #[error("not ready: storage is still loading")]
     NotReady,
+    /// 503: a dependency (the Kubernetes API) cannot be reached now.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500: logged where it happened; the client learns nothing more.
     #[error("internal error")]
     Internal,
@@ -84,12 +90,13 @@ impl ApiError {
         match self {
             ApiError::Invalid(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

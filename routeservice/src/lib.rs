@@ -7,7 +7,9 @@
 //! - [`service`]: validated, serialised writes and the in-memory snapshot
 //!   reads are answered from (with the pre-serialised `GET /v1/routes` body);
 //! - [`store`]: the storage trait and an in-memory store for tests;
-//!   [`redb_store`]: the durable default;
+//!   [`redb_store`]: the durable default; [`kube_store`]: Sandbox objects of
+//!   the Kubernetes API (`serve --store kubernetes`), with [`kube_auth`]
+//!   (TokenReview + SubjectAccessReview);
 //! - [`api`]: the axum [`api::app`], [`auth`] and [`metrics`];
 //! - [`server`]: `routeservice serve`; [`connections`]: accepting and
 //!   serving connections within their limits; [`cli`] and [`client`]: the
@@ -19,6 +21,8 @@ pub mod cli;
 pub mod client;
 pub mod connections;
 pub mod error;
+pub mod kube_auth;
+pub mod kube_store;
 pub mod metrics;
 pub mod model;
 pub mod redb_store;

@@ -15,6 +15,9 @@ use sandbox_router_core::routing_key;
 
 use crate::error::FieldError;
 
+/// At most this many routes per sandbox (the Sandbox CRD has the same limit).
+pub use sandbox_router_crd::MAX_ROUTES;
+
 /// One service a sandbox forks, as sent in `PUT /v1/sandboxes/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -115,6 +118,12 @@ impl SandboxSpec {
                 "must list at least one route (delete the sandbox to fork nothing)",
             ));
         }
+        if self.routes.len() > MAX_ROUTES {
+            return Err(FieldError::new(
+                "routes",
+                format!("must list at most {MAX_ROUTES} routes"),
+            ));
+        }
         for (index, route) in self.routes.iter().enumerate() {
             self.route(name, route).validate().map_err(|invalid| {
                 FieldError::new(
@@ -184,6 +193,7 @@ mod tests {
             (spec("bad key", &[("a.b", "c.d")]), "routingKey"),
             (spec("", &[("a.b", "c.d")]), "routingKey"),
             (spec("k", &[]), "routes"),
+            (spec("k", &vec![("a.b", "c.d"); MAX_ROUTES + 1]), "routes"),
             (
                 spec("k", &[("a.b", "c.d"), ("A.b", "c.d")]),
                 "routes[1].baseline",

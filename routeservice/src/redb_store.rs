@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::model::StoredSandbox;
-use crate::store::{Batch, Store, StoreError, Stored};
+use crate::store::{Batch, Committed, Store, StoreError, Stored};
 
 const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -121,7 +121,7 @@ impl Store for RedbStore {
         Ok(Stored { version, sandboxes })
     }
 
-    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+    fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
         // Serialise before the transaction starts: nothing can fail half-way
         // for a reason of ours.
         let mut upserts = Vec::with_capacity(batch.upserts.len());
@@ -148,7 +148,8 @@ impl Store for RedbStore {
                 .map_err(StoreError::backend)?;
         }
         // Dropping an uncommitted transaction (any `?` above) aborts it.
-        txn.commit().map_err(StoreError::backend)
+        txn.commit().map_err(StoreError::backend)?;
+        Ok(Committed::Applied)
     }
 
     fn describe(&self) -> String {

@@ -20,10 +20,12 @@ use tracing_subscriber::EnvFilter;
 use crate::api::{app, AppState, RequestLimits};
 use crate::auth::Auth;
 use crate::connections::{self, ConnectionLimits};
+use crate::kube_auth::KubeAuth;
+use crate::kube_store::KubeStore;
 use crate::metrics::Metrics;
 use crate::redb_store::RedbStore;
 use crate::service::{RouteService, Seed, WriteError};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Exit code of a configuration the server refuses (`EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
@@ -40,10 +42,32 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where sandboxes are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StoreKind {
+    /// One redb file (`--data-dir`): one replica.
+    #[default]
+    Redb,
+    /// Sandbox objects of the Kubernetes API: any number of replicas.
+    Kubernetes,
+}
+
+/// Who checks tokens, before the store is open.
+#[derive(Debug, Clone)]
+pub enum AuthPlan {
+    /// Decided now.
+    Ready(Auth),
+    /// The Kubernetes API server, through the store's client.
+    Kubernetes { reads: bool },
+}
+
 /// Everything `serve` needs, as plain data.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
+    pub store: StoreKind,
+    /// With the Kubernetes store: reads need get/list too.
+    pub auth_reads: bool,
     pub data_dir: PathBuf,
     pub seed: Option<PathBuf>,
     /// `Some(token)` from `ROUTESERVICE_TOKEN`.
@@ -68,11 +92,22 @@ pub enum ConfigError {
     BadToken(#[from] crate::auth::InvalidToken),
     #[error("--seed {path}: {problem}")]
     Seed { path: String, problem: String },
+    #[error(
+        "ROUTESERVICE_TOKEN is set, but --store kubernetes checks tokens with the API server \
+         (TokenReview + SubjectAccessReview): unset ROUTESERVICE_TOKEN"
+    )]
+    TokenWithKubernetes,
+    #[error(
+        "--seed needs --store redb: with --store kubernetes, apply Sandbox objects (kubectl apply)"
+    )]
+    SeedWithKubernetes,
+    #[error("--auth-reads needs --store kubernetes (with a token, reads are open)")]
+    AuthReadsWithoutKubernetes,
 }
 
 impl ServeConfig {
-    /// Who may write: the token, or no one needs one with
-    /// `--insecure-no-auth`. A token set beside the flag wins.
+    /// Who may write with the redb store: the token, or no one needs one
+    /// with `--insecure-no-auth`. A token set beside the flag wins.
     pub fn auth(&self) -> Result<Auth, ConfigError> {
         match (&self.token, self.insecure_no_auth) {
             (Some(token), _) => Ok(Auth::token(token)?),
@@ -81,11 +116,28 @@ impl ServeConfig {
         }
     }
 
+    /// Who will check tokens: [`ServeConfig::auth`] for redb; for
+    /// Kubernetes, the API server (or no one, `--insecure-no-auth`).
+    pub fn auth_plan(&self) -> Result<AuthPlan, ConfigError> {
+        match self.store {
+            StoreKind::Redb if self.auth_reads => Err(ConfigError::AuthReadsWithoutKubernetes),
+            StoreKind::Redb => self.auth().map(AuthPlan::Ready),
+            StoreKind::Kubernetes if self.token.is_some() => Err(ConfigError::TokenWithKubernetes),
+            StoreKind::Kubernetes if self.insecure_no_auth => Ok(AuthPlan::Ready(Auth::Disabled)),
+            StoreKind::Kubernetes => Ok(AuthPlan::Kubernetes {
+                reads: self.auth_reads,
+            }),
+        }
+    }
+
     /// The seed file, parsed and checked (not yet applied).
     pub fn seed(&self) -> Result<Option<Seed>, ConfigError> {
         let Some(path) = &self.seed else {
             return Ok(None);
         };
+        if self.store == StoreKind::Kubernetes {
+            return Err(ConfigError::SeedWithKubernetes);
+        }
         let seed_error = |problem: String| ConfigError::Seed {
             path: path.display().to_string(),
             problem,
@@ -99,7 +151,7 @@ impl ServeConfig {
 
 /// Runs the server until SIGTERM/SIGINT; the process exit code.
 pub fn main(config: ServeConfig) -> ExitCode {
-    let auth = match config.auth() {
+    let auth = match config.auth_plan() {
         Ok(auth) => auth,
         Err(e) => return refuse(&e),
     };
@@ -111,7 +163,7 @@ pub fn main(config: ServeConfig) -> ExitCode {
     if config.token.is_some() && config.insecure_no_auth {
         tracing::warn!("--insecure-no-auth ignored: ROUTESERVICE_TOKEN is set, writes need it");
     }
-    if matches!(auth, Auth::Disabled) {
+    if matches!(auth, AuthPlan::Ready(Auth::Disabled)) {
         tracing::warn!("--insecure-no-auth: anyone who can reach this server can change routes");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -159,19 +211,61 @@ enum Fatal {
     Seed(WriteError),
     #[error("storage loader failed: {0}")]
     Loader(String),
+    #[error("Kubernetes client: {0}")]
+    Kube(String),
 }
 
 impl Fatal {
     fn exit_code(&self) -> u8 {
         match self {
             Fatal::Bind { .. } | Fatal::Loader(_) => EXIT_BIND,
-            Fatal::Storage(_) | Fatal::Seed(WriteError::Store(_)) => EXIT_STORAGE,
+            Fatal::Storage(_) | Fatal::Seed(WriteError::Store(_)) | Fatal::Kube(_) => EXIT_STORAGE,
             Fatal::Seed(_) => EXIT_CONFIG,
         }
     }
 }
 
-async fn run(config: ServeConfig, auth: Auth, seed: Option<Seed>) -> Result<(), Fatal> {
+/// The opened store, before it is loaded.
+enum Opened {
+    Redb(std::path::PathBuf),
+    Kubernetes(Box<KubeStore>),
+}
+
+/// A client of the API server: in-cluster config, or KUBECONFIG (or
+/// ~/.kube/config). Reads files and the environment only.
+async fn kube_client() -> Result<(kube::Client, String), Fatal> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| Fatal::Kube(e.to_string()))?;
+    let server = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).map_err(|e| Fatal::Kube(e.to_string()))?;
+    Ok((client, server))
+}
+
+async fn run(config: ServeConfig, auth: AuthPlan, seed: Option<Seed>) -> Result<(), Fatal> {
+    let (auth, opened) = match config.store {
+        StoreKind::Redb => {
+            let AuthPlan::Ready(auth) = auth else {
+                return Err(Fatal::Kube("the redb store has no Kubernetes auth".into()));
+            };
+            (auth, Opened::Redb(config.data_dir.clone()))
+        }
+        StoreKind::Kubernetes => {
+            let (client, server) = kube_client().await?;
+            let auth = match auth {
+                AuthPlan::Ready(auth) => auth,
+                AuthPlan::Kubernetes { reads } => Auth::Kubernetes {
+                    auth: Arc::new(KubeAuth::new(client.clone())),
+                    reads,
+                },
+            };
+            tracing::info!(%server, "store: Sandbox objects of the Kubernetes API");
+            (
+                auth,
+                Opened::Kubernetes(Box::new(KubeStore::start(client, server))),
+            )
+        }
+    };
     let metrics = Arc::new(Metrics::new());
     let state = AppState::with_limits(auth, Arc::clone(&metrics), config.requests);
     let listener = connections::bind(config.listen).map_err(|source| Fatal::Bind {
@@ -197,10 +291,9 @@ async fn run(config: ServeConfig, auth: Auth, seed: Option<Seed>) -> Result<(), 
         let state = state.clone();
         let stop_tx = Arc::clone(&stop_tx);
         let failure = Arc::clone(&failure);
-        let data_dir = config.data_dir.clone();
         tokio::spawn(async move {
             let loaded =
-                tokio::task::spawn_blocking(move || load(&data_dir, seed.as_ref(), metrics)).await;
+                tokio::task::spawn_blocking(move || load(opened, seed.as_ref(), metrics)).await;
             let loaded = loaded.unwrap_or_else(|e| Err(Fatal::Loader(e.to_string())));
             match loaded {
                 Ok(service) => {
@@ -212,7 +305,10 @@ async fn run(config: ServeConfig, auth: Auth, seed: Option<Seed>) -> Result<(), 
                         routes = snapshot.route_count(),
                         "ready"
                     );
-                    state.set_ready(Arc::new(service));
+                    let service = Arc::new(service);
+                    // A fed store's changes (kubectl, other replicas).
+                    tokio::spawn(Arc::clone(&service).follow_feed());
+                    state.set_ready(service);
                 }
                 Err(fatal) => {
                     *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(fatal);
@@ -267,13 +363,12 @@ async fn run(config: ServeConfig, auth: Auth, seed: Option<Seed>) -> Result<(), 
     Ok(())
 }
 
-fn load(
-    data_dir: &std::path::Path,
-    seed: Option<&Seed>,
-    metrics: Arc<Metrics>,
-) -> Result<RouteService, Fatal> {
-    let store = RedbStore::open(data_dir)?;
-    let service = RouteService::open(Arc::new(store))?.with_observer(metrics);
+fn load(opened: Opened, seed: Option<&Seed>, metrics: Arc<Metrics>) -> Result<RouteService, Fatal> {
+    let store: Arc<dyn Store> = match opened {
+        Opened::Redb(data_dir) => Arc::new(RedbStore::open(&data_dir)?),
+        Opened::Kubernetes(store) => Arc::new(*store),
+    };
+    let service = RouteService::open(store)?.with_observer(metrics);
     if let Some(seed) = seed {
         let outcome = service.apply_seed(seed).map_err(Fatal::Seed)?;
         tracing::info!(
@@ -337,6 +432,8 @@ mod tests {
     fn config() -> ServeConfig {
         ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            store: StoreKind::Redb,
+            auth_reads: false,
             data_dir: PathBuf::from("unused"),
             seed: None,
             token: None,
@@ -367,6 +464,43 @@ mod tests {
             ..config()
         };
         assert!(matches!(bad.auth(), Err(ConfigError::BadToken(_))));
+    }
+
+    #[test]
+    fn the_kubernetes_store_checks_tokens_itself() {
+        let kube = ServeConfig {
+            store: StoreKind::Kubernetes,
+            ..config()
+        };
+        assert!(matches!(
+            kube.auth_plan(),
+            Ok(AuthPlan::Kubernetes { reads: false })
+        ));
+        let with_token = ServeConfig {
+            token: Some("t".into()),
+            ..kube.clone()
+        };
+        assert!(matches!(
+            with_token.auth_plan(),
+            Err(ConfigError::TokenWithKubernetes)
+        ));
+        let with_seed = ServeConfig {
+            seed: Some(PathBuf::from("seed.json")),
+            ..kube
+        };
+        assert!(matches!(
+            with_seed.seed(),
+            Err(ConfigError::SeedWithKubernetes)
+        ));
+        let reads_on_redb = ServeConfig {
+            auth_reads: true,
+            insecure_no_auth: true,
+            ..config()
+        };
+        assert!(matches!(
+            reads_on_redb.auth_plan(),
+            Err(ConfigError::AuthReadsWithoutKubernetes)
+        ));
     }
 
     #[test]

@@ -8,13 +8,16 @@
 //!   equals the store's last commit.
 //! - No two sandboxes fork the same (routing key, baseline) pair: the filter
 //!   must never have to choose between two sandboxes for one request.
-//! - `version` bumps by exactly one on every commit that changes something;
-//!   a write that changes nothing (same content again) commits nothing.
+//! - With an owned store (redb), `version` bumps by exactly one on every
+//!   commit that changes something; a write that changes nothing (same
+//!   content again) commits nothing. With a fed store (Kubernetes) the store
+//!   numbers versions, every snapshot is one the feed sent, and a write
+//!   returns once the feed has brought it back (read your writes).
 //! - A snapshot carries the full-table JSON of `GET /v1/routes`, serialised
 //!   once per version.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -25,7 +28,7 @@ use sandbox_router_core::route_table::{Route, SandboxTarget};
 
 use crate::error::FieldError;
 use crate::model::{validate_name, Sandbox, SandboxList, SandboxSpec, StoredSandbox};
-use crate::store::{Batch, Store, StoreError, Stored};
+use crate::store::{Batch, Committed, FeedState, Store, StoreError, Stored};
 
 /// One consistent view of the table, shared by every reader.
 ///
@@ -242,7 +245,24 @@ pub enum WriteError {
     #[error("no sandbox named {0:?}")]
     NotFound(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for WriteError {
+    /// What a fed store's refusals mean to a client; anything else is a
+    /// storage failure.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(name) => WriteError::NotFound(name),
+            StoreError::Concurrent(_) => {
+                WriteError::Conflict(FieldError::new("name", e.to_string()))
+            }
+            StoreError::Rejected(message) => {
+                WriteError::Invalid(FieldError::new("sandbox", message))
+            }
+            other => WriteError::Store(other),
+        }
+    }
 }
 
 /// The sandboxes of a seed file: `{"sandboxes": {"<name>": SandboxSpec}}`.
@@ -277,12 +297,18 @@ pub trait CommitObserver: Send + Sync {
     fn commit(&self, took: Duration, ok: bool);
 }
 
+/// How long a write to a fed store waits for the service to publish the
+/// feed's state that holds it (the store waits for its watch before that).
+const FED_PUBLISH_WAIT: Duration = Duration::from_secs(10);
+
 /// The service: a store, the snapshot of its last commit, one writer at a time.
 pub struct RouteService {
     store: Arc<dyn Store>,
     snapshot: RwLock<Arc<Snapshot>>,
     writer: Mutex<()>,
     observer: Option<Arc<dyn CommitObserver>>,
+    /// A fed store: the `seq` of the feed state last published.
+    fed: Option<(Mutex<u64>, Condvar)>,
 }
 
 impl std::fmt::Debug for RouteService {
@@ -298,12 +324,84 @@ impl RouteService {
     /// Loads the store's last commit. Blocks.
     pub fn open(store: Arc<dyn Store>) -> Result<Self, StoreError> {
         let stored = store.load()?;
+        let fed = store
+            .feed()
+            .map(|feed| (Mutex::new(feed.borrow().seq), Condvar::new()));
         Ok(RouteService {
             store,
             snapshot: RwLock::new(Arc::new(Snapshot::from_stored(stored))),
             writer: Mutex::new(()),
             observer: None,
+            fed,
         })
+    }
+
+    /// Publishes every state of a fed store's feed until it closes; returns
+    /// at once for an owned store. Run it as a task beside the server.
+    pub async fn follow_feed(self: Arc<Self>) {
+        let Some(mut feed) = self.store.feed() else {
+            return;
+        };
+        loop {
+            let state = Arc::clone(&feed.borrow_and_update());
+            self.publish_fed(&state);
+            if feed.changed().await.is_err() {
+                tracing::error!("the store's feed closed: the table is no longer updated");
+                return;
+            }
+        }
+    }
+
+    /// Publishes one state of a fed store: the snapshot is rebuilt from the
+    /// current one, only changed sandboxes re-serialised.
+    pub fn publish_fed(&self, state: &FeedState) {
+        let Some((seen, published)) = &self.fed else {
+            return;
+        };
+        let current = self.snapshot();
+        let next = &state.stored;
+        let upserts: Vec<(String, StoredSandbox)> = next
+            .sandboxes
+            .iter()
+            .filter(|(name, s)| current.sandboxes.get(*name).is_none_or(|old| **old != **s))
+            .map(|(name, s)| (name.clone(), s.clone()))
+            .collect();
+        let deletes: Vec<String> = current
+            .sandboxes
+            .keys()
+            .filter(|name| !next.sandboxes.contains_key(*name))
+            .cloned()
+            .collect();
+        if !(upserts.is_empty() && deletes.is_empty() && current.version == next.version) {
+            let snapshot = Arc::new(current.apply(next.version, upserts, &deletes));
+            *self
+                .snapshot
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = snapshot;
+        }
+        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        *seen = (*seen).max(state.seq);
+        published.notify_all();
+    }
+
+    /// Waits until the feed state `seq` is published (or gives up after
+    /// [`FED_PUBLISH_WAIT`]: the write is done all the same).
+    fn wait_published(&self, seq: u64) {
+        let Some((seen, published)) = &self.fed else {
+            return;
+        };
+        let guard = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let (_guard, timeout) = published
+            .wait_timeout_while(guard, FED_PUBLISH_WAIT, |seen| *seen < seq)
+            .unwrap_or_else(PoisonError::into_inner);
+        if timeout.timed_out() {
+            tracing::warn!(seq, "a write's feed state was not published in time");
+        }
+    }
+
+    /// Whether the store is fed (it numbers versions, others write to it).
+    pub fn is_fed(&self) -> bool {
+        self.fed.is_some()
     }
 
     /// Reports every commit's duration to `observer`.
@@ -332,10 +430,10 @@ impl RouteService {
             return Ok(PutOutcome::Unchanged(Sandbox::new(name, existing)));
         }
         find_conflict(&current, &[(name, &spec)]).map_err(|c| WriteError::Conflict(c.1))?;
-        let created = existing.is_none();
-        let version = next_version(&current)?;
+        let mut created = existing.is_none();
+        let version = self.next_version(&current)?;
         let stored = StoredSandbox { spec, version };
-        self.commit(
+        let committed = self.commit(
             &current,
             Batch {
                 version,
@@ -343,7 +441,17 @@ impl RouteService {
                 deletes: vec![],
             },
         )?;
-        let sandbox = Sandbox::new(name, &stored);
+        let sandbox = match committed {
+            Committed::Applied => Sandbox::new(name, &stored),
+            Committed::Fed { created: made, .. } => {
+                created = made;
+                // As served now; not served (another replica's sandbox won a
+                // race for a pair: its status says Conflict), as written.
+                self.snapshot()
+                    .sandbox(name)
+                    .unwrap_or_else(|| Sandbox::new(name, &stored))
+            }
+        };
         Ok(if created {
             PutOutcome::Created(sandbox)
         } else {
@@ -355,19 +463,23 @@ impl RouteService {
     pub fn delete(&self, name: &str) -> Result<u64, WriteError> {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.snapshot();
-        if !current.sandboxes.contains_key(name) {
+        // A fed store also deletes objects that are not served (invalid,
+        // in conflict): it says itself whether the object exists.
+        if !self.is_fed() && !current.sandboxes.contains_key(name) {
             return Err(WriteError::NotFound(name.to_owned()));
         }
-        let version = next_version(&current)?;
-        self.commit(
+        let version = self.next_version(&current)?;
+        match self.commit(
             &current,
             Batch {
                 version,
                 upserts: vec![],
                 deletes: vec![name.to_owned()],
             },
-        )?;
-        Ok(version)
+        )? {
+            Committed::Applied => Ok(version),
+            Committed::Fed { .. } => Ok(self.snapshot().version),
+        }
     }
 
     /// Creates or replaces every sandbox of `seed` in one commit (sandboxes
@@ -397,7 +509,7 @@ impl RouteService {
         find_conflict(&current, &changes).map_err(|ConflictAt(name, e)| {
             WriteError::Conflict(e.under(&format!("sandboxes.{name}")))
         })?;
-        let version = next_version(&current)?;
+        let version = self.next_version(&current)?;
         let upserts = changes
             .iter()
             .map(|(name, spec)| {
@@ -422,15 +534,32 @@ impl RouteService {
         Ok(SeedOutcome { changed, version })
     }
 
+    /// The version of the next commit: the current one + 1 for an owned
+    /// store; a fed store numbers its own (the batch's is not used).
+    fn next_version(&self, current: &Snapshot) -> Result<u64, StoreError> {
+        if self.is_fed() {
+            return Ok(current.version);
+        }
+        current
+            .version
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Other("version counter exhausted".into()))
+    }
+
     /// Commits `batch` and, only if that succeeded, publishes the snapshot
-    /// it makes. Called with the writer lock held.
-    fn commit(&self, current: &Snapshot, batch: Batch) -> Result<(), StoreError> {
+    /// it makes (an owned store) or waits for the feed to publish it (a fed
+    /// store). Called with the writer lock held.
+    fn commit(&self, current: &Snapshot, batch: Batch) -> Result<Committed, StoreError> {
         let started = Instant::now();
         let result = self.store.commit(&batch);
         if let Some(observer) = &self.observer {
             observer.commit(started.elapsed(), result.is_ok());
         }
-        result?;
+        let committed = result?;
+        if let Committed::Fed { seq, .. } = committed {
+            self.wait_published(seq);
+            return Ok(committed);
+        }
         let Batch {
             version,
             upserts,
@@ -441,15 +570,8 @@ impl RouteService {
             .snapshot
             .write()
             .unwrap_or_else(PoisonError::into_inner) = next;
-        Ok(())
+        Ok(Committed::Applied)
     }
-}
-
-fn next_version(current: &Snapshot) -> Result<u64, StoreError> {
-    current
-        .version
-        .checked_add(1)
-        .ok_or_else(|| StoreError::Other("version counter exhausted".into()))
 }
 
 /// The first route of `changes` whose (routing key, baseline) pair another
@@ -567,6 +689,141 @@ mod tests {
                 .sum();
             assert_eq!(routes.len(), total, "step {step}");
         }
+    }
+
+    /// A fed store in memory: versions of its own (`1000 + n`), changes
+    /// from outside through [`FedStore::external`].
+    struct FedStore {
+        state: Mutex<Stored>,
+        feed: tokio::sync::watch::Sender<Arc<FeedState>>,
+        next_error: Mutex<Option<StoreError>>,
+    }
+
+    impl FedStore {
+        fn new() -> Arc<Self> {
+            let (feed, _) = tokio::sync::watch::channel(Arc::new(FeedState::default()));
+            Arc::new(FedStore {
+                state: Mutex::new(Stored::default()),
+                feed,
+                next_error: Mutex::new(None),
+            })
+        }
+
+        /// Applies a change and sends the new state; its seq.
+        fn apply(&self, upserts: &[(String, StoredSandbox)], deletes: &[String]) -> u64 {
+            let mut state = self.state.lock().unwrap();
+            for (name, s) in upserts {
+                state.sandboxes.insert(name.clone(), s.clone());
+            }
+            for name in deletes {
+                state.sandboxes.remove(name);
+            }
+            state.version += 1;
+            let mut stored = state.clone();
+            stored.version += 1000;
+            let seq = self.feed.borrow().seq + 1;
+            self.feed.send_replace(Arc::new(FeedState {
+                seq,
+                stored: Arc::new(stored),
+            }));
+            seq
+        }
+
+        fn external(&self, name: &str, spec: SandboxSpec) {
+            self.apply(
+                &[(name.to_owned(), StoredSandbox { spec, version: 77 })],
+                &[],
+            );
+        }
+    }
+
+    impl Store for FedStore {
+        fn load(&self) -> Result<Stored, StoreError> {
+            Ok(self.feed.borrow().stored.as_ref().clone())
+        }
+        fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
+            if let Some(e) = self.next_error.lock().unwrap().take() {
+                return Err(e);
+            }
+            if !batch.deletes.is_empty()
+                && !self
+                    .state
+                    .lock()
+                    .unwrap()
+                    .sandboxes
+                    .contains_key(&batch.deletes[0])
+            {
+                return Err(StoreError::NotFound(batch.deletes[0].clone()));
+            }
+            let created = batch
+                .upserts
+                .first()
+                .is_some_and(|(n, _)| !self.state.lock().unwrap().sandboxes.contains_key(n));
+            let seq = self.apply(&batch.upserts, &batch.deletes);
+            Ok(Committed::Fed { seq, created })
+        }
+        fn describe(&self) -> String {
+            "fed memory".into()
+        }
+        fn feed(&self) -> Option<crate::store::Feed> {
+            Some(self.feed.subscribe())
+        }
+    }
+
+    /// A fed store: the service serves only what the feed sends, its own
+    /// writes included (and answers them once it serves them).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fed_store_is_served_from_its_feed() {
+        let store = FedStore::new();
+        let service = Arc::new(RouteService::open(store.clone()).unwrap());
+        assert!(service.is_fed());
+        tokio::spawn(Arc::clone(&service).follow_feed());
+        let writer = Arc::clone(&service);
+        let outcome = tokio::task::spawn_blocking(move || writer.put("a", spec("k", &["x"])))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(outcome, PutOutcome::Created(_)), "{outcome:?}");
+        // Read your writes: served, at the store's version.
+        assert_eq!(service.snapshot().version(), 1001);
+        assert!(service.snapshot().sandbox("a").is_some());
+
+        // A change from outside is served too.
+        store.external("b", spec("k2", &["y"]));
+        for _ in 0..200 {
+            if service.snapshot().sandbox("b").is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(service.snapshot().sandbox("b").unwrap().version, 77);
+        assert_eq!(service.snapshot().version(), 1002);
+
+        // The store's refusals mean what they say.
+        *store.next_error.lock().unwrap() = Some(StoreError::Concurrent("a".into()));
+        let writer = Arc::clone(&service);
+        let refused = tokio::task::spawn_blocking(move || writer.put("a", spec("k", &["z"])))
+            .await
+            .unwrap();
+        assert!(
+            matches!(refused, Err(WriteError::Conflict(_))),
+            "{refused:?}"
+        );
+        let writer = Arc::clone(&service);
+        let missing = tokio::task::spawn_blocking(move || writer.delete("nope"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(missing, Err(WriteError::NotFound(_))),
+            "{missing:?}"
+        );
+        let writer = Arc::clone(&service);
+        let version = tokio::task::spawn_blocking(move || writer.delete("a"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(version, 1003);
+        assert!(service.snapshot().sandbox("a").is_none());
     }
 
     #[test]

@@ -196,6 +196,7 @@ fn start_route_service() -> Result<RouteService> {
         port: mesh::port_from_env("DEMO_ROUTESERVICE_PORT")?.unwrap_or(8080),
         seed: Some(sandbox_router_e2e::repo_root().join("routeservice/demo/seed.json")),
         token: token(),
+        kubeconfig: None,
     };
     RouteService::start(options).context("starting the RouteService")
 }

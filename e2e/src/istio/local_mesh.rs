@@ -202,6 +202,7 @@ impl LocalMesh {
             port: SERVICE_PORT,
             seed: Some(crate::repo_root().join("istio-config/overlays/demo/seed.json")),
             token: ROUTESERVICE_TOKEN.to_owned(),
+            kubeconfig: None,
         })?;
         for workload in workloads() {
             write_workload_entry(&kube, &workload)?;

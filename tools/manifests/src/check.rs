@@ -30,6 +30,11 @@ pub const CORE_KINDS: &[(&str, &str)] = &[
     ("v1", "Service"),
     ("v1", "ServiceAccount"),
     ("apps/v1", "Deployment"),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("policy/v1", "PodDisruptionBudget"),
 ];
 
