@@ -49,7 +49,9 @@ fn split_fragment(path: &str) -> (&str, Option<&str>) {
 
 fn query_pairs(path: &str) -> impl Iterator<Item = (&str, &str)> {
     let (before_fragment, _) = split_fragment(path);
-    let query = before_fragment.split_once('?').map_or("", |(_, query)| query);
+    let query = before_fragment
+        .split_once('?')
+        .map_or("", |(_, query)| query);
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
