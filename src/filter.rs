@@ -15,7 +15,7 @@ use sandbox_router_core::worker_routes::Answer;
 use crate::edge;
 use crate::host;
 use crate::metrics::Counter;
-use crate::worker::Worker;
+use crate::worker::{Worker, OUTCOME_STATE, SANDBOX_STATE};
 
 pub struct RequestFilter {
     context_id: u32,
@@ -242,11 +242,24 @@ impl HttpContext for RequestFilter {
         if let Some(cookie) = self.set_cookie.take() {
             let _ = host::add_response_header("set-cookie", &cookie);
         }
+        if let Some(name) = &self.worker.config.response_header {
+            let _ = host::set_response_header(name, &decision_header());
+        }
         Action::Continue
     }
 
     /// A marked request that got no response (reset, client gone).
     fn on_log(&mut self) {
         self.worker.check(self.context_id);
+    }
+}
+
+/// The opt-in response header's value: the outcome, and the sandbox when
+/// there is one (`routed; sandbox=pr-42`), as recorded on this request.
+fn decision_header() -> String {
+    let outcome = host::filter_state(OUTCOME_STATE).unwrap_or_else(|| "none".to_owned());
+    match host::filter_state(SANDBOX_STATE) {
+        Some(sandbox) => format!("{outcome}; sandbox={sandbox}"),
+        None => outcome,
     }
 }

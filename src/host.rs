@@ -14,6 +14,22 @@ pub fn request_headers() -> Vec<(String, Bytes)> {
 }
 
 /// The cluster of the route Envoy has chosen so far, if the host says.
+/// Filter state of the current request, `wasm.<name>` to Envoy: what its
+/// access logs read as `%FILTER_STATE(wasm.<name>:PLAIN)%`. Set again, it
+/// is replaced (Envoy keeps it writable for the plugin).
+pub fn set_filter_state(name: &str, value: &str) {
+    // A refused write loses a log field; it must not fail a request.
+    let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
+}
+
+/// A filter state value this plugin set on the current request.
+pub fn filter_state(name: &str) -> Option<String> {
+    hostcalls::get_property(vec![name])
+        .ok()
+        .flatten()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+}
+
 /// Envoy 1.40 answers `xds.cluster_name` in the request-headers phase; older
 /// hosts name it `cluster_name`.
 pub fn route_cluster_name() -> Option<String> {
@@ -41,6 +57,11 @@ pub fn set_request_header(name: &str, value: &str) -> Result<(), Status> {
 /// Adds one more line of header `name` (a value may be any bytes).
 pub fn add_request_header(name: &str, value: &[u8]) -> Result<(), Status> {
     hostcalls::add_map_value_bytes(MapType::HttpRequestHeaders, name, value)
+}
+
+/// Sets response header `name` (replacing any line of it).
+pub fn set_response_header(name: &str, value: &str) -> Result<(), Status> {
+    hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value))
 }
 
 /// Adds one more line of response header `name`.

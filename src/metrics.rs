@@ -62,6 +62,26 @@ pub enum Counter {
     SyncError,
 }
 
+impl Counter {
+    /// The request's outcome as operators read it (filter state
+    /// `wasm.sandbox_router.outcome`, the opt-in response header): the
+    /// counter's name, for the counters that count requests.
+    pub fn outcome(self) -> Option<&'static str> {
+        Some(match self {
+            Counter::Routed => "routed",
+            Counter::RouteMissing => "route_missing",
+            Counter::ForkUnknown => "fork_unknown",
+            Counter::Baseline => "baseline",
+            Counter::NoKey => "no_key",
+            Counter::InvalidKey => "invalid_key",
+            Counter::AlreadyRouted => "already_routed",
+            Counter::FailOpen => "fail_open",
+            Counter::Passthrough => "passthrough",
+            _ => return None,
+        })
+    }
+}
+
 /// Gauges, set by each worker on its tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gauge {

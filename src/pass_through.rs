@@ -43,6 +43,7 @@ impl HttpContext for PassThroughFilter {
         // Route selection ran with the client's headers: run it again.
         host::reselect_route_if(changed);
         self.metrics.increment(Counter::Passthrough);
+        host::set_filter_state(crate::worker::OUTCOME_STATE, "passthrough");
         Action::Continue
     }
 }

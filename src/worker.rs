@@ -28,6 +28,10 @@ pub struct Worker {
     marked: RefCell<HashMap<u32, Marked>>,
 }
 
+/// Filter state names (Envoy prefixes them with `wasm.`).
+pub const OUTCOME_STATE: &str = "sandbox_router.outcome";
+pub const SANDBOX_STATE: &str = "sandbox_router.sandbox";
+
 /// A marked request waiting for its check.
 struct Marked {
     check: Check,
@@ -79,8 +83,27 @@ impl Worker {
                 Some(check) => return self.mark_checked(context_id, marking, check),
             },
         };
-        self.metrics.increment(counter);
+        let sandbox = match decision {
+            Decision::Routed(marking) => Some(marking.target.sandbox.as_str()),
+            _ => None,
+        };
+        self.record(counter, sandbox);
         changed
+    }
+
+    /// Counts the current request's outcome and exposes it where Envoy's
+    /// access logs and the opt-in response header read it (filter state
+    /// `wasm.sandbox_router.outcome` and, for a sandbox's request,
+    /// `wasm.sandbox_router.sandbox`). A marked request is recorded again
+    /// once checked: the later outcome replaces the first.
+    pub fn record(&self, counter: Counter, sandbox: Option<&str>) {
+        self.metrics.increment(counter);
+        if let Some(outcome) = counter.outcome() {
+            host::set_filter_state(OUTCOME_STATE, outcome);
+        }
+        if let Some(sandbox) = sandbox {
+            host::set_filter_state(SANDBOX_STATE, sandbox);
+        }
     }
 
     fn mark_checked(&self, context_id: u32, marking: &Marking<'_>, check: &Check) -> bool {
@@ -90,7 +113,7 @@ impl Worker {
         let (stored, _) = host::shared_data(&key);
         if let Some(known) = stored.and_then(|b| Unreachable::fresh(&b, host::now_ms())) {
             // Found unreachable a moment ago: leave the request untouched.
-            self.metrics.increment(miss_counter(known.miss));
+            self.record(miss_counter(known.miss), Some(sandbox));
             return false;
         }
         self.marked.borrow_mut().insert(
@@ -122,9 +145,9 @@ impl Worker {
             after.as_deref(),
         );
         match verdict {
-            Ok(()) => self.metrics.increment(Counter::Routed),
+            Ok(()) => self.record(Counter::Routed, Some(&marked.sandbox)),
             Err(miss) => {
-                self.metrics.increment(miss_counter(miss));
+                self.record(miss_counter(miss), Some(&marked.sandbox));
                 self.remember(&marked, miss, after.as_deref());
             }
         }

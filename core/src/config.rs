@@ -25,6 +25,10 @@ pub struct PluginConfig {
     /// Present only where the filter runs at the mesh's edge (an ingress
     /// gateway); absent, as on sidecars, the filter trusts incoming keys.
     pub edge: Option<EdgeConfig>,
+    /// Opt-in: answer every request with this header saying what the
+    /// filter decided (`routed; sandbox=pr-42`), for debugging with curl.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_header: Option<String>,
 }
 
 impl Default for PluginConfig {
@@ -38,6 +42,7 @@ impl Default for PluginConfig {
             route_service: None,
             routes: Vec::new(),
             edge: None,
+            response_header: None,
         }
     }
 }
@@ -254,6 +259,8 @@ pub struct FilterConfig {
     pub static_routes: RouteTable,
     /// `None` unless the filter runs at the mesh's edge.
     pub edge: Option<EdgeConfig>,
+    /// `responseHeader`: lower case, `None` when off.
+    pub response_header: Option<String>,
     /// `edge.signedKeys` with its secrets read: set by
     /// [`FilterConfig::from_json_with_env`], `None` otherwise.
     pub signed_key_verifier: Option<Verifier>,
@@ -272,6 +279,7 @@ impl Default for FilterConfig {
             route_service: None,
             static_routes: RouteTable::default(),
             edge: None,
+            response_header: None,
             signed_key_verifier: None,
         }
     }
@@ -429,6 +437,12 @@ impl PluginConfig {
     pub fn validate(self) -> Result<FilterConfig, ConfigError> {
         self.routing_key.validate()?;
         validate_route_header(&self.route_header)?;
+        if let Some(name) = &self.response_header {
+            validate_header_name("responseHeader", name)?;
+            if *name == self.route_header {
+                return Err(invalid("responseHeader", "must differ from routeHeader"));
+            }
+        }
         if self.edge.is_some() && self.mode == Mode::Authority {
             // A Gateway's listener serves only the hosts its servers list,
             // and a gateway VirtualService binds to those: a request whose
@@ -474,6 +488,7 @@ impl PluginConfig {
             route_service: self.route_service,
             static_routes,
             edge: self.edge,
+            response_header: self.response_header,
             signed_key_verifier: None,
         })
     }
@@ -596,21 +611,24 @@ impl RoutingKeyConfig {
 }
 
 fn validate_route_header(name: &str) -> Result<(), ConfigError> {
+    validate_header_name("routeHeader", name)
+}
+
+/// A header this filter sets: a lower-case token that is not one whose
+/// meaning Envoy or HTTP fixes.
+fn validate_header_name(field: &str, name: &str) -> Result<(), ConfigError> {
     let lower = name.to_ascii_lowercase();
     if !is_token(name) {
-        return Err(invalid(
-            "routeHeader",
-            "must be an HTTP header name (token)",
-        ));
+        return Err(invalid(field, "must be an HTTP header name (token)"));
     }
     if name != lower {
         return Err(invalid(
-            "routeHeader",
+            field,
             "must be lower case (HTTP/2 header names are)",
         ));
     }
     if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-envoy-") {
-        return Err(invalid("routeHeader", format!("`{name}` is reserved")));
+        return Err(invalid(field, format!("`{name}` is reserved")));
     }
     Ok(())
 }
@@ -886,6 +904,34 @@ mod tests {
             "edge.signedKeys.secretEnv: environment variable NEW is shorter than 32 bytes"
         );
         assert!(!short.to_string().contains("too-short"));
+    }
+
+    #[test]
+    fn response_header_is_off_unless_named_and_checked() {
+        assert_eq!(FilterConfig::default().response_header, None);
+        let on = FilterConfig::from_json(br#"{"responseHeader": "x-sandbox-routed"}"#).unwrap();
+        assert_eq!(on.response_header.as_deref(), Some("x-sandbox-routed"));
+        for (json, want) in [
+            (
+                &br#"{"responseHeader": "X-Routed"}"#[..],
+                "responseHeader: must be lower case",
+            ),
+            (
+                br#"{"responseHeader": "a b"}"#,
+                "responseHeader: must be an HTTP header name",
+            ),
+            (
+                br#"{"responseHeader": "content-length"}"#,
+                "responseHeader: `content-length` is reserved",
+            ),
+            (
+                br#"{"responseHeader": "x-sandbox-route"}"#,
+                "responseHeader: must differ from routeHeader",
+            ),
+        ] {
+            let err = FilterConfig::from_json(json).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
+        }
     }
 
     #[test]

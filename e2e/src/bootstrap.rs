@@ -547,7 +547,7 @@ fn access_log(path: &std::path::Path) -> Value {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
             "path": path.display().to_string(),
             "log_format": {"text_format_source": {"inline_string":
-                "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" authority=%REQ(:AUTHORITY)% route=%ROUTE_NAME% cluster=%UPSTREAM_CLUSTER_RAW% status=%RESPONSE_CODE% flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS%\n"
+                "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" authority=%REQ(:AUTHORITY)% route=%ROUTE_NAME% cluster=%UPSTREAM_CLUSTER_RAW% status=%RESPONSE_CODE% flags=%RESPONSE_FLAGS% details=%RESPONSE_CODE_DETAILS% outcome=%FILTER_STATE(wasm.sandbox_router.outcome:PLAIN)% sandbox=%FILTER_STATE(wasm.sandbox_router.sandbox:PLAIN)% request_id=%REQ(X-REQUEST-ID)%\n"
             }},
         },
     })

@@ -1,0 +1,131 @@
+//! The decision where operators look (issue 14): Envoy's own access log
+//! reads each request's outcome and sandbox from the plugin's filter state
+//! (`%FILTER_STATE(wasm.sandbox_router.outcome:PLAIN)%`, `...sandbox`), and
+//! the opt-in `responseHeader` answers with it. A real Envoy running the
+//! release plugin; the access log format is the harness's (bootstrap.rs).
+
+// Test code, helpers included (see envoy_filter.rs).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::time::{Duration, Instant};
+
+use sandbox_router_e2e::client::Request;
+use sandbox_router_e2e::mesh::{self, DemoMesh, MeshOptions, Mode};
+
+const CATALOG: &str = "catalog.demo.svc.cluster.local";
+const HEADER: &str = "x-sandbox-routed";
+
+fn start(label: &str, response_header: bool) -> DemoMesh {
+    let mut config = mesh::demo_plugin_config(Mode::Header);
+    // A sandbox whose route header no VirtualService rule matches.
+    config["routes"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "routingKey": "pr-77",
+            "sandbox": "pr-77",
+            "baseline": CATALOG,
+            "target": "catalog-pr-77.demo.svc.cluster.local",
+        }));
+    if response_header {
+        config["responseHeader"] = HEADER.into();
+    }
+    let mut options = MeshOptions::for_tests(Mode::Header, config);
+    options.label = label.to_owned();
+    DemoMesh::start(&options).unwrap()
+}
+
+/// Sends a request tagged with `id`, returns the response header (if any)
+/// and the access log line Envoy wrote for it.
+fn request(mesh: &DemoMesh, id: &str, baggage: Option<&str>) -> (Option<String>, String) {
+    let mut request = Request::get("/")
+        .header("host", CATALOG)
+        .header("x-request-id", id);
+    if let Some(baggage) = baggage {
+        request = request.header("baggage", baggage);
+    }
+    let response = request.send(mesh.listener()).unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    (response.header(HEADER), access_log_line(mesh, id))
+}
+
+fn access_log_line(mesh: &DemoMesh, id: &str) -> String {
+    let path = mesh.envoy().files().access_log();
+    let wanted = format!("request_id={id}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(line) = log.lines().find(|line| line.ends_with(&wanted)) {
+            return line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access log line for {id} in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_access_log_shows_each_outcome_and_sandbox() {
+    let mesh = start("decision-log", false);
+    let cases = [
+        (
+            "a",
+            Some("sd-routing-key=pr-42"),
+            "outcome=routed sandbox=pr-42",
+        ),
+        ("b", None, "outcome=no_key sandbox=-"),
+        (
+            "c",
+            Some("sd-routing-key=nobody"),
+            "outcome=baseline sandbox=-",
+        ),
+        (
+            "d",
+            Some("sd-routing-key=bad%20key"),
+            "outcome=invalid_key sandbox=-",
+        ),
+        // Marked, then checked after the router: the later outcome wins.
+        (
+            "e",
+            Some("sd-routing-key=pr-77"),
+            "outcome=route_missing sandbox=pr-77",
+        ),
+        // Remembered: no longer marked, the same outcome.
+        (
+            "f",
+            Some("sd-routing-key=pr-77"),
+            "outcome=route_missing sandbox=pr-77",
+        ),
+    ];
+    for (id, baggage, want) in cases {
+        let (header, line) = request(&mesh, id, baggage);
+        println!("{line}");
+        assert!(line.contains(want), "{id}: {want:?} not in {line}");
+        assert_eq!(header, None, "{id}: no response header unless configured");
+    }
+}
+
+#[test]
+fn the_opt_in_response_header_says_the_same() {
+    let mesh = start("decision-header", true);
+    for (id, baggage, want) in [
+        ("a", Some("sd-routing-key=pr-42"), "routed; sandbox=pr-42"),
+        ("b", None, "no_key"),
+        (
+            "e",
+            Some("sd-routing-key=pr-77"),
+            "route_missing; sandbox=pr-77",
+        ),
+    ] {
+        let (header, line) = request(&mesh, id, baggage);
+        assert_eq!(header.as_deref(), Some(want), "{id} ({line})");
+    }
+}
