@@ -61,6 +61,9 @@ pub struct Scenario {
     /// wrk script (router_miss), with the path wrk requests.
     pub script: Option<PathBuf>,
     pub path: String,
+    /// Synced from the RouteService holding [`crate::SANDBOXES_LARGE`]
+    /// sandboxes instead of [`crate::SANDBOXES`].
+    pub large_table: bool,
 }
 
 impl Scenario {
@@ -74,6 +77,7 @@ impl Scenario {
             upstream: false,
             script: None,
             path: "/".into(),
+            large_table: false,
         }
     }
 
@@ -98,8 +102,17 @@ pub fn all() -> Vec<Scenario> {
     miss.script = Some(crate::lua_path("miss.lua"));
     let mut plain_up = Scenario::new("plain_upstream", Kind::Plain, hit.clone(), Expect::Baseline);
     plain_up.upstream = true;
+    let mut floor_up = Scenario::new(
+        "wasm_floor_upstream",
+        Kind::Floor,
+        hit.clone(),
+        Expect::Baseline,
+    );
+    floor_up.upstream = true;
     let mut router_up = Scenario::new("router_hit_upstream", router, hit.clone(), Expect::Sandbox);
     router_up.upstream = true;
+    let mut hit_100k = Scenario::new("router_hit_100k", router, hit.clone(), Expect::Sandbox);
+    hit_100k.large_table = true;
     vec![
         Scenario::new("plain", Kind::Plain, hit.clone(), Expect::Baseline),
         Scenario::new("wasm_floor", Kind::Floor, hit.clone(), Expect::Baseline),
@@ -112,6 +125,7 @@ pub fn all() -> Vec<Scenario> {
             Expect::Baseline,
         ),
         Scenario::new("router_hit", router, hit.clone(), Expect::Sandbox),
+        hit_100k,
         Scenario::new(
             "router_hit_large",
             router,
@@ -126,6 +140,7 @@ pub fn all() -> Vec<Scenario> {
         ),
         miss,
         plain_up,
+        floor_up,
         router_up,
     ]
 }
@@ -217,14 +232,23 @@ pub struct Setup {
     pub floor_wasm: PathBuf,
     pub lua_source: String,
     pub route_service: SocketAddr,
+    /// The one holding [`crate::SANDBOXES_LARGE`] sandboxes.
+    pub route_service_large: SocketAddr,
     pub baseline_upstream: SocketAddr,
     pub fork_upstream: SocketAddr,
+    /// Envoy runs under callgrind (some 50 times slower): RouteService
+    /// calls get a minute.
+    pub slow: bool,
 }
 
+/// The cluster of the RouteService holding [`crate::SANDBOXES_LARGE`] sandboxes.
+pub const LARGE_CLUSTER: &str = "outbound|8080||routeservice-100k.sandbox-system.svc.cluster.local";
+const LARGE_FQDN: &str = "routeservice-100k.sandbox-system.svc.cluster.local";
 const BASELINE_CLUSTER: &str = "outbound|8080||catalog.demo.svc.cluster.local";
 const FORK_CLUSTER: &str = "outbound|8080||catalog-pr-421.demo.svc.cluster.local";
 
 pub fn bootstrap(setup: &Setup, ports: &BTreeMap<&'static str, u16>) -> Value {
+    let connect_timeout = if setup.slow { "30s" } else { "1s" };
     let listeners: Vec<Value> = all()
         .iter()
         .filter_map(|s| Some(listener(setup, s, *ports.get(s.name)?)))
@@ -239,9 +263,10 @@ pub fn bootstrap(setup: &Setup, ports: &BTreeMap<&'static str, u16>) -> Value {
         "static_resources": {
             "listeners": listeners,
             "clusters": [
-                cluster(routeservice::CLUSTER, setup.route_service),
-                cluster(BASELINE_CLUSTER, setup.baseline_upstream),
-                cluster(FORK_CLUSTER, setup.fork_upstream),
+                cluster(routeservice::CLUSTER, setup.route_service, connect_timeout),
+                cluster(LARGE_CLUSTER, setup.route_service_large, connect_timeout),
+                cluster(BASELINE_CLUSTER, setup.baseline_upstream, connect_timeout),
+                cluster(FORK_CLUSTER, setup.fork_upstream, connect_timeout),
             ],
         },
     })
@@ -251,11 +276,11 @@ fn address(port: u16) -> Value {
     json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
 }
 
-fn cluster(name: &str, addr: SocketAddr) -> Value {
+fn cluster(name: &str, addr: SocketAddr, connect_timeout: &str) -> Value {
     json!({
         "name": name,
         "type": "STATIC",
-        "connect_timeout": "1s",
+        "connect_timeout": connect_timeout,
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
@@ -281,12 +306,23 @@ fn listener(setup: &Setup, scenario: &Scenario, port: u16) -> Value {
             },
         })),
         Kind::Router { authority } => {
+            let (cluster, authority_name) = if scenario.large_table {
+                (LARGE_CLUSTER, LARGE_FQDN)
+            } else {
+                (routeservice::CLUSTER, routeservice::FQDN)
+            };
+            // The 100k table is some 14 MB: more than 200 ms to fetch.
+            let timeout_ms = match (setup.slow, scenario.large_table) {
+                (true, _) => 60_000,
+                (false, true) => 5_000,
+                (false, false) => 200,
+            };
             let mut config = json!({
                 "namespace": "demo",
                 "routeService": {
-                    "cluster": routeservice::CLUSTER,
-                    "authority": routeservice::FQDN,
-                    "timeoutMs": 200,
+                    "cluster": cluster,
+                    "authority": authority_name,
+                    "timeoutMs": timeout_ms,
                     "syncIntervalMs": 5000,
                     "cacheTtlMs": 30000,
                     "negativeCacheTtlMs": 2000,
