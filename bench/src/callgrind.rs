@@ -99,7 +99,7 @@ pub fn run(settings: &Settings) -> Result<()> {
         "callgrind: Envoy ready and synced after {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    crate::check_scenarios(&rig)?;
+    crate::check_scenarios(&rig, true)?;
     let mut dumps = Dumps::new(&rig.envoy_dir)?;
     let idle = {
         dumps.zero()?;
