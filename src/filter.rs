@@ -120,7 +120,7 @@ impl RequestFilter {
         let cluster = attribute.and_then(|a| a.route_cluster_name());
         let route = match (&cluster, attribute) {
             (Some(cluster), _) => RouteBefore::Cluster(cluster),
-            (None, Some(a)) if a.names_routes() => RouteBefore::NoRoute,
+            (None, Some(a)) if a.names_routes() && !a.has_route() => RouteBefore::NoRoute,
             (None, _) => RouteBefore::NotSaid,
         };
         let action = match decision::prepare(config, inspection, route, authority) {

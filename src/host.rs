@@ -65,6 +65,18 @@ impl ClusterAttribute {
         self == ClusterAttribute::Xds
     }
 
+    /// Whether Envoy chose a route at all (`xds.route_name`): a route
+    /// without a cluster (`direct_response`, `redirect`) is still a route,
+    /// which the filter decides from `:authority`; only a request with no
+    /// route (Envoy answers `404`) is left to Envoy.
+    pub fn has_route(self) -> bool {
+        self == ClusterAttribute::Xds
+            && hostcalls::get_property(vec!["xds", "route_name"])
+                .ok()
+                .flatten()
+                .is_some()
+    }
+
     /// The cluster of the route Envoy has chosen so far, if the host says.
     /// Envoy 1.40 answers `xds.cluster_name` in the request-headers phase.
     pub fn route_cluster_name(self) -> Option<String> {

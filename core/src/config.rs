@@ -173,10 +173,7 @@ fn error_path(document: &serde_json::Value, message: &str) -> String {
     };
     let mut doc = document.clone();
     let mut path: Vec<Segment> = Vec::new();
-    loop {
-        let Some(node) = node_at(&doc, &path) else {
-            break;
-        };
+    while let Some(node) = node_at(&doc, &path) {
         let found = match node {
             Value::Object(members) => members.keys().find_map(|key| {
                 let mut without = doc.clone();
