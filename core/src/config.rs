@@ -849,7 +849,7 @@ mod tests {
     fn an_error_deep_in_a_long_list_names_its_element() {
         let good = r#"{"routingKey": "k", "sandbox": "s", "baseline": "a.b", "target": "c.d"}"#;
         let bad = r#"{"routingKey": "k", "sandbox": "s", "baseline": "a.b", "target": 7}"#;
-        let mut routes = vec![good; 9];
+        let mut routes = [good; 9];
         routes[6] = bad;
         routes[8] = bad;
         let json = format!(r#"{{"routes": [{}]}}"#, routes.join(","));
