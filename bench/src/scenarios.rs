@@ -363,6 +363,13 @@ fn listener(setup: &Setup, scenario: &Scenario, port: u16) -> Value {
                     crate::SANDBOXES
                 };
                 object.insert("routes".into(), Value::Array(routes(count)));
+                // No table sync during the count (one at start, then hourly).
+                if let Some(rs) = object
+                    .get_mut("routeService")
+                    .and_then(Value::as_object_mut)
+                {
+                    rs.insert("syncIntervalMs".into(), json!(3_600_000));
+                }
             }
             filters.push(wasm(scenario.name, &setup.router_wasm, &config.to_string()));
         }
