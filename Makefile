@@ -82,9 +82,11 @@ help: ## this list
 build: rustup-targets tool-binaryen ## release filter: target/wasm32-wasip1/release/sandbox_router.wasm (opt-level z, then wasm-opt -Oz)
 	$(CARGO) build --profile wasm-release --target wasm32-wasip1 -p sandbox-router
 	@mkdir -p '$(dir $(WASM))'
-	@if [ ! -f '$(WASM)' ] || [ '$(WASM_BUILT)' -nt '$(WASM)' ] || ! cmp -s '$(WASM_BUILT)' '$(WASM).built'; then \
+	@# wasm-opt again unless $(WASM) is still what it made of this build (a
+	@# plain `cargo build --release` overwrites $(WASM) with an unoptimised one).
+	@if ! cmp -s '$(WASM_BUILT)' '$(WASM).built' || ! cmp -s '$(WASM)' '$(WASM).opt'; then \
 	  $(WASM_OPT) $(WASM_OPT_FLAGS) '$(WASM_BUILT)' -o '$(WASM).tmp' && mv '$(WASM).tmp' '$(WASM)' && \
-	  cp '$(WASM_BUILT)' '$(WASM).built'; \
+	  cp '$(WASM_BUILT)' '$(WASM).built' && cp '$(WASM)' '$(WASM).opt'; \
 	fi
 	@echo "built $(WASM) ($$(stat -c %s '$(WASM)') bytes; $$(stat -c %s '$(WASM_BUILT)') before wasm-opt)"
 
