@@ -11,6 +11,14 @@
 #   make bench-smoke  the same rig, every scenario checked for who answers,
 #                     wrk for 1 s on router_hit; writes nothing (for make test).
 #   make bench-core   criterion micro-benchmarks of the core (native).
+#   make bench-callgrind
+#                     the same rig with Envoy under valgrind's callgrind:
+#                     instructions per request per scenario on the worker
+#                     (independent of the machine's load), as ratios to
+#                     wasm_floor. Writes target/bench/callgrind.{json,md}.
+#
+# BENCH_SCENARIOS=a,b (comma-separated) measures only those scenarios (and
+# wasm_floor, which every ratio needs), for bench and bench-callgrind.
 
 CARGO           ?= cargo
 BENCH_ROUNDS    ?= 5
@@ -25,9 +33,12 @@ BENCH_DRIVER    := $(CURDIR)/target/release/sandbox-router-bench
 # Envoy's CPU; on a one-CPU machine nothing is pinned.
 BENCH_PIN       := $(shell [ "$$(nproc --all 2>/dev/null || echo 1)" -ge 2 ] && command -v taskset >/dev/null && echo 'taskset -c $(BENCH_LOAD_CPU)')
 
-export BENCH_ROUNDS BENCH_SECONDS BENCH_ENVOY_CPU BENCH_LOAD_CPU
+BENCH_SCENARIOS ?=
+BENCH_CALLGRIND_REQUESTS ?= 2000
 
-.PHONY: bench bench-smoke bench-core bench-prepare tool-wrk
+export BENCH_ROUNDS BENCH_SECONDS BENCH_ENVOY_CPU BENCH_LOAD_CPU BENCH_SCENARIOS BENCH_CALLGRIND_REQUESTS
+
+.PHONY: bench bench-smoke bench-core bench-callgrind bench-prepare tool-wrk tool-valgrind
 
 bench: bench-prepare ## benchmark report: target/bench/{results.json,report.md,report.png}
 	ROUTESERVICE_BIN='$(CURDIR)/target/release/routeservice' ENVOY_BIN='$(BENCH_ENVOY)' SANDBOX_ROUTER_WASM='$(BENCH_WASM)' BENCH_FLOOR_WASM='$(BENCH_FLOOR)' \
@@ -38,6 +49,10 @@ bench-smoke: bench-prepare ## ~1 s bench smoke: every scenario answers as expect
 	ROUTESERVICE_BIN='$(CURDIR)/target/release/routeservice' ENVOY_BIN='$(BENCH_ENVOY)' SANDBOX_ROUTER_WASM='$(BENCH_WASM)' BENCH_FLOOR_WASM='$(BENCH_FLOOR)' \
 	  $(BENCH_PIN) '$(BENCH_DRIVER)' --smoke
 
+bench-callgrind: bench-prepare tool-valgrind ## instructions per request per scenario (callgrind): target/bench/callgrind.{json,md}
+	ROUTESERVICE_BIN='$(CURDIR)/target/release/routeservice' ENVOY_BIN='$(BENCH_ENVOY)' SANDBOX_ROUTER_WASM='$(BENCH_WASM)' BENCH_FLOOR_WASM='$(BENCH_FLOOR)' \
+	  '$(BENCH_DRIVER)' --callgrind
+
 bench-core: ## criterion micro-benchmarks of the core (parse + decide, key cache)
 	$(CARGO) bench -p sandbox-router-core --bench core
 
@@ -47,6 +62,14 @@ bench-prepare: tool-wrk
 	$(CARGO) build --release --target wasm32-wasip1 -p wasm-floor
 	$(CARGO) build --release -p routeservice --bin routeservice
 	$(CARGO) build --release -p sandbox-router-bench
+
+tool-valgrind:
+	@command -v valgrind >/dev/null 2>&1 || { \
+	  echo "valgrind not found: installing Debian's valgrind"; \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -q; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends valgrind; \
+	}
 
 tool-wrk:
 	@command -v wrk >/dev/null 2>&1 || { \

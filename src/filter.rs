@@ -5,8 +5,9 @@
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
-use sandbox_router_core::decision::{self, Decision, KeyOutcome, Query, Step};
+use proxy_wasm::types::{Action, Bytes};
+use sandbox_router_core::config::FilterConfig;
+use sandbox_router_core::decision::{self, Decision, Inspection, KeyOutcome, Query, Step};
 use sandbox_router_core::destination::RouteBefore;
 use sandbox_router_core::routes_api::{self, BadAnswer, MAX_BODY_BYTES};
 use sandbox_router_core::routing_key::RoutingKey;
@@ -16,6 +17,7 @@ use crate::edge;
 use crate::host;
 use crate::metrics::Counter;
 use crate::worker::{Worker, OUTCOME_STATE, SANDBOX_STATE};
+use sandbox_router_core::edge::BAGGAGE;
 
 pub struct RequestFilter {
     context_id: u32,
@@ -45,7 +47,54 @@ impl RequestFilter {
         }
     }
 
+    /// Reads only the headers the configuration names, one host call each
+    /// (the whole map is copied into the VM only when it can matter: at the
+    /// edge, which rewrites carriers, and when a legacy or plain carrier is
+    /// present, whose last line wins); then decides as with the whole map.
     fn on_request(&mut self) -> Action {
+        let config = Rc::clone(&self.worker.config);
+        if config.strips_incoming_keys() || config.signed_key_verifier.is_some() {
+            return self.on_request_with_map();
+        }
+        // Every `baggage` line, joined as one list; the route header, whose
+        // presence is all that matters. Slots with an empty name match no
+        // header name the core looks for.
+        let baggage = host::request_header_lines(BAGGAGE).map(|lines| (BAGGAGE, lines));
+        let route_header = host::has_request_header(&config.route_header)
+            .then(|| (config.route_header.as_str(), Bytes::new()));
+        let headers = [
+            baggage.unwrap_or_default(),
+            route_header.unwrap_or_default(),
+        ];
+        let inspection = decision::inspect(&config, &headers);
+        if matches!(inspection.key, KeyOutcome::NoKey) && self.other_carriers_present() {
+            return self.on_request_with_map();
+        }
+        let mut changed = false;
+        if inspection.spoofed_route_header {
+            changed |= host::remove_request_header(&config.route_header).is_ok();
+            self.worker.metrics.increment(Counter::SpoofedHeaderRemoved);
+        }
+        let authority = match inspection.key {
+            KeyOutcome::Valid(..) => host::request_header(":authority"),
+            _ => None,
+        };
+        self.decide(&config, inspection, authority.as_deref(), changed)
+    }
+
+    /// Whether a legacy or plain carrier header is present (only asked when
+    /// `baggage` gave no key, as the carriers are read in that order).
+    fn other_carriers_present(&self) -> bool {
+        let config = &self.worker.config;
+        self.worker
+            .legacy_header_names
+            .iter()
+            .chain(&config.carriers.headers)
+            .any(|name| host::has_request_header(name))
+    }
+
+    /// The same decision from the whole header map.
+    fn on_request_with_map(&mut self) -> Action {
         let config = Rc::clone(&self.worker.config);
         let mut headers = host::request_headers();
         let mut changed = edge::strip_incoming_keys(&config, &mut headers, &self.worker.metrics);
@@ -62,15 +111,26 @@ impl RequestFilter {
             .iter()
             .find(|(name, _)| name == ":authority")
             .map(|(_, value)| value.as_slice());
+        self.decide(&config, inspection, authority, changed)
+    }
+
+    fn decide(
+        &mut self,
+        config: &FilterConfig,
+        inspection: Inspection<'_>,
+        authority: Option<&[u8]>,
+        mut changed: bool,
+    ) -> Action {
         // Only a keyed request needs the route Envoy chose.
         let keyed = matches!(inspection.key, KeyOutcome::Valid(..));
-        let cluster = keyed.then(host::route_cluster_name).flatten();
-        let route = match &cluster {
-            Some(cluster) => RouteBefore::Cluster(cluster),
-            None if keyed && host::names_routes() => RouteBefore::NoRoute,
-            None => RouteBefore::NotSaid,
+        let attribute = keyed.then(|| self.worker.cluster_attribute());
+        let cluster = attribute.and_then(|a| a.route_cluster_name());
+        let route = match (&cluster, attribute) {
+            (Some(cluster), _) => RouteBefore::Cluster(cluster),
+            (None, Some(a)) if a.names_routes() && !a.has_route() => RouteBefore::NoRoute,
+            (None, _) => RouteBefore::NotSaid,
         };
-        let action = match decision::prepare(&config, inspection, route, authority) {
+        let action = match decision::prepare(config, inspection, route, authority) {
             Step::Decided(decision) => {
                 changed |= self.worker.apply(self.context_id, &decision);
                 Action::Continue
@@ -91,6 +151,16 @@ impl RequestFilter {
             );
             return Action::Continue;
         };
+        if let Some(target) = worker
+            .routes
+            .borrow()
+            .table_answer(&query.key, &query.destination)
+        {
+            // The table knows the key: no clock, no call bookkeeping.
+            worker.metrics.increment(Counter::TableHit);
+            *changed |= worker.apply(self.context_id, &query.decide(config, target));
+            return Action::Continue;
+        }
         let now = host::now_ms();
         let mut routes = worker.routes.borrow_mut();
         let answer = routes.answer(&query.key, &query.destination, now, self.context_id);

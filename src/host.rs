@@ -13,7 +13,6 @@ pub fn request_headers() -> Vec<(String, Bytes)> {
     hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
 }
 
-/// The cluster of the route Envoy has chosen so far, if the host says.
 /// Filter state of the current request, `wasm.<name>` to Envoy: what its
 /// access logs read as `%FILTER_STATE(wasm.<name>:PLAIN)%`. Set again, it
 /// is replaced (Envoy keeps it writable for the plugin).
@@ -30,24 +29,83 @@ pub fn filter_state(name: &str) -> Option<String> {
         .and_then(|bytes| String::from_utf8(bytes).ok())
 }
 
-/// Envoy 1.40 answers `xds.cluster_name` in the request-headers phase; older
-/// hosts name it `cluster_name`.
-pub fn route_cluster_name() -> Option<String> {
-    [vec!["xds", "cluster_name"], vec!["cluster_name"]]
-        .into_iter()
-        .find_map(|path| hostcalls::get_property(path).ok().flatten())
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .filter(|name| !name.is_empty())
-}
-
-/// Whether the host answers Envoy's `xds` attributes at all (`xds.node`,
-/// always there on Envoy 1.26 and later): then a missing `xds.cluster_name`
-/// means the request has no route.
-pub fn names_routes() -> bool {
-    hostcalls::get_property(vec!["xds", "node", "id"])
+/// The first line of request header `name` (Envoy's `get_map_value`
+/// answers only the first of several), if the request has it.
+pub fn request_header(name: &str) -> Option<Bytes> {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
         .ok()
         .flatten()
-        .is_some()
+}
+
+/// Whether the request has header `name` at all.
+pub fn has_request_header(name: &str) -> bool {
+    request_header(name).is_some()
+}
+
+/// Every line of request header `name`, joined with `,` in order, as
+/// Envoy's attribute `request.headers[name]` answers it (RFC 9110's
+/// combined field value); `None` if the request has no such header.
+pub fn request_header_lines(name: &str) -> Option<Bytes> {
+    hostcalls::get_property(vec!["request", "headers", name])
+        .ok()
+        .flatten()
+}
+
+/// How the host names the cluster of the chosen route (asked once per
+/// worker, on its first keyed request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterAttribute {
+    /// `xds.cluster_name` (Envoy 1.26 and later, which always answer
+    /// `xds.node.id`): a missing one means the request has no route.
+    Xds,
+    /// `cluster_name` (older hosts); a missing one says nothing.
+    Legacy,
+}
+
+impl ClusterAttribute {
+    /// Asks the host which it answers.
+    pub fn detect() -> Self {
+        let xds = hostcalls::get_property(vec!["xds", "node", "id"])
+            .ok()
+            .flatten()
+            .is_some();
+        if xds {
+            ClusterAttribute::Xds
+        } else {
+            ClusterAttribute::Legacy
+        }
+    }
+
+    /// Whether a missing cluster means that the request has no route.
+    pub fn names_routes(self) -> bool {
+        self == ClusterAttribute::Xds
+    }
+
+    /// Whether Envoy chose a route at all (`xds.route_name`): a route
+    /// without a cluster (`direct_response`, `redirect`) is still a route,
+    /// which the filter decides from `:authority`; only a request with no
+    /// route (Envoy answers `404`) is left to Envoy.
+    pub fn has_route(self) -> bool {
+        self == ClusterAttribute::Xds
+            && hostcalls::get_property(vec!["xds", "route_name"])
+                .ok()
+                .flatten()
+                .is_some()
+    }
+
+    /// The cluster of the route Envoy has chosen so far, if the host says.
+    /// Envoy 1.40 answers `xds.cluster_name` in the request-headers phase.
+    pub fn route_cluster_name(self) -> Option<String> {
+        let path = match self {
+            ClusterAttribute::Xds => vec!["xds", "cluster_name"],
+            ClusterAttribute::Legacy => vec!["cluster_name"],
+        };
+        hostcalls::get_property(path)
+            .ok()
+            .flatten()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .filter(|name| !name.is_empty())
+    }
 }
 
 pub fn set_request_header(name: &str, value: &str) -> Result<(), Status> {

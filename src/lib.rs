@@ -18,8 +18,11 @@ proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
     // panic = "abort" already kills the VM; the hook makes the reason visible
     // in Envoy's log instead of a bare Wasm trap.
-    std::panic::set_hook(Box::new(|info| {
-        log::error!("sandbox-router: panic: {info}");
+    // Where, not the payload: formatting any payload would pull a good
+    // part of `std`'s formatting into the `.wasm` for a path never taken.
+    std::panic::set_hook(Box::new(|info| match info.location() {
+        Some(at) => log::error!("sandbox-router: panic at {}:{}", at.file(), at.line()),
+        None => log::error!("sandbox-router: panic"),
     }));
     proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
         Box::new(root::Root::default())

@@ -4,18 +4,19 @@
 //! request being handled, now or after resuming it, and how a marked
 //! request is checked, once the router has run, to have reached its fork.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use sandbox_router_core::config::FilterConfig;
 use sandbox_router_core::decision::{Check, Decision, Marking, Query};
 use sandbox_router_core::key_cache::CachePolicy;
+use sandbox_router_core::legacy::LegacyFormat;
 use sandbox_router_core::lookup_budget::LookupBudget;
 use sandbox_router_core::route_check::{self, Miss, Unreachable};
 use sandbox_router_core::worker_routes::WorkerRoutes;
 
-use crate::host;
+use crate::host::{self, ClusterAttribute};
 use crate::metrics::{Counter, Metrics};
 
 pub struct Worker {
@@ -26,6 +27,11 @@ pub struct Worker {
     parked: RefCell<HashMap<u32, Query<'static>>>,
     /// Requests marked for a fork and not yet checked, by context id.
     marked: RefCell<HashMap<u32, Marked>>,
+    /// How the host names the chosen cluster; asked on the first keyed request.
+    cluster_attribute: Cell<Option<ClusterAttribute>>,
+    /// `uberctx-<key>` and `ot-baggage-<key>` for every baggage key (when
+    /// `legacyHeaders` is on), made once instead of per request.
+    pub legacy_header_names: Vec<String>,
 }
 
 /// Filter state names (Envoy prefixes them with `wasm.`).
@@ -58,12 +64,39 @@ impl Worker {
             let budget = LookupBudget::new(rs.max_lookups_per_second, rs.lookup_burst);
             routes = routes.with_lookup_budget(budget);
         }
+        let carriers = &config.carriers;
+        let legacy_header_names = if carriers.legacy_headers {
+            carriers
+                .baggage_keys
+                .iter()
+                .flat_map(|key| {
+                    [LegacyFormat::Uberctx, LegacyFormat::OtBaggage]
+                        .map(|format| format!("{}{key}", format.prefix()))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Worker {
             config,
             metrics,
             routes: RefCell::new(routes),
             parked: RefCell::new(HashMap::new()),
             marked: RefCell::new(HashMap::new()),
+            cluster_attribute: Cell::new(None),
+            legacy_header_names,
+        }
+    }
+
+    /// How the host names the cluster of the chosen route.
+    pub fn cluster_attribute(&self) -> ClusterAttribute {
+        match self.cluster_attribute.get() {
+            Some(known) => known,
+            None => {
+                let detected = ClusterAttribute::detect();
+                self.cluster_attribute.set(Some(detected));
+                detected
+            }
         }
     }
 
@@ -137,7 +170,7 @@ impl Worker {
         let Some(marked) = self.marked.borrow_mut().remove(&context_id) else {
             return;
         };
-        let after = host::route_cluster_name();
+        let after = self.cluster_attribute().route_cluster_name();
         let verdict = route_check::verify(
             self.config.mode,
             &marked.target,

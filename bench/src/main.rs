@@ -12,6 +12,7 @@
 //! `--smoke` checks that every scenario answers as it should and runs wrk for
 //! one second on one scenario (for `make test`), writing nothing but a line.
 
+mod callgrind;
 mod report;
 mod scenarios;
 mod wrk;
@@ -34,10 +35,19 @@ use crate::wrk::Sample;
 
 /// Sandboxes stored in the RouteService (and synced into the filter).
 pub const SANDBOXES: usize = 10_000;
+/// Sandboxes of the second RouteService (`router_hit_100k`).
+pub const SANDBOXES_LARGE: usize = 100_000;
 
 fn main() -> Result<()> {
     let smoke = std::env::args().any(|arg| arg == "--smoke");
-    let settings = Settings::from_env(smoke)?;
+    let mut settings = Settings::from_env(smoke)?;
+    if std::env::args().any(|arg| arg == "--callgrind") {
+        settings.callgrind = true;
+        return callgrind::run(&settings);
+    }
+    if smoke {
+        settings.only.clear();
+    }
     run(&settings)
 }
 
@@ -53,6 +63,10 @@ pub struct Settings {
     pub router_wasm: PathBuf,
     pub floor_wasm: PathBuf,
     pub out_dir: PathBuf,
+    /// Scenarios to measure (`BENCH_SCENARIOS`, comma-separated); empty: all.
+    pub only: Vec<String>,
+    /// Envoy runs under `valgrind --tool=callgrind` (`--callgrind`).
+    pub callgrind: bool,
 }
 
 impl Settings {
@@ -94,17 +108,27 @@ impl Settings {
             envoy_bin: sandbox_router_e2e::envoy::binary()?,
             router_wasm: sandbox_router_e2e::envoy::plugin_wasm()?,
             floor_wasm,
-            out_dir: target.join("bench"),
+            out_dir: std::env::var_os("BENCH_OUT_DIR")
+                .map_or_else(|| target.join("bench"), PathBuf::from),
+            only: std::env::var("BENCH_SCENARIOS")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            callgrind: false,
         })
     }
 }
 
 /// Everything running during a bench.
-struct Rig {
+pub struct Rig {
     route_service: RouteService,
+    route_service_large: RouteService,
     _envoy: GuardedChild,
-    envoy_dir: PathBuf,
-    listeners: BTreeMap<&'static str, SocketAddr>,
+    pub envoy_dir: PathBuf,
+    pub listeners: BTreeMap<&'static str, SocketAddr>,
     _upstreams: Vec<Upstream>,
     /// Seconds from Envoy being ready until every router plugin had the full table.
     sync_seconds: f64,
@@ -113,7 +137,7 @@ struct Rig {
 fn run(settings: &Settings) -> Result<()> {
     std::fs::create_dir_all(&settings.out_dir)?;
     let rig = start_rig(settings)?;
-    let checks = check_scenarios(&rig)?;
+    let checks = check_scenarios(&rig, false)?;
     if settings.smoke {
         let addr = listener(&rig, "router_hit")?;
         let scenario = scenarios::by_name("router_hit")?;
@@ -130,14 +154,15 @@ fn run(settings: &Settings) -> Result<()> {
         return Ok(());
     }
 
-    let scenarios = scenarios::all();
+    let scenarios = settings.selected(scenarios::all())?;
     let mut samples: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
     let mut rs_calls: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
     let load_before = report::loadavg();
     for round in 0..settings.rounds {
         for scenario in &scenarios {
             let addr = listener(&rig, scenario.name)?;
-            let before = lookups(&rig.route_service)?;
+            let route_service = rig.route_service_for(scenario);
+            let before = lookups(route_service)?;
             let sample = wrk::run(
                 settings,
                 scenario,
@@ -146,7 +171,7 @@ fn run(settings: &Settings) -> Result<()> {
                 &rig.envoy_dir,
                 round,
             )?;
-            let after = lookups(&rig.route_service)?;
+            let after = lookups(route_service)?;
             let calls = rs_calls.entry(scenario.name).or_default();
             calls.0 += after.saturating_sub(before);
             calls.1 += sample.requests;
@@ -197,7 +222,42 @@ fn run(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-fn listener(rig: &Rig, name: &str) -> Result<SocketAddr> {
+impl Settings {
+    /// `scenarios` narrowed to `BENCH_SCENARIOS` (plus `wasm_floor`, which
+    /// every ratio needs), in their order.
+    pub fn selected(&self, scenarios: Vec<Scenario>) -> Result<Vec<Scenario>> {
+        if self.only.is_empty() && self.callgrind {
+            // Under valgrind every plugin's start and sync costs minutes.
+            return Ok(scenarios
+                .into_iter()
+                .filter(|s| callgrind::DEFAULT_SCENARIOS.contains(&s.name))
+                .collect());
+        }
+        if self.only.is_empty() {
+            return Ok(scenarios);
+        }
+        for name in &self.only {
+            scenarios::by_name(name)?;
+        }
+        Ok(scenarios
+            .into_iter()
+            .filter(|s| s.name == "wasm_floor" || self.only.iter().any(|n| n == s.name))
+            .collect())
+    }
+}
+
+impl Rig {
+    /// The RouteService a scenario's plugin syncs from.
+    fn route_service_for(&self, scenario: &Scenario) -> &RouteService {
+        if scenario.large_table {
+            &self.route_service_large
+        } else {
+            &self.route_service
+        }
+    }
+}
+
+pub fn listener(rig: &Rig, name: &str) -> Result<SocketAddr> {
     rig.listeners
         .get(name)
         .copied()
@@ -209,13 +269,25 @@ fn lookups(route_service: &RouteService) -> Result<u64> {
     route_service.requests_total(&[("route", "/v1/routes")])
 }
 
-fn start_rig(settings: &Settings) -> Result<Rig> {
+pub fn start_rig(settings: &Settings) -> Result<Rig> {
     let run_dir = sandbox_router_e2e::new_run_dir("bench")?;
-    let seed = run_dir.join("seed.json");
-    std::fs::write(&seed, scenarios::seed(SANDBOXES).to_string())?;
-    let mut options = routeservice::Options::for_tests("bench-routeservice")?;
-    options.seed = Some(seed);
-    let route_service = RouteService::start(options)?;
+    let start_route_service = |label: &str, count: usize| -> Result<RouteService> {
+        let seed = run_dir.join(format!("{label}.seed.json"));
+        std::fs::write(&seed, scenarios::seed(count).to_string())?;
+        let mut options = routeservice::Options::for_tests(label)?;
+        options.seed = Some(seed);
+        RouteService::start(options)
+    };
+    let route_service = start_route_service("bench-routeservice", SANDBOXES)?;
+    let large = settings
+        .selected(scenarios::all())?
+        .iter()
+        .any(|s| s.large_table);
+    // Without `router_hit_100k`, the second RouteService holds one sandbox.
+    let route_service_large = start_route_service(
+        "bench-routeservice-100k",
+        if large { SANDBOXES_LARGE } else { 1 },
+    )?;
 
     let baseline = Upstream::start(
         Identity {
@@ -232,8 +304,10 @@ fn start_rig(settings: &Settings) -> Result<Rig> {
         0,
     )?;
 
+    // Only the scenarios measured get a listener (and a plugin).
+    let selected = settings.selected(scenarios::all())?;
     let mut ports = BTreeMap::new();
-    for scenario in scenarios::all() {
+    for scenario in &selected {
         ports.insert(scenario.name, free_port()?);
     }
     let setup = Setup {
@@ -241,15 +315,21 @@ fn start_rig(settings: &Settings) -> Result<Rig> {
         floor_wasm: settings.floor_wasm.clone(),
         lua_source: std::fs::read_to_string(lua_path("router.lua"))?,
         route_service: route_service.addr(),
+        route_service_large: route_service_large.addr(),
         baseline_upstream: baseline.addr(),
         fork_upstream: fork.addr(),
+        slow: settings.callgrind,
     };
     let config = scenarios::bootstrap(&setup, &ports);
     let config_path = run_dir.join("envoy.json");
     std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
     let admin_path = run_dir.join("admin-address");
     let console = std::fs::File::create(run_dir.join("envoy.console.log"))?;
-    let mut command = pinned(settings.envoy_cpu.as_deref(), &settings.envoy_bin);
+    let mut command = if settings.callgrind {
+        callgrind::envoy_command(settings, &run_dir)?
+    } else {
+        pinned(settings.envoy_cpu.as_deref(), &settings.envoy_bin)
+    };
     command
         .arg("--config-path")
         .arg(&config_path)
@@ -268,13 +348,17 @@ fn start_rig(settings: &Settings) -> Result<Rig> {
         .stdout(console.try_clone()?)
         .stderr(console);
     let envoy = GuardedChild::spawn(command)?;
-    let admin = wait_for_admin(&envoy, &admin_path, &run_dir)?;
+    // Under valgrind, Envoy starts and syncs some 50 times slower.
+    let patience = Duration::from_secs(if settings.callgrind { 1200 } else { 60 });
+    let admin = wait_for_admin(&envoy, &admin_path, &run_dir, patience)?;
     let ready = Instant::now();
-    let routers = scenarios::all()
-        .iter()
-        .filter(|s| s.router_plugin())
-        .count() as u64;
-    wait_for_table(admin, routers)?;
+    let routers = selected.iter().filter(|s| s.router_plugin()).count() as u64;
+    if routers > 0 {
+        wait_for_table(admin, routers, patience)?;
+    }
+    if large {
+        wait_for_large_table(&route_service_large, patience)?;
+    }
     let sync_seconds = ready.elapsed().as_secs_f64();
     eprintln!(
         "envoy ready (run dir {}); {routers} router plugins synced {SANDBOXES} sandboxes in {sync_seconds:.2} s",
@@ -286,6 +370,7 @@ fn start_rig(settings: &Settings) -> Result<Rig> {
         .collect();
     Ok(Rig {
         route_service,
+        route_service_large,
         _envoy: envoy,
         envoy_dir: run_dir,
         listeners,
@@ -314,8 +399,13 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_for_admin(envoy: &GuardedChild, path: &Path, dir: &Path) -> Result<SocketAddr> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+fn wait_for_admin(
+    envoy: &GuardedChild,
+    path: &Path,
+    dir: &Path,
+    patience: Duration,
+) -> Result<SocketAddr> {
+    let deadline = Instant::now() + patience;
     loop {
         if let Some(status) = envoy.exit_status()? {
             bail!(
@@ -332,7 +422,7 @@ fn wait_for_admin(envoy: &GuardedChild, path: &Path, dir: &Path) -> Result<Socke
             }
         }
         if Instant::now() > deadline {
-            bail!("Envoy not ready after 60 s; see {}", dir.display());
+            bail!("Envoy not ready after {patience:?}; see {}", dir.display());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -346,11 +436,14 @@ fn admin_get(admin: SocketAddr, path: &str) -> Result<(u16, String)> {
 }
 
 /// Waits until the plugins' `table_routes` gauge says the whole table is in.
-fn wait_for_table(admin: SocketAddr, routers: u64) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+fn wait_for_table(admin: SocketAddr, routers: u64, patience: Duration) -> Result<()> {
+    let deadline = Instant::now() + patience;
     let want = SANDBOXES as u64;
     loop {
-        let (_, text) = admin_get(admin, "/stats?filter=sandbox_router.table_routes")?;
+        // Under valgrind an admin answer can take longer than the client waits.
+        let text = admin_get(admin, "/stats?filter=sandbox_router.table_routes")
+            .map(|(_, text)| text)
+            .unwrap_or_default();
         let values: Vec<u64> = text
             .lines()
             .filter_map(|line| line.rsplit_once(": "))
@@ -362,26 +455,59 @@ fn wait_for_table(admin: SocketAddr, routers: u64) -> Result<()> {
         }
         if Instant::now() > deadline {
             bail!(
-                "the router plugins did not sync {want} routes in 60 s ({routers} plugins): {text}"
+                "the router plugins did not sync {want} routes in {patience:?} ({routers} plugins): {text}"
             );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
+/// Waits until the 100,000-sandbox RouteService has served its whole table
+/// (the plugins share the `table_routes` gauge, so it cannot tell), then for
+/// the workers' next ticks, when they adopt it. The report's RouteService
+/// calls per request of `router_hit_100k` show that it was answered from
+/// the synced table (a key lookup would count one).
+fn wait_for_large_table(route_service: &RouteService, patience: Duration) -> Result<()> {
+    let deadline = Instant::now() + patience;
+    while route_service.requests_total(&[("route", "/v1/routes"), ("status", "200")])? == 0 {
+        if Instant::now() > deadline {
+            bail!("the 100k RouteService served no table in {patience:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The plugin parses ~14 MB of JSON, then every worker adopts it on a tick.
+    let ticks = if patience > Duration::from_secs(60) {
+        90
+    } else {
+        5
+    };
+    std::thread::sleep(Duration::from_secs(ticks));
+    Ok(())
+}
+
 /// Sends each scenario's request once (and the `vs_regex` probes) and checks
 /// who answers. An unexpected answer stops the bench: it would measure the
 /// wrong thing.
-fn check_scenarios(rig: &Rig) -> Result<Vec<report::Check>> {
+pub fn check_scenarios(rig: &Rig, patient: bool) -> Result<Vec<report::Check>> {
     let mut checks = Vec::new();
     for scenario in scenarios::all() {
-        let addr = listener(rig, scenario.name)?;
+        let Ok(addr) = listener(rig, scenario.name) else {
+            continue; // not selected
+        };
         let baggage = match &scenario.expect {
             Expect::Miss => Some(format!("{}=check-miss-1", scenarios::BAGGAGE_KEY)),
             _ => scenario.baggage.clone(),
         };
-        let got = served_by(addr, scenario.host, baggage.as_deref())?;
         let want = scenario.expect.served_by();
+        // Under valgrind a worker may be busy for minutes (starting and
+        // syncing its plugins): wait for the right answer.
+        let deadline = Instant::now() + Duration::from_secs(if patient { 900 } else { 0 });
+        let mut got = served_by(addr, scenario.host, baggage.as_deref());
+        while got.as_ref().map_or(true, |got| *got != want) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_secs(5));
+            got = served_by(addr, scenario.host, baggage.as_deref());
+        }
+        let got = got?;
         if got != want {
             bail!(
                 "scenario {}: answered by {got:?}, expected {want:?} (run dir {})",
@@ -397,7 +523,9 @@ fn check_scenarios(rig: &Rig) -> Result<Vec<report::Check>> {
             served_by: got,
         });
     }
-    let vs = listener(rig, "vs_regex")?;
+    let Ok(vs) = listener(rig, "vs_regex") else {
+        return Ok(checks);
+    };
     for probe in scenarios::regex_probes() {
         let got = served_by(vs, scenarios::HOST, Some(probe))?;
         checks.push(report::Check {
@@ -424,7 +552,11 @@ fn served_by(addr: SocketAddr, host: &str, baggage: Option<&str>) -> Result<Stri
     if let Some(baggage) = baggage {
         request = request.header("baggage", baggage);
     }
-    let response = request.send(addr)?;
+    // A busy Envoy (under valgrind) may answer later than the client waits.
+    let response = match request.send(addr) {
+        Ok(response) => response,
+        Err(_) => request.send(addr)?,
+    };
     if response.status != 200 {
         bail!("{addr}: status {} {}", response.status, response.text());
     }

@@ -61,6 +61,9 @@ pub struct Scenario {
     /// wrk script (router_miss), with the path wrk requests.
     pub script: Option<PathBuf>,
     pub path: String,
+    /// Synced from the RouteService holding [`crate::SANDBOXES_LARGE`]
+    /// sandboxes instead of [`crate::SANDBOXES`].
+    pub large_table: bool,
 }
 
 impl Scenario {
@@ -74,6 +77,7 @@ impl Scenario {
             upstream: false,
             script: None,
             path: "/".into(),
+            large_table: false,
         }
     }
 
@@ -98,8 +102,17 @@ pub fn all() -> Vec<Scenario> {
     miss.script = Some(crate::lua_path("miss.lua"));
     let mut plain_up = Scenario::new("plain_upstream", Kind::Plain, hit.clone(), Expect::Baseline);
     plain_up.upstream = true;
+    let mut floor_up = Scenario::new(
+        "wasm_floor_upstream",
+        Kind::Floor,
+        hit.clone(),
+        Expect::Baseline,
+    );
+    floor_up.upstream = true;
     let mut router_up = Scenario::new("router_hit_upstream", router, hit.clone(), Expect::Sandbox);
     router_up.upstream = true;
+    let mut hit_100k = Scenario::new("router_hit_100k", router, hit.clone(), Expect::Sandbox);
+    hit_100k.large_table = true;
     vec![
         Scenario::new("plain", Kind::Plain, hit.clone(), Expect::Baseline),
         Scenario::new("wasm_floor", Kind::Floor, hit.clone(), Expect::Baseline),
@@ -112,6 +125,7 @@ pub fn all() -> Vec<Scenario> {
             Expect::Baseline,
         ),
         Scenario::new("router_hit", router, hit.clone(), Expect::Sandbox),
+        hit_100k,
         Scenario::new(
             "router_hit_large",
             router,
@@ -126,6 +140,7 @@ pub fn all() -> Vec<Scenario> {
         ),
         miss,
         plain_up,
+        floor_up,
         router_up,
     ]
 }
@@ -211,20 +226,45 @@ pub fn seed(count: usize) -> Value {
     json!({ "sandboxes": sandboxes })
 }
 
+/// The routes of [`seed`] in the table's wire shape.
+fn routes(count: usize) -> Vec<Value> {
+    let mut routes = vec![json!({
+        "routingKey": SANDBOX, "sandbox": SANDBOX, "baseline": HOST, "target": FORK_HOST,
+    })];
+    for i in 1..count {
+        let key = key_of(i);
+        routes.push(json!({
+            "routingKey": key, "sandbox": key,
+            "baseline": format!("svc-{}.demo.svc.cluster.local", i % 50),
+            "target": format!("svc-{}-{key}.demo.svc.cluster.local", i % 50),
+        }));
+    }
+    routes
+}
+
 /// What the bootstrap needs to know.
 pub struct Setup {
     pub router_wasm: PathBuf,
     pub floor_wasm: PathBuf,
     pub lua_source: String,
     pub route_service: SocketAddr,
+    /// The one holding [`crate::SANDBOXES_LARGE`] sandboxes.
+    pub route_service_large: SocketAddr,
     pub baseline_upstream: SocketAddr,
     pub fork_upstream: SocketAddr,
+    /// Envoy runs under callgrind (some 50 times slower): RouteService
+    /// calls get a minute.
+    pub slow: bool,
 }
 
+/// The cluster of the RouteService holding [`crate::SANDBOXES_LARGE`] sandboxes.
+pub const LARGE_CLUSTER: &str = "outbound|8080||routeservice-100k.sandbox-system.svc.cluster.local";
+const LARGE_FQDN: &str = "routeservice-100k.sandbox-system.svc.cluster.local";
 const BASELINE_CLUSTER: &str = "outbound|8080||catalog.demo.svc.cluster.local";
 const FORK_CLUSTER: &str = "outbound|8080||catalog-pr-421.demo.svc.cluster.local";
 
 pub fn bootstrap(setup: &Setup, ports: &BTreeMap<&'static str, u16>) -> Value {
+    let connect_timeout = if setup.slow { "30s" } else { "1s" };
     let listeners: Vec<Value> = all()
         .iter()
         .filter_map(|s| Some(listener(setup, s, *ports.get(s.name)?)))
@@ -239,9 +279,10 @@ pub fn bootstrap(setup: &Setup, ports: &BTreeMap<&'static str, u16>) -> Value {
         "static_resources": {
             "listeners": listeners,
             "clusters": [
-                cluster(routeservice::CLUSTER, setup.route_service),
-                cluster(BASELINE_CLUSTER, setup.baseline_upstream),
-                cluster(FORK_CLUSTER, setup.fork_upstream),
+                cluster(routeservice::CLUSTER, setup.route_service, connect_timeout),
+                cluster(LARGE_CLUSTER, setup.route_service_large, connect_timeout),
+                cluster(BASELINE_CLUSTER, setup.baseline_upstream, connect_timeout),
+                cluster(FORK_CLUSTER, setup.fork_upstream, connect_timeout),
             ],
         },
     })
@@ -251,11 +292,11 @@ fn address(port: u16) -> Value {
     json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
 }
 
-fn cluster(name: &str, addr: SocketAddr) -> Value {
+fn cluster(name: &str, addr: SocketAddr, connect_timeout: &str) -> Value {
     json!({
         "name": name,
         "type": "STATIC",
-        "connect_timeout": "1s",
+        "connect_timeout": connect_timeout,
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
@@ -281,12 +322,23 @@ fn listener(setup: &Setup, scenario: &Scenario, port: u16) -> Value {
             },
         })),
         Kind::Router { authority } => {
+            let (cluster, authority_name) = if scenario.large_table {
+                (LARGE_CLUSTER, LARGE_FQDN)
+            } else {
+                (routeservice::CLUSTER, routeservice::FQDN)
+            };
+            // The 100k table is some 14 MB: more than 200 ms to fetch.
+            let timeout_ms = match (setup.slow, scenario.large_table) {
+                (true, _) => 60_000,
+                (false, true) => 5_000,
+                (false, false) => 200,
+            };
             let mut config = json!({
                 "namespace": "demo",
                 "routeService": {
-                    "cluster": routeservice::CLUSTER,
-                    "authority": routeservice::FQDN,
-                    "timeoutMs": 200,
+                    "cluster": cluster,
+                    "authority": authority_name,
+                    "timeoutMs": timeout_ms,
                     "syncIntervalMs": 5000,
                     "cacheTtlMs": 30000,
                     "negativeCacheTtlMs": 2000,
@@ -300,6 +352,24 @@ fn listener(setup: &Setup, scenario: &Scenario, port: u16) -> Value {
             });
             if let (true, Some(object)) = (authority, config.as_object_mut()) {
                 object.insert("mode".into(), json!("authority"));
+            }
+            // Under valgrind, RouteService calls from Envoy mostly time out:
+            // the plugin starts from the same table as its bootstrap
+            // (`routes`), which answers exactly as the synced table does.
+            if let (true, Some(object)) = (setup.slow, config.as_object_mut()) {
+                let count = if scenario.large_table {
+                    crate::SANDBOXES_LARGE
+                } else {
+                    crate::SANDBOXES
+                };
+                object.insert("routes".into(), Value::Array(routes(count)));
+                // No table sync during the count (one at start, then hourly).
+                if let Some(rs) = object
+                    .get_mut("routeService")
+                    .and_then(Value::as_object_mut)
+                {
+                    rs.insert("syncIntervalMs".into(), json!(3_600_000));
+                }
             }
             filters.push(wasm(scenario.name, &setup.router_wasm, &config.to_string()));
         }

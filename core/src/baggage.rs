@@ -82,37 +82,80 @@ impl Baggage {
 
 /// The decoded value of member `key` (the last one if repeated), without
 /// decoding any other member. Agrees with `Baggage::parse(lines).get(key)`.
+///
+/// The routing path: one pass from the end of each line for the last
+/// element named `key` that is a valid member; no other member is
+/// validated, which is what the policy allows when the lines hold fewer list
+/// elements than the member limit (then which members are valid cannot
+/// change which ones count). Otherwise, or for a `key` that is not a token,
+/// the general parser decides.
 pub fn find_value<'a, I>(lines: I, key: &str) -> Option<Cow<'a, str>>
 where
     I: IntoIterator<Item = &'a [u8]> + Clone,
 {
-    if !may_reach_member_limit(lines.clone()) {
-        // Fewer list elements than the member limit: which members are valid
-        // cannot change which ones count, so only the members named `key`
-        // need validating. Same answer as the general path, fewer passes.
-        return elements(lines)
-            .filter(|element| raw_key(element) == Some(key.as_bytes()))
-            .filter_map(parse_member)
+    if combined_len(lines.clone()) > MAX_TOTAL_BYTES {
+        return None;
+    }
+    if token(key.as_bytes()).is_none() || may_reach_member_limit(lines.clone()) {
+        return members(lines)
+            .filter(|m| m.key == key)
             .last()
             .map(|m| percent_decode(m.value));
     }
-    members(lines)
-        .filter(|m| m.key == key)
-        .last()
-        .map(|m| percent_decode(m.value))
+    // A later line's member replaces an earlier one's.
+    let mut found = None;
+    for line in lines {
+        if let Some(member) = last_member_named(line, key.as_bytes()) {
+            found = Some(member);
+        }
+    }
+    found.map(|m| percent_decode(m.value))
+}
+
+/// The last element of `line` whose key is `key` (a token) and that is a
+/// valid member, scanning from the end.
+fn last_member_named<'a>(line: &'a [u8], key: &[u8]) -> Option<RawMember<'a>> {
+    line.rsplit(|&b| b == b',')
+        .filter(|element| names(element, key))
+        .find_map(parse_member)
+}
+
+/// Whether list element `element` names `key` (a token): OWS, `key`, OWS,
+/// `=`. The same as [`raw_key`] being `key`, as a token holds no OWS, `=`
+/// or `;`; nothing else is validated.
+fn names(element: &[u8], key: &[u8]) -> bool {
+    let start = element
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(element.len());
+    let Some(rest) = element.get(start..).and_then(|rest| rest.strip_prefix(key)) else {
+        return false;
+    };
+    rest.iter().find(|&&b| b != b' ' && b != b'\t') == Some(&b'=')
 }
 
 /// Whether the lines hold at least [`MAX_MEMBERS`] list elements, so the
-/// member limit might drop some. One byte count, no parsing.
-fn may_reach_member_limit<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> bool {
+/// member limit might drop some. One byte count, no parsing; lines too
+/// short to hold that many valid members (each is at least `k=`) are not
+/// counted at all.
+fn may_reach_member_limit<'a>(lines: impl IntoIterator<Item = &'a [u8]> + Clone) -> bool {
+    const MIN_BYTES: usize = MAX_MEMBERS * 3 - 1;
+    if combined_len(lines.clone()) < MIN_BYTES {
+        return false;
+    }
     let mut elements = 0usize;
     for line in lines {
-        elements += 1 + line.iter().filter(|&&b| b == b',').count();
+        elements += 1 + count_commas(line);
         if elements >= MAX_MEMBERS {
             return true;
         }
     }
     false
+}
+
+/// The number of `,` in `bytes` (vectorised where the target has SIMD).
+fn count_commas(bytes: &[u8]) -> usize {
+    memchr::memchr_iter(b',', bytes).count()
 }
 
 /// The list elements of all lines, or none past the size limit.
@@ -129,7 +172,8 @@ where
 
 /// The key text of a list element as [`parse_member`] would read it
 /// (before the first `=` of the part before the first `;`, OWS trimmed),
-/// without validating anything.
+/// without validating anything. [`names`] is the routing path's form of it.
+#[cfg(test)]
 fn raw_key(element: &[u8]) -> Option<&[u8]> {
     // Only the key is scanned: the first `=` or `;` ends it, and a `;` first
     // means there is no `=` before the properties (an invalid member).
@@ -543,6 +587,70 @@ mod tests {
             let parsed = value(&parse(&[line.as_str()]), "k");
             assert_eq!(find(&[line.as_str()], "k"), parsed, "{count} elements");
         }
+    }
+
+    #[test]
+    fn names_is_raw_key_for_a_token_key() {
+        for element in [
+            "k=v",
+            " \tk \t= v",
+            "k",
+            "k;p=1",
+            "kk=v",
+            "k k=v",
+            "=k",
+            "k=",
+            "k ;=v",
+            "xk=v",
+            "k\t",
+            "",
+            " ",
+            "k=a=b",
+            "k%=v",
+        ] {
+            for key in ["k", "kk", "k%"] {
+                assert_eq!(
+                    names(element.as_bytes(), key.as_bytes()),
+                    raw_key(element.as_bytes()) == Some(key.as_bytes()),
+                    "{element:?} {key:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn find_agrees_with_parse_for_keys_that_are_not_tokens() {
+        for key in ["", "a b", "k=", "k;"] {
+            let line = format!("{key}=1,x=2");
+            assert_eq!(
+                find(&[line.as_str()], key),
+                value(&parse(&[line.as_str()]), key)
+            );
+        }
+    }
+
+    #[test]
+    fn the_member_limit_shortcut_is_conservative() {
+        // 181 valid members are at least 181 * 2 + 180 bytes.
+        let line: Vec<String> = (0..MAX_MEMBERS + 1)
+            .map(|i| format!("{}=", char::from(b'a' + (i % 26) as u8)))
+            .collect();
+        let line = line.join(",");
+        assert!(line.len() >= MAX_MEMBERS * 3 - 1);
+        assert!(may_reach_member_limit([line.as_bytes()]));
+    }
+
+    #[test]
+    fn count_commas_counts_every_comma() {
+        let mut text = Vec::new();
+        for i in 0..200u8 {
+            text.push(if i % 3 == 0 { b',' } else { i });
+            let slice = text.as_slice();
+            let want = slice.iter().filter(|&&b| b == b',').count();
+            assert_eq!(count_commas(slice), want, "{slice:?}");
+        }
+        assert_eq!(count_commas(&[0xAC; 16]), 0);
+        assert_eq!(count_commas(&[b','; 17]), 17);
     }
 
     #[test]

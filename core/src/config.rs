@@ -202,6 +202,104 @@ pub enum ConfigError {
     Invalid { field: String, problem: String },
 }
 
+/// Where in `document` the deserialization error `message` is, as
+/// `routeService.timeoutMs` or `routes[3].x` (`.` for the whole document).
+///
+/// Found by trying smaller documents (the error path only, so the hot
+/// configuration path carries no path tracking): a member is where the
+/// error is if removing it changes the error; an array element is the
+/// first whose prefix of the array still gives the error (binary search).
+/// Serde reports the first error in document order, which is what this
+/// finds.
+fn error_path(document: &serde_json::Value, message: &str) -> String {
+    use serde_json::Value;
+    let fails_the_same = |doc: &Value| {
+        PluginConfig::deserialize(doc)
+            .err()
+            .is_some_and(|e| e.to_string() == message)
+    };
+    let mut doc = document.clone();
+    let mut path: Vec<Segment> = Vec::new();
+    while let Some(node) = node_at(&doc, &path) {
+        let found = match node {
+            Value::Object(members) => members.keys().find_map(|key| {
+                let mut without = doc.clone();
+                if let Some(Value::Object(m)) = node_at_mut(&mut without, &path) {
+                    m.remove(key);
+                }
+                (!fails_the_same(&without)).then(|| (Segment::Key(key.clone()), None))
+            }),
+            Value::Array(items) => {
+                let truncated = |len: usize| {
+                    let mut shorter = doc.clone();
+                    if let Some(Value::Array(a)) = node_at_mut(&mut shorter, &path) {
+                        a.truncate(len);
+                    }
+                    shorter
+                };
+                // The shortest prefix that still fails.
+                let (mut low, mut high) = (0usize, items.len());
+                while low < high {
+                    let mid = low + (high - low) / 2;
+                    if fails_the_same(&truncated(mid + 1)) {
+                        high = mid;
+                    } else {
+                        low = mid + 1;
+                    }
+                }
+                (low < items.len()).then(|| (Segment::Index(low), Some(truncated(low + 1))))
+            }
+            _ => None,
+        };
+        match found {
+            Some((segment, shorter)) => {
+                if let Some(shorter) = shorter {
+                    doc = shorter;
+                }
+                path.push(segment);
+            }
+            None => break,
+        }
+    }
+    let mut text = String::new();
+    for segment in &path {
+        match segment {
+            Segment::Key(key) if text.is_empty() => text.push_str(key),
+            Segment::Key(key) => {
+                text.push('.');
+                text.push_str(key);
+            }
+            Segment::Index(index) => text.push_str(&format!("[{index}]")),
+        }
+    }
+    if text.is_empty() {
+        text.push('.');
+    }
+    text
+}
+
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn node_at<'v>(value: &'v serde_json::Value, path: &[Segment]) -> Option<&'v serde_json::Value> {
+    path.iter().try_fold(value, |node, segment| match segment {
+        Segment::Key(key) => node.get(key.as_str()),
+        Segment::Index(index) => node.get(*index),
+    })
+}
+
+fn node_at_mut<'v>(
+    value: &'v mut serde_json::Value,
+    path: &[Segment],
+) -> Option<&'v mut serde_json::Value> {
+    path.iter().try_fold(value, |node, segment| match segment {
+        Segment::Key(key) => node.get_mut(key.as_str()),
+        Segment::Index(index) => node.get_mut(*index),
+    })
+}
+
 fn syntax(path: impl Into<String>, message: impl ToString) -> ConfigError {
     ConfigError::Syntax {
         path: path.into(),
@@ -318,10 +416,14 @@ impl FilterConfig {
         if !document.is_object() {
             return Err(syntax("config", "must be a JSON object"));
         }
-        let plugin: PluginConfig = serde_path_to_error::deserialize(document).map_err(|e| {
-            let path = e.path().to_string();
-            syntax(path, e.into_inner())
-        })?;
+        let plugin: PluginConfig = match PluginConfig::deserialize(&document) {
+            Ok(plugin) => plugin,
+            Err(error) => {
+                let message = error.to_string();
+                let path = error_path(&document, &message);
+                return Err(syntax(path, message));
+            }
+        };
         plugin.validate()
     }
 }
@@ -1023,6 +1125,23 @@ mod tests {
         assert_eq!(
             last_config_key("istio-system.sandbox-router"),
             "sandbox-router/istio-system.sandbox-router/last-config"
+        );
+    }
+
+    #[test]
+    fn an_error_deep_in_a_long_list_names_its_element() {
+        let good = r#"{"routingKey": "k", "sandbox": "s", "baseline": "a.b", "target": "c.d"}"#;
+        let bad = r#"{"routingKey": "k", "sandbox": "s", "baseline": "a.b", "target": 7}"#;
+        let mut routes = [good; 9];
+        routes[6] = bad;
+        routes[8] = bad;
+        let json = format!(r#"{{"routes": [{}]}}"#, routes.join(","));
+        let error = FilterConfig::from_json(json.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("routes[6].target: invalid type"),
+            "{error}"
         );
     }
 

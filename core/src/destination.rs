@@ -148,10 +148,38 @@ pub fn authority_port(authority: &[u8]) -> Option<Option<&str>> {
 
 /// RFC 1123 host name: dot-separated labels of letters, digits and inner
 /// hyphens, 1-63 bytes each, 253 in all. Not all digits (that is an IP).
+/// One pass over the bytes (every request's `:authority` goes through it).
 pub fn is_dns_name(name: &str) -> bool {
-    let labels_ok = name.split('.').all(is_dns_label_ignore_case);
-    let numeric = name.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-    !name.is_empty() && name.len() <= 253 && labels_ok && !numeric
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let mut label_len = 0usize;
+    let mut previous = b'.';
+    let mut numeric = true;
+    for &b in name.as_bytes() {
+        match b {
+            // An empty label, or one ending in `-`.
+            b'.' if label_len == 0 || previous == b'-' => return false,
+            b'.' => label_len = 0,
+            b'0'..=b'9' => label_len += 1,
+            // A label starting with `-`.
+            b'-' if label_len == 0 => return false,
+            b'-' => {
+                numeric = false;
+                label_len += 1;
+            }
+            _ if b.is_ascii_alphabetic() => {
+                numeric = false;
+                label_len += 1;
+            }
+            _ => return false,
+        }
+        if label_len > 63 {
+            return false;
+        }
+        previous = b;
+    }
+    label_len > 0 && previous != b'-' && !numeric
 }
 
 /// DNS-1123 label, lower case only: what Kubernetes accepts as a name.
@@ -171,6 +199,74 @@ fn is_dns_label_ignore_case(label: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// The definition [`is_dns_name`] implements in one pass.
+    fn is_dns_name_by_labels(name: &str) -> bool {
+        let labels_ok = name.split('.').all(is_dns_label_ignore_case);
+        let numeric = name.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        !name.is_empty() && name.len() <= 253 && labels_ok && !numeric
+    }
+
+    #[test]
+    fn is_dns_name_agrees_with_its_definition() {
+        let long_label = "a".repeat(63);
+        let too_long_label = "a".repeat(64);
+        let long_name = vec!["abcdefghi"; 26].join(".");
+        let mut inputs: Vec<String> = [
+            "",
+            ".",
+            "a",
+            "a.",
+            ".a",
+            "a..b",
+            "-a",
+            "a-",
+            "a-b",
+            "a.-b",
+            "a-.b",
+            "1",
+            "1.2",
+            "1.2.3.4",
+            "1a",
+            "a1",
+            "A.b",
+            "a_b",
+            "a b",
+            "catalog.demo.svc.cluster.local",
+            "x--y.z",
+            "1-2",
+            "é",
+            "a.1",
+            "0.0.0.0.",
+            "--",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        inputs.push(long_label.clone());
+        inputs.push(too_long_label);
+        inputs.push(format!("{long_label}.b"));
+        inputs.push(long_name.clone());
+        inputs.push(format!("{long_name}.abcdefghij"));
+        for name in &inputs {
+            assert_eq!(is_dns_name(name), is_dns_name_by_labels(name), "{name:?}");
+        }
+        // Every string of up to three bytes from a small alphabet.
+        let alphabet = ['a', 'Z', '0', '-', '.', '_'];
+        let mut words = vec![String::new()];
+        for _ in 0..3 {
+            let mut longer = Vec::new();
+            for word in &words {
+                for c in alphabet {
+                    longer.push(format!("{word}{c}"));
+                }
+            }
+            words.extend(longer);
+        }
+        for name in &words {
+            assert_eq!(is_dns_name(name), is_dns_name_by_labels(name), "{name:?}");
+        }
+    }
+
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;

@@ -67,6 +67,14 @@ impl RouteKnowledge {
         }
     }
 
+    /// The table's answer, if the table knows `key` (what [`Self::known`]
+    /// answers first; no clock needed).
+    pub fn table_answer(&self, key: &str, destination: &str) -> Option<Option<&SandboxTarget>> {
+        self.table
+            .knows_key(key)
+            .then(|| self.table.lookup(key, destination))
+    }
+
     /// Whether [`Self::known`] would answer (without recording a cache use).
     pub fn is_known(&self, key: &str, now_ms: u64) -> bool {
         self.table.knows_key(key) || self.cache.is_fresh(key, now_ms)

@@ -110,6 +110,12 @@ impl WorkerRoutes {
         }
     }
 
+    /// The synced (or bootstrap) table's answer, if it knows `key`: what
+    /// [`Self::answer`] says first, without the clock or any bookkeeping.
+    pub fn table_answer(&self, key: &str, destination: &str) -> Option<Option<&SandboxTarget>> {
+        self.knowledge.table_answer(key, destination)
+    }
+
     /// The answer once a call settled: known, or `None` (fail open). Never
     /// starts a call.
     pub fn settled(
