@@ -30,10 +30,17 @@ use report::{Latency, Outcome, Report, Tally, Window};
 const LIST: usize = 10;
 
 /// One observer's views of the sandbox's key: `(time, forked)`.
+///
+/// For a pull consumer, "forked" is what it does, not what its table says:
+/// the fork processes, the baseline skips. A consumer in its hand-over
+/// grace still acts on the old view, so a window lasts until the grace
+/// is over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observer {
     pub name: String,
     pub views: Vec<(u64, bool)>,
+    /// When it decided under its hand-over grace (pull consumers).
+    pub handover: std::collections::BTreeSet<u64>,
     /// Several independent caches behind one observer (Envoy's workers)
     /// may disagree for a while; one client must not.
     pub may_flap: bool,
@@ -66,7 +73,10 @@ pub fn summarise(
     report.windows = changes
         .iter()
         .enumerate()
-        .map(|(k, change)| window(k, change, changes, observers, &mut report.problems))
+        .map(|(k, change)| {
+            let found = (&mut report.problems, &mut report.notes);
+            window(k, change, changes, observers, found)
+        })
         .collect();
     for window in &report.windows {
         let duration_us = window.end_us.saturating_sub(window.start_us);
@@ -115,7 +125,7 @@ fn window(
     change: &Change,
     changes: &[Change],
     observers: &[Observer],
-    problems: &mut Vec<String>,
+    (problems, notes): (&mut Vec<String>, &mut Vec<String>),
 ) -> Window {
     let mut end_us = change.started_us;
     let mut latencies = Vec::new();
@@ -123,7 +133,22 @@ fn window(
         let Some(switch) = windows::switches(&observer.views, changes).get(k).cloned() else {
             continue;
         };
-        let Some(settled_us) = switch.settled_us else {
+        // Still in its hand-over grace at its last decision of the
+        // sandbox's key: the run ended first. The window lasts until then.
+        let graced = switch
+            .last_old_us
+            .filter(|at| switch.settled_us.is_none() && observer.handover.contains(at));
+        if let Some(at) = graced {
+            notes.push(format!(
+                "{} was still in its hand-over grace at its last decision of the sandbox's key, \
+                 {:.0} ms after change {k} ({:?} v{}): the window ends there",
+                observer.name,
+                ms(at.saturating_sub(change.started_us)),
+                change.action,
+                change.version
+            ));
+        }
+        let Some(settled_us) = switch.settled_us.or(graced) else {
             problems.push(format!(
                 "{} never settled on change {k} ({:?} v{})",
                 observer.name, change.action, change.version

@@ -9,7 +9,7 @@ use sandbox_router_consumer::Source;
 use super::report::{HandBack, Outcome, Report};
 use super::{first, summarise, Bounds, Fate, Observer};
 use crate::ledger::{Action, Change, Decided, Sent};
-use crate::message::{Kind, Owner, SANDBOX};
+use crate::message::{Kind, Owner};
 
 /// One consumer's decisions by message.
 type ByMessage<'a> = HashMap<u64, &'a Decided>;
@@ -62,6 +62,7 @@ pub fn check(
     report.notes = consumers
         .iter()
         .map(|owner| sources(*owner, decisions))
+        .chain(consumers.iter().map(|owner| handovers(*owner, base, fork)))
         .collect();
     let observers: Vec<Observer> = consumers
         .iter()
@@ -185,16 +186,53 @@ fn observer(owner: Owner, sent: &[Sent], decisions: &[Decided]) -> Observer {
         .filter(|s| s.tags.kind == Kind::Sandbox)
         .map(|s| s.tags.seq)
         .collect();
-    let forked = format!("forked-by:{SANDBOX}");
+    let mine: Vec<&Decided> = decisions
+        .iter()
+        .filter(|d| d.consumer == owner && sandbox_key.contains(&d.seq))
+        .collect();
     Observer {
         name: owner.name().to_owned(),
-        views: decisions
+        // What it does: without a grace, the same as its table's view
+        // (forked-by:pr-42); in a grace, the old view until it ends.
+        views: mine
             .iter()
-            .filter(|d| d.consumer == owner && sandbox_key.contains(&d.seq))
-            .map(|d| (d.at_us, d.reason == forked))
+            .map(|d| (d.at_us, d.process == (owner == Owner::Sandbox)))
+            .collect(),
+        handover: mine
+            .iter()
+            .filter(|d| is_handover(d))
+            .map(|d| d.at_us)
             .collect(),
         may_flap: false,
     }
+}
+
+/// Decided under the hand-over grace (`Reason::Handover`).
+fn is_handover(decided: &Decided) -> bool {
+    decided.reason.starts_with("handover:")
+}
+
+/// How many messages a consumer processed only because of its grace, and
+/// of those how many the other consumer processed too, as a note.
+fn handovers(owner: Owner, base: &ByMessage<'_>, fork: &ByMessage<'_>) -> String {
+    let (mine, other) = match owner {
+        Owner::Baseline => (base, fork),
+        Owner::Sandbox => (fork, base),
+    };
+    let kept: Vec<u64> = mine
+        .values()
+        .filter(|d| is_handover(d))
+        .map(|d| d.seq)
+        .collect();
+    let twice = kept
+        .iter()
+        .filter(|seq| other.get(seq).is_some_and(|d| d.process))
+        .count();
+    format!(
+        "{} kept {} messages in its hand-over grace, {twice} of them processed by the other consumer too",
+        owner.name(),
+        kept.len()
+    )
 }
 
 /// Where a consumer's answers came from, as a note.

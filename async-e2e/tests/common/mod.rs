@@ -18,7 +18,10 @@ pub fn check_live(report: &Report) {
     // None lost (issue 13): a message may be processed twice inside a
     // window (at least once), never by nobody, whichever consumer sees a
     // change first.
-    assert_eq!(report.all.never, 0, "messages processed by nobody\n{report}");
+    assert_eq!(
+        report.all.never, 0,
+        "messages processed by nobody\n{report}"
+    );
     let hand_back = report.hand_back.unwrap_or_default();
     assert_eq!(hand_back.lost, 0, "hand back lost messages\n{report}");
     let in_windows: u64 = report.windows.iter().map(|w| w.touching.differing()).sum();
