@@ -20,7 +20,7 @@
 //! process. RouteService calls are made outside its lock.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use sandbox_router_core::consumption::{self, Consumer, MessageKey, Reason, Verdict};
 use sandbox_router_core::handover::Handover;
@@ -82,6 +82,9 @@ pub struct RouteClient {
     /// One table sync at a time, so tables are adopted in version order.
     syncing: Mutex<()>,
     started: Instant,
+    /// `started` on the wall clock, to place the brokers' message stamps
+    /// on the same clock as the client's own times.
+    started_wall: SystemTime,
     counters: Counters,
 }
 
@@ -99,6 +102,7 @@ impl RouteClient {
             adopted: Condvar::new(),
             syncing: Mutex::new(()),
             started: Instant::now(),
+            started_wall: SystemTime::now(),
             counters: Counters::default(),
         }
     }
@@ -167,12 +171,29 @@ impl RouteClient {
         K: AsRef<str>,
         V: AsRef<[u8]>,
     {
+        self.decide_produced(headers, None)
+    }
+
+    /// [`RouteClient::decide`] for a message the broker stamped at
+    /// `produced` (`None`: it does not say). With the stamp, the hand-over
+    /// grace also covers a message produced during the grace but decided
+    /// only later, when this consumer lags behind the others
+    /// (`sandbox_router_core::handover`). [`crate::broker::consume`]
+    /// passes each broker's stamp.
+    pub fn decide_produced<I, K, V>(&self, headers: I, produced: Option<SystemTime>) -> Decision
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
         Counters::bump(&self.counters.decisions);
         let headers: Vec<(K, V)> = headers.into_iter().collect();
         let candidate = self.config.carriers.extract(&headers);
         let key = MessageKey::classify(candidate.as_ref().map(|c| c.value.as_ref()));
         match key {
-            MessageKey::Valid(valid) => self.decide_key(key, valid),
+            MessageKey::Valid(valid) => {
+                self.decide_key(key, valid, produced.map(|p| self.on_clock(p)))
+            }
             MessageKey::Missing | MessageKey::Invalid => Decision {
                 verdict: consumption::decide(&self.config.consumer, key, None),
                 source: Source::Headers,
@@ -224,7 +245,7 @@ impl RouteClient {
         self.counters.snapshot()
     }
 
-    fn decide_key(&self, key: MessageKey<'_>, valid: &str) -> Decision {
+    fn decide_key(&self, key: MessageKey<'_>, valid: &str, produced_ms: Option<u64>) -> Decision {
         let workload = self.config.consumer.workload.as_str();
         let now = self.now_ms();
         {
@@ -246,15 +267,16 @@ impl RouteClient {
                 }
             };
             if let Some((fork, source)) = source {
-                return self.decision(key, fork, source, table_version, handover, now);
+                let at = (&*handover, now, produced_ms);
+                return self.decision(key, fork, source, table_version, at);
             }
         }
-        self.look_up(key, valid)
+        self.look_up(key, valid, produced_ms)
     }
 
     /// Asks the RouteService about a key the table does not know, caches
     /// the answer and decides from it (or fails open).
-    fn look_up(&self, key: MessageKey<'_>, valid: &str) -> Decision {
+    fn look_up(&self, key: MessageKey<'_>, valid: &str, produced_ms: Option<u64>) -> Decision {
         let answer = self.fetch_key(valid);
         let now = self.now_ms();
         let mut guard = lock(&self.view);
@@ -265,12 +287,13 @@ impl RouteClient {
         let consumer = &self.config.consumer;
         handover.key_answered(knowledge, consumer, valid, answer.clone(), now);
         let table_version = knowledge.version();
+        let at = (&*handover, now, produced_ms);
         match &answer {
             Some(answer) => {
                 let fork = answer.table.lookup(valid, consumer.workload.as_str());
-                self.decision(key, fork, Source::Lookup, table_version, handover, now)
+                self.decision(key, fork, Source::Lookup, table_version, at)
             }
-            None => self.decision(key, None, Source::FailOpen, table_version, handover, now),
+            None => self.decision(key, None, Source::FailOpen, table_version, at),
         }
     }
 
@@ -294,13 +317,12 @@ impl RouteClient {
         fork: Option<&SandboxTarget>,
         source: Source,
         table_version: Option<u64>,
-        handover: &Handover,
-        now_ms: u64,
+        (handover, now_ms, produced_ms): (&Handover, u64, Option<u64>),
     ) -> Decision {
         if source == Source::FailOpen {
             Counters::bump(&self.counters.fail_open);
         }
-        let verdict = handover.decide(&self.config.consumer, key, fork, now_ms);
+        let verdict = handover.decide(&self.config.consumer, key, fork, now_ms, produced_ms);
         if matches!(verdict.reason, Reason::Handover(_)) {
             Counters::bump(&self.counters.handover);
         }
@@ -309,6 +331,12 @@ impl RouteClient {
             source,
             table_version,
         }
+    }
+
+    /// A wall-clock time on the client's clock (ms since it started); a
+    /// time before the start is 0.
+    fn on_clock(&self, at: SystemTime) -> u64 {
+        at.duration_since(self.started_wall).map_or(0, millis)
     }
 
     fn now_ms(&self) -> u64 {

@@ -378,3 +378,24 @@ fn dropping_the_sync_thread_does_not_wait_for_the_interval() {
     drop(sync);
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+#[test]
+fn a_lagging_fork_keeps_what_was_produced_during_its_grace() {
+    let server = Server::start();
+    server.put("pr-42", "pr-42", &["orders"]);
+    let grace = Duration::from_millis(200);
+    let fork = RouteClient::new(config(&server.url, Some("pr-42")).with_handover_grace(grace));
+    fork.refresh().unwrap();
+    server.delete("pr-42");
+    let during = std::time::SystemTime::now();
+    fork.refresh().unwrap();
+    std::thread::sleep(grace + Duration::from_millis(50));
+    // The grace is over, but this message was stored during it: the
+    // baseline may have skipped it long ago, from its old table.
+    let late = fork.decide_produced(baggage("pr-42"), Some(during));
+    assert_eq!(late.verdict.reason.code(), "handover:not-forked");
+    assert!(late.verdict.process);
+    let fresh = fork.decide_produced(baggage("pr-42"), Some(std::time::SystemTime::now()));
+    assert!(!fresh.verdict.process);
+    assert!(!fork.decide(baggage("pr-42")).verdict.process);
+}

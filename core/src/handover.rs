@@ -20,10 +20,19 @@
 //! gap is then processed twice, never by nobody. Outside the grace the rule
 //! is unchanged: exactly one consumer per message.
 //!
-//! The grace starts when *this* consumer sees the change, so it covers the
-//! other consumer's staleness only if the two decide a message at about the
-//! same time: a consumer far behind the other (a backlog) needs a longer
-//! grace, or an ordered hand over (docs/async.md).
+//! The grace starts when *this* consumer sees the change, at `seen`. It
+//! covers two things:
+//!
+//! - messages decided before `seen + grace`: the other consumer, deciding
+//!   them at about the same time, may still hold the old table;
+//! - messages **produced** before `seen + grace`, whenever they are decided,
+//!   if the broker stamps its messages: the other consumer may have decided
+//!   them long ago, from the old table, while this one lags behind (a
+//!   backlog). The other one decided such a message after it was produced,
+//!   and it holds the old table only until `seen + grace` at the latest, so
+//!   a message produced later than that cannot have been left by it.
+//!
+//! Entries are kept [`KEEP_MS`] after their grace for the second case.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -32,15 +41,22 @@ use crate::route_knowledge::RouteKnowledge;
 use crate::route_table::{RouteTable, SandboxTarget};
 use crate::routes_api::RoutesAnswer;
 
+/// How long a key's entry outlives its grace, for messages produced during
+/// the grace that a lagging consumer decides only later.
+pub const KEEP_MS: u64 = 3_600_000;
+
+/// At most this many keys are remembered; the oldest go first.
+pub const MAX_KEYS: usize = 10_000;
+
 /// Which keys stopped being this consumer's a moment ago, and until when it
 /// keeps their messages. Time is milliseconds from any fixed origin, passed
 /// in by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handover {
     grace_ms: u64,
-    /// Keys in their grace, and when it ends. Only keys whose owner changed
-    /// within the last grace, so it stays small; expired entries are
-    /// dropped at every change.
+    /// Keys that changed owner, and when their grace ends. Only keys whose
+    /// owner changed within the last [`KEEP_MS`], so it stays small; older
+    /// entries are dropped at every change.
     until: HashMap<String, u64>,
 }
 
@@ -117,9 +133,12 @@ impl Handover {
         self.observe(consumer, key, before, after, now_ms);
     }
 
-    /// Whether `key` is in its grace at `now_ms`.
-    pub fn holds(&self, key: &str, now_ms: u64) -> bool {
-        self.until.get(key).is_some_and(|until| *until > now_ms)
+    /// Whether a message of `key` decided at `now_ms`, produced at
+    /// `produced_ms` if known (same clock), is kept.
+    pub fn holds(&self, key: &str, now_ms: u64, produced_ms: Option<u64>) -> bool {
+        self.until.get(key).is_some_and(|until| {
+            *until > now_ms || produced_ms.is_some_and(|produced| produced < *until)
+        })
     }
 
     /// Keys in their grace at `now_ms`.
@@ -130,16 +149,20 @@ impl Handover {
     /// The rule with the grace: [`consumption::decide`], except that a
     /// message it leaves to another consumer is kept if its key is in its
     /// grace ([`Reason::Handover`], naming what the table says).
+    /// `produced_ms`: when the broker stored the message, on the clock of
+    /// `now_ms`, if it says.
     pub fn decide(
         &self,
         consumer: &Consumer,
         key: MessageKey<'_>,
         fork: Option<&SandboxTarget>,
         now_ms: u64,
+        produced_ms: Option<u64>,
     ) -> Verdict {
         let verdict = consumption::decide(consumer, key, fork);
+        let kept = |valid: &str| self.holds(valid, now_ms, produced_ms);
         match key {
-            MessageKey::Valid(valid) if !verdict.process && self.holds(valid, now_ms) => Verdict {
+            MessageKey::Valid(valid) if !verdict.process && kept(valid) => Verdict {
                 process: true,
                 reason: Reason::Handover(Box::new(verdict.reason)),
             },
@@ -158,13 +181,24 @@ impl Handover {
             // Its own again (a sandbox created anew): nothing to cover.
             self.until.remove(key);
         } else if before.as_deref() == mine && self.grace_ms > 0 {
+            if self.until.len() >= MAX_KEYS {
+                let oldest = self
+                    .until
+                    .iter()
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    self.until.remove(&oldest);
+                }
+            }
             self.until
                 .insert(key.to_owned(), now.saturating_add(self.grace_ms));
         }
     }
 
     fn prune(&mut self, now_ms: u64) {
-        self.until.retain(|_, until| *until > now_ms);
+        self.until
+            .retain(|_, until| until.saturating_add(KEEP_MS) > now_ms);
     }
 }
 
@@ -254,9 +288,23 @@ mod tests {
                 .answer()
                 .flatten()
                 .cloned();
-            let v =
-                self.handover
-                    .decide(&self.consumer, MessageKey::Valid(key), fork.as_ref(), now);
+            self.decide_produced(key, now, None, fork)
+        }
+
+        fn decide_produced(
+            &mut self,
+            key: &str,
+            now: u64,
+            produced: Option<u64>,
+            fork: Option<SandboxTarget>,
+        ) -> (bool, String) {
+            let v = self.handover.decide(
+                &self.consumer,
+                MessageKey::Valid(key),
+                fork.as_ref(),
+                now,
+                produced,
+            );
             (v.process, v.reason.code())
         }
     }
@@ -277,8 +325,31 @@ mod tests {
         );
         // Other keys are never kept.
         assert_eq!(fork.decide("pr-7", 200), (false, "not-forked".into()));
-        fork.adopt(3, &[], 100 + GRACE);
-        assert_eq!(fork.handover.pending(0), 0, "expired entries are dropped");
+        assert_eq!(fork.handover.pending(100 + GRACE), 0);
+    }
+
+    #[test]
+    fn a_lagging_consumer_keeps_what_was_produced_during_the_grace() {
+        let mut fork = View::new(Some("pr-42"), &["pr-42"]);
+        fork.adopt(2, &[], 100);
+        let end = 100 + GRACE;
+        // Decided long after the grace, produced before its end: the other
+        // consumer may have left it, deciding from the old table.
+        let late = end + 60_000;
+        assert_eq!(
+            fork.decide_produced("pr-42", late, Some(end - 1), None),
+            (true, "handover:not-forked".into())
+        );
+        assert_eq!(
+            fork.decide_produced("pr-42", late, Some(end), None),
+            (false, "not-forked".into())
+        );
+        // Remembered for KEEP_MS after the grace, then forgotten.
+        fork.adopt(3, &[], end + KEEP_MS);
+        assert_eq!(
+            fork.decide_produced("pr-42", end + KEEP_MS, Some(0), None),
+            (false, "not-forked".into())
+        );
     }
 
     #[test]

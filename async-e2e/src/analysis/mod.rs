@@ -31,10 +31,9 @@ const LIST: usize = 10;
 
 /// One observer's views of the sandbox's key: `(time, forked)`.
 ///
-/// For a pull consumer, "forked" is what it does, not what its table says:
-/// the fork processes, the baseline skips. A consumer in its hand-over
-/// grace still acts on the old view, so a window lasts until the grace
-/// is over.
+/// For a pull consumer, "forked" is what its table says; a consumer in its
+/// hand-over grace may still act on the old view, so a window lasts until
+/// its last decision under the grace, too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observer {
     pub name: String,
@@ -133,22 +132,13 @@ fn window(
         let Some(switch) = windows::switches(&observer.views, changes).get(k).cloned() else {
             continue;
         };
-        // Still in its hand-over grace at its last decision of the
-        // sandbox's key: the run ended first. The window lasts until then.
-        let graced = switch
-            .last_old_us
-            .filter(|at| switch.settled_us.is_none() && observer.handover.contains(at));
-        if let Some(at) = graced {
-            notes.push(format!(
-                "{} was still in its hand-over grace at its last decision of the sandbox's key, \
-                 {:.0} ms after change {k} ({:?} v{}): the window ends there",
-                observer.name,
-                ms(at.saturating_sub(change.started_us)),
-                change.action,
-                change.version
-            ));
-        }
-        let Some(settled_us) = switch.settled_us.or(graced) else {
+        let until = changes.get(k + 1).map_or(u64::MAX, |next| next.started_us);
+        let last_kept_us = observer
+            .handover
+            .range(change.started_us..until)
+            .next_back()
+            .copied();
+        let Some(settled_us) = switch.settled_us else {
             problems.push(format!(
                 "{} never settled on change {k} ({:?} v{})",
                 observer.name, change.action, change.version
@@ -161,8 +151,17 @@ fn window(
                 observer.name, switch.flaps
             ));
         }
-        end_us = end_us.max(settled_us);
+        end_us = end_us.max(settled_us).max(last_kept_us.unwrap_or(0));
         let since = |at: u64| ms(at.saturating_sub(change.started_us));
+        if let Some(kept) = last_kept_us {
+            notes.push(format!(
+                "{} kept the sandbox's messages in its hand-over grace until {:.0} ms after change {k} ({:?} v{})",
+                observer.name,
+                since(kept),
+                change.action,
+                change.version
+            ));
+        }
         latencies.push(Latency {
             observer: observer.name.clone(),
             last_old_ms: switch.last_old_us.map(since),

@@ -9,7 +9,7 @@ use sandbox_router_consumer::Source;
 use super::report::{HandBack, Outcome, Report};
 use super::{first, summarise, Bounds, Fate, Observer};
 use crate::ledger::{Action, Change, Decided, Sent};
-use crate::message::{Kind, Owner};
+use crate::message::{Kind, Owner, SANDBOX};
 
 /// One consumer's decisions by message.
 type ByMessage<'a> = HashMap<u64, &'a Decided>;
@@ -186,17 +186,21 @@ fn observer(owner: Owner, sent: &[Sent], decisions: &[Decided]) -> Observer {
         .filter(|s| s.tags.kind == Kind::Sandbox)
         .map(|s| s.tags.seq)
         .collect();
+    let forked = format!("forked-by:{SANDBOX}");
     let mine: Vec<&Decided> = decisions
         .iter()
         .filter(|d| d.consumer == owner && sandbox_key.contains(&d.seq))
         .collect();
     Observer {
         name: owner.name().to_owned(),
-        // What it does: without a grace, the same as its table's view
-        // (forked-by:pr-42); in a grace, the old view until it ends.
+        // Its table's view: `handover:forked-by:pr-42` is a baseline that
+        // knows the sandbox, keeping the message all the same.
         views: mine
             .iter()
-            .map(|d| (d.at_us, d.process == (owner == Owner::Sandbox)))
+            .map(|d| {
+                let table = d.reason.strip_prefix("handover:").unwrap_or(&d.reason);
+                (d.at_us, table == forked)
+            })
             .collect(),
         handover: mine
             .iter()
