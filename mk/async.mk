@@ -12,7 +12,8 @@
 #                     live, pull handed over, push) and the pull flow on
 #                     Kafka, RabbitMQ and NATS JetStream, each 3000 messages with a sandbox created and
 #                     deleted mid-run, each broker a real server the test
-#                     starts and kills. Each run's report is printed and kept
+#                     starts and kills; a live run fails if any message is
+#                     processed by nobody (the hand-over grace, docs/async.md). Each run's report is printed and kept
 #                     in target/e2e-runs/async-*/report.txt.
 #   make tool-brokers every broker below (idempotent)
 #   make tool-redis   Debian's redis-server, if missing

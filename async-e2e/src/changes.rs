@@ -8,8 +8,9 @@
 //!   one has, their views differ: the measured window.
 //! - [`Handoff::WaitForConsumers`]: first let every consumer finish the
 //!   messages already produced, change, then wait until every consumer's
-//!   client holds the new table version before producing again. No
-//!   message is decided from two different tables: no window.
+//!   client holds the new table version, and its hand-over grace is over,
+//!   before producing again. No message is decided from two different
+//!   tables, and none under a grace: no window.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -68,6 +69,10 @@ pub fn apply(
                 .wait_for_version(version, WAIT)
                 .map_err(Error::harness)?;
         }
+        // Every client holds the new table, so the grace of the one that
+        // lost the key covers nobody: wait it out, or the next messages
+        // of the key would be processed twice.
+        wait_for_handovers(clients)?;
     }
     Ok(Change {
         action,
@@ -77,6 +82,20 @@ pub fn apply(
         resumed_us: now_us(),
         phase_after: step + 1,
     })
+}
+
+/// Waits until no client has a key in its hand-over grace.
+fn wait_for_handovers(clients: &[Arc<RouteClient>]) -> Result<()> {
+    let deadline = Instant::now() + WAIT;
+    while clients.iter().any(|c| c.handover_pending() > 0) {
+        if Instant::now() > deadline {
+            return Err(Error::Timeout(format!(
+                "hand-over graces still running after {WAIT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 /// Waits until every consumer has decided `sent` messages.

@@ -180,7 +180,7 @@ pub fn run_pull<B: Broker>(
     }
     drop(syncs);
     let bounds = Bounds {
-        window_ms: timings.window_bound_ms(WINDOW_SLACK_MS),
+        window_ms: timings.pull_window_bound_ms(WINDOW_SLACK_MS)?,
     };
     let mut report =
         analysis::pull::check(label, &traffic.sent, &traffic.changes, &decisions, bounds);

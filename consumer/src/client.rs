@@ -10,14 +10,20 @@
 //!   key the table does not know (a sandbox newer than the last sync).
 //! - [`RouteClient::version`] and [`RouteClient::wait_for_version`] tell
 //!   which table the decisions come from.
+//! - After a sandbox change, the client keeps taking the messages of a key
+//!   it just lost for the hand-over grace ([`ClientConfig::handover_grace`],
+//!   `sandbox_router_core::handover`), so that a message decided while the
+//!   consumers' tables differ is processed twice rather than by nobody.
+//!   [`RouteClient::handover_pending`] tells whether a grace is running.
 //!
 //! It is `Sync`: share one (in an `Arc`) between every consumer thread of a
 //! process. RouteService calls are made outside its lock.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use sandbox_router_core::consumption::{self, Consumer, MessageKey, Verdict};
+use sandbox_router_core::consumption::{self, Consumer, MessageKey, Reason, Verdict};
+use sandbox_router_core::handover::Handover;
 use sandbox_router_core::route_knowledge::{Known, RouteKnowledge};
 use sandbox_router_core::route_table::RouteTable;
 use sandbox_router_core::route_table::SandboxTarget;
@@ -69,13 +75,16 @@ pub enum Refresh {
 pub struct RouteClient {
     config: ClientConfig,
     http: RouteServiceHttp,
-    /// The same table + key cache + breaker policy as the filter's workers.
-    view: Mutex<RouteKnowledge>,
+    /// What this consumer knows and which keys are in their grace.
+    view: Mutex<View>,
     /// Signalled whenever a new table is adopted.
     adopted: Condvar,
     /// One table sync at a time, so tables are adopted in version order.
     syncing: Mutex<()>,
     started: Instant,
+    /// `started` on the wall clock, to place the brokers' message stamps
+    /// on the same clock as the client's own times.
+    started_wall: SystemTime,
     counters: Counters,
 }
 
@@ -85,11 +94,15 @@ impl RouteClient {
     pub fn new(config: ClientConfig) -> Self {
         RouteClient {
             http: RouteServiceHttp::new(&config.server, config.timeout),
-            view: Mutex::new(RouteKnowledge::new(RouteTable::default(), config.cache)),
+            view: Mutex::new(View {
+                knowledge: RouteKnowledge::new(RouteTable::default(), config.cache),
+                handover: Handover::new(millis(config.handover_grace())),
+            }),
             config,
             adopted: Condvar::new(),
             syncing: Mutex::new(()),
             started: Instant::now(),
+            started_wall: SystemTime::now(),
             counters: Counters::default(),
         }
     }
@@ -109,7 +122,11 @@ impl RouteClient {
         let fetched = self.http.table(held);
         let now = self.now_ms();
         let mut view = lock(&self.view);
-        view.sync_finished(fetched.is_ok(), now);
+        let View {
+            knowledge,
+            handover,
+        } = &mut *view;
+        knowledge.sync_finished(fetched.is_ok(), now);
         let outcome = match (fetched, held) {
             (Ok(TableFetch::NotModified), Some(version)) => {
                 Counters::bump(&self.counters.not_modified);
@@ -118,7 +135,7 @@ impl RouteClient {
             (Ok(TableFetch::Changed(answer)), from) => {
                 Counters::bump(&self.counters.tables_adopted);
                 let to = answer.version;
-                view.adopt(to, answer.table);
+                handover.adopt(knowledge, &self.config.consumer, to, answer.table, now);
                 self.adopted.notify_all();
                 Ok(Refresh::Updated { from, to })
             }
@@ -154,12 +171,29 @@ impl RouteClient {
         K: AsRef<str>,
         V: AsRef<[u8]>,
     {
+        self.decide_produced(headers, None)
+    }
+
+    /// [`RouteClient::decide`] for a message the broker stamped at
+    /// `produced` (`None`: it does not say). With the stamp, the hand-over
+    /// grace also covers a message produced during the grace but decided
+    /// only later, when this consumer lags behind the others
+    /// (`sandbox_router_core::handover`). [`crate::broker::consume`]
+    /// passes each broker's stamp.
+    pub fn decide_produced<I, K, V>(&self, headers: I, produced: Option<SystemTime>) -> Decision
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
         Counters::bump(&self.counters.decisions);
         let headers: Vec<(K, V)> = headers.into_iter().collect();
         let candidate = self.config.carriers.extract(&headers);
         let key = MessageKey::classify(candidate.as_ref().map(|c| c.value.as_ref()));
         match key {
-            MessageKey::Valid(valid) => self.decide_key(key, valid),
+            MessageKey::Valid(valid) => {
+                self.decide_key(key, valid, produced.map(|p| self.on_clock(p)))
+            }
             MessageKey::Missing | MessageKey::Invalid => Decision {
                 verdict: consumption::decide(&self.config.consumer, key, None),
                 source: Source::Headers,
@@ -170,7 +204,16 @@ impl RouteClient {
 
     /// The version of the synced table (`None` before the first sync).
     pub fn version(&self) -> Option<u64> {
-        lock(&self.view).version()
+        lock(&self.view).knowledge.version()
+    }
+
+    /// How many keys are in their hand-over grace now: while it is not 0,
+    /// this consumer may take messages another consumer takes too. An
+    /// ordered hand over waits for 0 on every consumer, after
+    /// [`RouteClient::wait_for_version`], before producing again.
+    pub fn handover_pending(&self) -> usize {
+        let now = self.now_ms();
+        lock(&self.view).handover.pending(now)
     }
 
     /// Waits until a table of at least version `at_least` is adopted (by a
@@ -179,14 +222,14 @@ impl RouteClient {
         let started = Instant::now();
         let mut view = lock(&self.view);
         loop {
-            if let Some(version) = view.version().filter(|v| *v >= at_least) {
+            if let Some(version) = view.knowledge.version().filter(|v| *v >= at_least) {
                 return Ok(version);
             }
             let waited = started.elapsed();
             let Some(left) = timeout.checked_sub(waited).filter(|l| !l.is_zero()) else {
                 return Err(WaitTimeout {
                     wanted: at_least,
-                    have: view.version(),
+                    have: view.knowledge.version(),
                     waited,
                 });
             };
@@ -202,45 +245,55 @@ impl RouteClient {
         self.counters.snapshot()
     }
 
-    fn decide_key(&self, key: MessageKey<'_>, valid: &str) -> Decision {
+    fn decide_key(&self, key: MessageKey<'_>, valid: &str, produced_ms: Option<u64>) -> Decision {
         let workload = self.config.consumer.workload.as_str();
         let now = self.now_ms();
         {
-            let mut view = lock(&self.view);
-            let table_version = view.version();
-            let known = view.is_known(valid, now);
+            let mut guard = lock(&self.view);
+            let View {
+                knowledge,
+                handover,
+            } = &mut *guard;
+            let table_version = knowledge.version();
+            let known = knowledge.is_known(valid, now);
             // Unknown: ask, unless the breaker says the RouteService is down.
-            let source = if !known && view.breaker_mut().allow(now) {
+            let source = if !known && knowledge.breaker_mut().allow(now) {
                 None
             } else {
-                match view.known(valid, workload, now) {
+                match knowledge.known(valid, workload, now) {
                     Known::Table(fork) => Some((fork, Source::Table)),
                     Known::Cached(fork) => Some((fork, Source::Cache)),
                     Known::Unknown => Some((None, Source::FailOpen)),
                 }
             };
             if let Some((fork, source)) = source {
-                return self.decision(key, fork, source, table_version);
+                let at = (&*handover, now, produced_ms);
+                return self.decision(key, fork, source, table_version, at);
             }
         }
-        self.look_up(key, valid)
+        self.look_up(key, valid, produced_ms)
     }
 
     /// Asks the RouteService about a key the table does not know, caches
     /// the answer and decides from it (or fails open).
-    fn look_up(&self, key: MessageKey<'_>, valid: &str) -> Decision {
+    fn look_up(&self, key: MessageKey<'_>, valid: &str, produced_ms: Option<u64>) -> Decision {
         let answer = self.fetch_key(valid);
-        let mut view = lock(&self.view);
-        view.key_answered(valid, answer.clone(), self.now_ms());
-        let table_version = view.version();
-        drop(view);
-        let workload = self.config.consumer.workload.as_str();
+        let now = self.now_ms();
+        let mut guard = lock(&self.view);
+        let View {
+            knowledge,
+            handover,
+        } = &mut *guard;
+        let consumer = &self.config.consumer;
+        handover.key_answered(knowledge, consumer, valid, answer.clone(), now);
+        let table_version = knowledge.version();
+        let at = (&*handover, now, produced_ms);
         match &answer {
             Some(answer) => {
-                let fork = answer.table.lookup(valid, workload);
-                self.decision(key, fork, Source::Lookup, table_version)
+                let fork = answer.table.lookup(valid, consumer.workload.as_str());
+                self.decision(key, fork, Source::Lookup, table_version, at)
             }
-            None => self.decision(key, None, Source::FailOpen, table_version),
+            None => self.decision(key, None, Source::FailOpen, table_version, at),
         }
     }
 
@@ -264,20 +317,45 @@ impl RouteClient {
         fork: Option<&SandboxTarget>,
         source: Source,
         table_version: Option<u64>,
+        (handover, now_ms, produced_ms): (&Handover, u64, Option<u64>),
     ) -> Decision {
         if source == Source::FailOpen {
             Counters::bump(&self.counters.fail_open);
         }
+        let verdict = handover.decide(&self.config.consumer, key, fork, now_ms, produced_ms);
+        if matches!(verdict.reason, Reason::Handover(_)) {
+            Counters::bump(&self.counters.handover);
+        }
         Decision {
-            verdict: consumption::decide(&self.config.consumer, key, fork),
+            verdict,
             source,
             table_version,
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// A wall-clock time on the client's clock (ms since it started); a
+    /// time before the start is 0.
+    fn on_clock(&self, at: SystemTime) -> u64 {
+        at.duration_since(self.started_wall).map_or(0, millis)
     }
+
+    fn now_ms(&self) -> u64 {
+        millis(self.started.elapsed())
+    }
+}
+
+/// A client's knowledge and its hand-over graces, under one lock: a table
+/// is adopted and its graces started in one step, so no decision sees the
+/// one without the other.
+#[derive(Debug)]
+struct View {
+    /// The same table + key cache + breaker policy as the filter's workers.
+    knowledge: RouteKnowledge,
+    handover: Handover,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -42,6 +42,9 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// Single-key answers: positive TTL, negative TTL, capacity.
     pub cache: CachePolicy,
+    /// The hand-over grace, if set; `None`: derived from the timings
+    /// ([`ClientConfig::handover_grace`]).
+    pub handover: Option<Duration>,
 }
 
 impl ClientConfig {
@@ -56,7 +59,47 @@ impl ClientConfig {
             sync_interval: DEFAULT_SYNC_INTERVAL,
             timeout: DEFAULT_TIMEOUT,
             cache: DEFAULT_CACHE,
+            handover: None,
         })
+    }
+
+    /// How long this consumer keeps taking a key's messages after the key
+    /// stopped being its own (`sandbox_router_core::handover`): long enough
+    /// for the *other* consumers, which lose nothing in that change, to see
+    /// it too. They are assumed to run with this client's timings.
+    ///
+    /// - A fork loses its key when its sandbox is deleted. The baseline sees
+    ///   a deletion at its next sync: a table it holds can be
+    ///   `sync_interval` plus two fetches old (the fetch that brought it,
+    ///   the next one). So `sync_interval + 2 × timeout`.
+    /// - The baseline loses a key when a sandbox forks it. A fork sees the
+    ///   creation at its next message of that key (lookup on miss), unless
+    ///   it cached "no such key" for it: then when that answer expires, plus
+    ///   the lookup, or at its next sync, whichever comes first. So
+    ///   `min(negative_ttl, sync_interval + timeout) + timeout`.
+    ///
+    /// A failed sync or lookup keeps a consumer on its old table longer
+    /// than this: set a longer grace with [`Self::with_handover_grace`] if
+    /// the RouteService is often unreachable.
+    pub fn handover_grace(&self) -> Duration {
+        if let Some(grace) = self.handover {
+            return grace;
+        }
+        let negative_ttl = Duration::from_millis(self.cache.negative_ttl_ms);
+        match self.consumer.sandbox {
+            Some(_) => self.sync_interval + self.timeout * 2,
+            None => negative_ttl.min(self.sync_interval + self.timeout) + self.timeout,
+        }
+    }
+
+    /// The same, with this hand-over grace instead of the derived one.
+    /// `Duration::ZERO` turns it off: the bare rule, exactly once when all
+    /// consumers hold the same table, but a message decided while the fork
+    /// has seen a deletion and the baseline not yet (or the baseline a
+    /// creation and the fork not yet) is processed by nobody.
+    pub fn with_handover_grace(mut self, grace: Duration) -> Self {
+        self.handover = Some(grace);
+        self
     }
 
     /// The same, syncing every `interval` (at least 10 ms).
@@ -139,6 +182,28 @@ mod tests {
         assert_eq!(config.sync_interval, Duration::from_secs(5));
         assert_eq!(config.cache.negative_ttl_ms, 2000);
         assert_eq!(config.consumer.sandbox, None);
+    }
+
+    #[test]
+    fn the_handover_grace_is_derived_from_the_timings() {
+        let base = ClientConfig::new("http://rs", W, None).unwrap();
+        let fork = ClientConfig::new("http://rs", W, Some("pr-1")).unwrap();
+        // 5 s sync, 1 s timeout, 2 s negative TTL.
+        assert_eq!(fork.handover_grace(), Duration::from_secs(7));
+        assert_eq!(base.handover_grace(), Duration::from_secs(3));
+        let fork = fork
+            .with_sync_interval(Duration::from_secs(1))
+            .and_then(|c| c.with_timeout(Duration::from_millis(500)))
+            .unwrap();
+        assert_eq!(fork.handover_grace(), Duration::from_secs(2));
+        // A negative TTL longer than a sync: the sync bounds it.
+        let base = base.with_cache(CachePolicy {
+            negative_ttl_ms: 60_000,
+            ..DEFAULT_CACHE
+        });
+        assert_eq!(base.handover_grace(), Duration::from_secs(7));
+        let off = fork.with_handover_grace(Duration::ZERO);
+        assert_eq!(off.handover_grace(), Duration::ZERO);
     }
 
     #[test]

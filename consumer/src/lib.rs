@@ -13,7 +13,9 @@
 //! - [`http`]: the two RouteService calls (table with `If-None-Match`, one key);
 //! - the table, key cache and breaker policy is the core's
 //!   `route_knowledge::RouteKnowledge`, the same the filter's workers use;
-//! - [`client`]: [`RouteClient`]: refresh, decide, table version;
+//! - [`client`]: [`RouteClient`]: refresh, decide, table version, and the
+//!   hand-over grace after a sandbox change (`sandbox_router_core::handover`:
+//!   a message is processed twice at worst, never by nobody);
 //! - [`sync`]: [`SyncThread`], the background refresh;
 //! - [`broker`]: [`broker::Subscription`], one small trait over a broker's
 //!   own copy of a topic, and [`broker::consume`], the one consumer loop;

@@ -20,6 +20,9 @@ pub struct Stats {
     /// Decisions made without an answer for a key the table did not know
     /// (call failed or breaker open): baseline's.
     pub fail_open: u64,
+    /// Messages processed only because their key is in its hand-over grace
+    /// (`Reason::Handover`): the ones that may be processed twice.
+    pub handover: u64,
 }
 
 /// The live counters.
@@ -32,6 +35,7 @@ pub(crate) struct Counters {
     pub lookups: AtomicU64,
     pub lookup_errors: AtomicU64,
     pub fail_open: AtomicU64,
+    pub handover: AtomicU64,
 }
 
 impl Counters {
@@ -49,6 +53,7 @@ impl Counters {
             lookups: read(&self.lookups),
             lookup_errors: read(&self.lookup_errors),
             fail_open: read(&self.fail_open),
+            handover: read(&self.handover),
         }
     }
 }

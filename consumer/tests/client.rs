@@ -190,10 +190,82 @@ fn a_deleted_sandbox_is_seen_at_the_next_sync() {
     );
     fork.refresh().unwrap();
     assert_eq!(fork.version(), Some(deleted));
+    // The fork has seen the deletion, the baseline may not have yet: the
+    // fork keeps the sandbox's messages for the hand-over grace.
+    assert_eq!(
+        decide(&fork, "pr-42"),
+        (true, "handover:not-forked".into(), Source::Lookup)
+    );
+    assert_eq!(fork.handover_pending(), 1);
+    assert_eq!(fork.stats().handover, 1);
+}
+
+#[test]
+fn the_forks_handover_grace_ends() {
+    let server = Server::start();
+    server.put("pr-42", "pr-42", &["orders"]);
+    let grace = Duration::from_millis(300);
+    let fork = RouteClient::new(config(&server.url, Some("pr-42")).with_handover_grace(grace));
+    fork.refresh().unwrap();
+    server.delete("pr-42");
+    fork.refresh().unwrap();
+    let seen = Instant::now();
+    assert!(decide(&fork, "pr-42").0, "kept during the grace");
+    // Other keys are not affected.
+    assert_eq!(
+        decide(&fork, "pr-7"),
+        (false, "not-forked".into(), Source::Lookup)
+    );
+    std::thread::sleep(grace.saturating_sub(seen.elapsed()) + Duration::from_millis(20));
+    assert_eq!(fork.handover_pending(), 0);
+    assert_eq!(decide(&fork, "pr-42").1, "not-forked");
+    assert!(!decide(&fork, "pr-42").0);
+}
+
+#[test]
+fn no_handover_grace_is_the_bare_rule() {
+    let server = Server::start();
+    server.put("pr-42", "pr-42", &["orders"]);
+    let config = config(&server.url, Some("pr-42")).with_handover_grace(Duration::ZERO);
+    let fork = RouteClient::new(config);
+    fork.refresh().unwrap();
+    server.delete("pr-42");
+    fork.refresh().unwrap();
     assert_eq!(
         decide(&fork, "pr-42"),
         (false, "not-forked".into(), Source::Lookup)
     );
+    assert_eq!(fork.stats().handover, 0);
+}
+
+#[test]
+fn the_baseline_keeps_a_new_sandboxs_messages_for_its_grace() {
+    let server = Server::start();
+    let base = client(&server.url, None);
+    base.refresh().unwrap();
+    assert_eq!(decide(&base, "pr-42").1, "not-forked");
+    std::thread::sleep(Duration::from_millis(350)); // the "no such key" expires
+    server.put("pr-42", "pr-42", &["orders"]);
+    // Seen at once (lookup on miss); the fork may still hold its cached
+    // "no such key": the baseline keeps the message.
+    assert_eq!(
+        decide(&base, "pr-42"),
+        (true, "handover:forked-by:pr-42".into(), Source::Lookup)
+    );
+    base.refresh().unwrap();
+    assert_eq!(
+        decide(&base, "pr-42"),
+        (true, "handover:forked-by:pr-42".into(), Source::Table)
+    );
+    // A consumer that starts while the sandbox exists takes none of its
+    // messages: no grace from a first table.
+    let late = client(&server.url, None);
+    late.refresh().unwrap();
+    assert_eq!(
+        decide(&late, "pr-42"),
+        (false, "forked-by:pr-42".into(), Source::Table)
+    );
+    assert_eq!(late.handover_pending(), 0);
 }
 
 #[test]
@@ -305,4 +377,25 @@ fn dropping_the_sync_thread_does_not_wait_for_the_interval() {
     let started = Instant::now();
     drop(sync);
     assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn a_lagging_fork_keeps_what_was_produced_during_its_grace() {
+    let server = Server::start();
+    server.put("pr-42", "pr-42", &["orders"]);
+    let grace = Duration::from_millis(200);
+    let fork = RouteClient::new(config(&server.url, Some("pr-42")).with_handover_grace(grace));
+    fork.refresh().unwrap();
+    server.delete("pr-42");
+    let during = std::time::SystemTime::now();
+    fork.refresh().unwrap();
+    std::thread::sleep(grace + Duration::from_millis(50));
+    // The grace is over, but this message was stored during it: the
+    // baseline may have skipped it long ago, from its old table.
+    let late = fork.decide_produced(baggage("pr-42"), Some(during));
+    assert_eq!(late.verdict.reason.code(), "handover:not-forked");
+    assert!(late.verdict.process);
+    let fresh = fork.decide_produced(baggage("pr-42"), Some(std::time::SystemTime::now()));
+    assert!(!fresh.verdict.process);
+    assert!(!fork.decide(baggage("pr-42")).verdict.process);
 }

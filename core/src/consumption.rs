@@ -12,6 +12,15 @@
 //!
 //! Exactly one of the baseline consumer and the forks' consumers takes each
 //! message, provided they decide from the same route table.
+//!
+//! They do not, for a moment, after a sandbox change: each consumer syncs
+//! on its own. A consumer that has seen the change first would drop a
+//! message the other one, still on the old table, drops too. So a
+//! consumer keeps taking a key's messages for a grace after the key
+//! stopped being its own ([`crate::handover`]): the fork after its
+//! sandbox is deleted, the baseline after a sandbox forks it. Such a
+//! message may then be processed twice, never by nobody
+//! ([`Reason::Handover`]).
 
 use std::fmt;
 
@@ -39,6 +48,11 @@ pub enum Reason {
     NotForked,
     /// Sandbox `0` forks this workload for the key: that sandbox's.
     ForkedBy(String),
+    /// The table says `0`, which makes the message another consumer's,
+    /// but the key was this consumer's until a moment ago: it keeps the
+    /// message during the hand-over grace, in case the other consumer
+    /// has not seen the change yet ([`crate::handover::Handover`]).
+    Handover(Box<Reason>),
 }
 
 impl Reason {
@@ -49,6 +63,7 @@ impl Reason {
             Reason::InvalidKey => "invalid-key".to_owned(),
             Reason::NotForked => "not-forked".to_owned(),
             Reason::ForkedBy(sandbox) => format!("forked-by:{sandbox}"),
+            Reason::Handover(now) => format!("handover:{}", now.code()),
         }
     }
 }
@@ -95,13 +110,21 @@ pub fn decide(consumer: &Consumer, key: MessageKey<'_>, fork: Option<&SandboxTar
         (MessageKey::Valid(_), None) => Reason::NotForked,
         (MessageKey::Valid(_), Some(target)) => Reason::ForkedBy(target.sandbox.clone()),
     };
-    let owner = match &reason {
-        Reason::ForkedBy(sandbox) => Some(sandbox.as_str()),
-        _ => None,
-    };
     Verdict {
-        process: owner == consumer.sandbox.as_deref(),
+        process: reason.owner() == consumer.sandbox.as_deref(),
         reason,
+    }
+}
+
+impl Reason {
+    /// The owner the table names: the forking sandbox, or `None`
+    /// (baseline's). For [`Reason::Handover`], the new owner.
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            Reason::ForkedBy(sandbox) => Some(sandbox),
+            Reason::Handover(now) => now.owner(),
+            Reason::NoKey | Reason::InvalidKey | Reason::NotForked => None,
+        }
     }
 }
 

@@ -75,6 +75,19 @@ impl KeyCache {
             .is_some_and(|e| e.expires_at_ms > now_ms)
     }
 
+    /// The last answer cached for `key`, fresh or expired (no use
+    /// recorded): what its holder last knew, not what it may decide from.
+    pub fn last_answer(&self, key: &str, destination: &str) -> Option<Option<&SandboxTarget>> {
+        self.entries
+            .get(key)
+            .map(|entry| entry.routes.lookup(key, destination))
+    }
+
+    /// The keys with an answer cached, fresh or expired.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
     /// Stores the RouteService's answer for `key` (an empty table caches
     /// "unknown key").
     pub fn insert(&mut self, key: &str, version: u64, routes: RouteTable, now_ms: u64) {

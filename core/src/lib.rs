@@ -23,6 +23,7 @@
 //! - [`table_sync`]: one table fetch per Envoy, shared by every worker;
 //! - [`worker_routes`]: what a worker knows, and when it must ask;
 //! - [`consumption`]: which message-queue consumer processes a message;
+//! - [`handover`]: the grace after a sandbox change, so no message goes to nobody;
 //! - [`signed_key`], [`signed_carrier`], [`signed_admission`]: routing keys
 //!   from outside the mesh, accepted at the edge when signed.
 
@@ -34,6 +35,7 @@ pub mod consumption;
 pub mod decision;
 pub mod destination;
 pub mod edge;
+pub mod handover;
 pub mod inflight;
 pub mod key_cache;
 pub mod legacy;

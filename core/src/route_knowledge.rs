@@ -80,6 +80,27 @@ impl RouteKnowledge {
         self.table.knows_key(key) || self.cache.is_fresh(key, now_ms)
     }
 
+    /// What this holder last knew of `key` for `destination`, without
+    /// asking or recording a use: the table's answer, else the last cached
+    /// answer (even expired), else "baseline" (`Some(None)`), since a
+    /// synced table speaks for every key at its version. `None` before the
+    /// first sync, for a key neither knows: nothing was known.
+    pub fn last_known(&self, key: &str, destination: &str) -> Option<Option<&SandboxTarget>> {
+        if self.table.knows_key(key) {
+            return Some(self.table.lookup(key, destination));
+        }
+        match self.cache.last_answer(key, destination) {
+            Some(answer) => Some(answer),
+            None => self.version.map(|_| None),
+        }
+    }
+
+    /// Every key the table or the cache has an answer for (a key may come
+    /// twice).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.table.keys().chain(self.cache.keys())
+    }
+
     /// Records the RouteService's answer for `key` (`None`: the call failed).
     pub fn key_answered(&mut self, key: &str, answer: Option<RoutesAnswer>, now_ms: u64) {
         match answer {

@@ -30,10 +30,16 @@ use report::{Latency, Outcome, Report, Tally, Window};
 const LIST: usize = 10;
 
 /// One observer's views of the sandbox's key: `(time, forked)`.
+///
+/// For a pull consumer, "forked" is what its table says; a consumer in its
+/// hand-over grace may still act on the old view, so a window lasts until
+/// its last decision under the grace, too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observer {
     pub name: String,
     pub views: Vec<(u64, bool)>,
+    /// When it decided under its hand-over grace (pull consumers).
+    pub handover: std::collections::BTreeSet<u64>,
     /// Several independent caches behind one observer (Envoy's workers)
     /// may disagree for a while; one client must not.
     pub may_flap: bool,
@@ -66,7 +72,10 @@ pub fn summarise(
     report.windows = changes
         .iter()
         .enumerate()
-        .map(|(k, change)| window(k, change, changes, observers, &mut report.problems))
+        .map(|(k, change)| {
+            let found = (&mut report.problems, &mut report.notes);
+            window(k, change, changes, observers, found)
+        })
         .collect();
     for window in &report.windows {
         let duration_us = window.end_us.saturating_sub(window.start_us);
@@ -115,7 +124,7 @@ fn window(
     change: &Change,
     changes: &[Change],
     observers: &[Observer],
-    problems: &mut Vec<String>,
+    (problems, notes): (&mut Vec<String>, &mut Vec<String>),
 ) -> Window {
     let mut end_us = change.started_us;
     let mut latencies = Vec::new();
@@ -123,6 +132,12 @@ fn window(
         let Some(switch) = windows::switches(&observer.views, changes).get(k).cloned() else {
             continue;
         };
+        let until = changes.get(k + 1).map_or(u64::MAX, |next| next.started_us);
+        let last_kept_us = observer
+            .handover
+            .range(change.started_us..until)
+            .next_back()
+            .copied();
         let Some(settled_us) = switch.settled_us else {
             problems.push(format!(
                 "{} never settled on change {k} ({:?} v{})",
@@ -136,8 +151,17 @@ fn window(
                 observer.name, switch.flaps
             ));
         }
-        end_us = end_us.max(settled_us);
+        end_us = end_us.max(settled_us).max(last_kept_us.unwrap_or(0));
         let since = |at: u64| ms(at.saturating_sub(change.started_us));
+        if let Some(kept) = last_kept_us {
+            notes.push(format!(
+                "{} kept the sandbox's messages in its hand-over grace until {:.0} ms after change {k} ({:?} v{})",
+                observer.name,
+                since(kept),
+                change.action,
+                change.version
+            ));
+        }
         latencies.push(Latency {
             observer: observer.name.clone(),
             last_old_ms: switch.last_old_us.map(since),

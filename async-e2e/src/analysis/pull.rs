@@ -62,6 +62,7 @@ pub fn check(
     report.notes = consumers
         .iter()
         .map(|owner| sources(*owner, decisions))
+        .chain(consumers.iter().map(|owner| handovers(*owner, base, fork)))
         .collect();
     let observers: Vec<Observer> = consumers
         .iter()
@@ -186,15 +187,56 @@ fn observer(owner: Owner, sent: &[Sent], decisions: &[Decided]) -> Observer {
         .map(|s| s.tags.seq)
         .collect();
     let forked = format!("forked-by:{SANDBOX}");
+    let mine: Vec<&Decided> = decisions
+        .iter()
+        .filter(|d| d.consumer == owner && sandbox_key.contains(&d.seq))
+        .collect();
     Observer {
         name: owner.name().to_owned(),
-        views: decisions
+        // Its table's view: `handover:forked-by:pr-42` is a baseline that
+        // knows the sandbox, keeping the message all the same.
+        views: mine
             .iter()
-            .filter(|d| d.consumer == owner && sandbox_key.contains(&d.seq))
-            .map(|d| (d.at_us, d.reason == forked))
+            .map(|d| {
+                let table = d.reason.strip_prefix("handover:").unwrap_or(&d.reason);
+                (d.at_us, table == forked)
+            })
+            .collect(),
+        handover: mine
+            .iter()
+            .filter(|d| is_handover(d))
+            .map(|d| d.at_us)
             .collect(),
         may_flap: false,
     }
+}
+
+/// Decided under the hand-over grace (`Reason::Handover`).
+fn is_handover(decided: &Decided) -> bool {
+    decided.reason.starts_with("handover:")
+}
+
+/// How many messages a consumer processed only because of its grace, and
+/// of those how many the other consumer processed too, as a note.
+fn handovers(owner: Owner, base: &ByMessage<'_>, fork: &ByMessage<'_>) -> String {
+    let (mine, other) = match owner {
+        Owner::Baseline => (base, fork),
+        Owner::Sandbox => (fork, base),
+    };
+    let kept: Vec<u64> = mine
+        .values()
+        .filter(|d| is_handover(d))
+        .map(|d| d.seq)
+        .collect();
+    let twice = kept
+        .iter()
+        .filter(|seq| other.get(seq).is_some_and(|d| d.process))
+        .count();
+    format!(
+        "{} kept {} messages in its hand-over grace, {twice} of them processed by the other consumer too",
+        owner.name(),
+        kept.len()
+    )
 }
 
 /// Where a consumer's answers came from, as a note.

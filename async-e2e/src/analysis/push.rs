@@ -125,6 +125,7 @@ fn envoy_observer(sent: &[Sent], deliveries: &[Delivered]) -> Observer {
             .filter(|d| sandbox_key.contains(&d.seq))
             .map(|d| (d.at_us, d.to == Owner::Sandbox))
             .collect(),
+        handover: std::collections::BTreeSet::new(),
         may_flap: true,
     }
 }

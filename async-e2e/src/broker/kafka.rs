@@ -193,7 +193,10 @@ fn format_storage(java: &Path, libs: &Path, dir: &Path, properties: &Path) -> Re
     let status = java_command(java, libs)
         .arg("kafka.tools.StorageTool")
         .arg("format")
-        .args(["--cluster-id", &cluster_id()])
+        // `--cluster-id=<id>` in one argument: an id is base64url and may
+        // start with '-', which the tool's parser would take for an option
+        // (one run in 64 failed with "expected one argument").
+        .arg(format!("--cluster-id={}", cluster_id()))
         .arg("--config")
         .arg(properties)
         .stdin(Stdio::null())

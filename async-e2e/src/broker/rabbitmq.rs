@@ -298,7 +298,14 @@ impl Publish for ConfirmedPublisher {
                 .map_err(|_| Error::Malformed(format!("header {name} is not text")))?;
             table.set(&name, text);
         }
-        let properties = BasicProperties::default().with_headers(table);
+        // The AMQP timestamp (whole seconds), as producers should set it:
+        // the consumers' hand-over grace reads it.
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let properties = BasicProperties::default()
+            .with_headers(table)
+            .with_timestamp(now_s);
         let channel = &self.channel;
         let runtime = self
             .runtime

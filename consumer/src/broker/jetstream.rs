@@ -166,10 +166,16 @@ where
     let mut batch = Vec::new();
     while let Some(message) = messages.next().await {
         let message = message.map_err(Error::nats)?;
-        let id = message
-            .info()
+        let info = message.info().ok();
+        let id = info
+            .as_ref()
             .map(|info| info.stream_sequence.to_string())
             .unwrap_or_default();
+        // The time the server stored it.
+        let produced = info.and_then(|info| {
+            let ms = info.published.unix_timestamp_nanos() / 1_000_000;
+            u64::try_from(ms).ok().and_then(super::unix_ms)
+        });
         let (message, acker) = message.split();
         batch.push(Delivery {
             id,
@@ -179,6 +185,7 @@ where
                 .map(text_headers)
                 .unwrap_or_default(),
             payload: message.payload.to_vec(),
+            produced,
             token: acker,
         });
     }

@@ -138,6 +138,12 @@ impl Subscription for KafkaGroup {
                 id: format!("{}@{}", position.partition, position.offset),
                 headers,
                 payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                // CreateTime (the producer's) or LogAppendTime (the broker's).
+                produced: message
+                    .timestamp()
+                    .to_millis()
+                    .and_then(|ms| u64::try_from(ms).ok())
+                    .and_then(super::unix_ms),
                 token: position,
             });
             if Instant::now() >= deadline && batch.is_empty() {

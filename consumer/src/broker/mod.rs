@@ -15,7 +15,7 @@
 //! [`crate::propagation::Injector`] for its client's header map, so a
 //! producer can put the W3C `baggage` on a message.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::client::{Decision, RouteClient};
 
@@ -40,6 +40,12 @@ pub struct Delivery<T> {
     /// Header names as the broker stores them; values as bytes.
     pub headers: Vec<(String, Vec<u8>)>,
     pub payload: Vec<u8>,
+    /// When the broker stored (or the producer stamped) the message, if it
+    /// says: the Redis entry id's milliseconds, the Kafka record
+    /// timestamp, the JetStream stored time, the AMQP `timestamp` property
+    /// (whole seconds, set by the producer). The hand-over grace uses it
+    /// for a consumer that lags behind.
+    pub produced: Option<SystemTime>,
     pub token: T,
 }
 
@@ -110,7 +116,7 @@ where
         .map_err(ConsumeError::Broker)?;
     let mut settled = Vec::with_capacity(batch.len());
     for delivery in batch {
-        let decision = client.decide(header_pairs(&delivery.headers));
+        let decision = client.decide_produced(header_pairs(&delivery.headers), delivery.produced);
         handle(&delivery, &decision).map_err(ConsumeError::Handler)?;
         let settle = if decision.verdict.process {
             Settle::Processed
@@ -122,6 +128,11 @@ where
     let count = settled.len();
     subscription.settle(settled).map_err(ConsumeError::Broker)?;
     Ok(count)
+}
+
+/// A time given in milliseconds since the Unix epoch (a broker's stamp).
+pub fn unix_ms(ms: u64) -> Option<SystemTime> {
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }
 
 /// `(name, value)` pairs as [`RouteClient::decide`] takes them.

@@ -184,6 +184,13 @@ impl Subscription for AmqpQueue {
                         .map(text_headers)
                         .unwrap_or_default(),
                     payload: delivery.data,
+                    // Whole seconds, if the producer set it: rounded down,
+                    // which only makes the grace keep more.
+                    produced: delivery
+                        .properties
+                        .timestamp()
+                        .and_then(|s| s.checked_mul(1000))
+                        .and_then(super::unix_ms),
                     token: delivery.delivery_tag,
                 });
                 timeout = Duration::from_millis(1);

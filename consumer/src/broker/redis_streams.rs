@@ -11,7 +11,7 @@ use std::time::Duration;
 pub use redis;
 use redis::{Connection, Value};
 
-use super::{Delivery, Settle, Subscription};
+use super::{unix_ms, Delivery, Settle, Subscription};
 
 /// A Redis command failed, or answered in a shape these commands never get.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +77,7 @@ impl Subscription for StreamGroup {
                 id: entry.id.clone(),
                 headers: entry.fields.into_iter().collect(),
                 payload: Vec::new(),
+                produced: entry_time(&entry.id),
                 token: entry.id,
             })
             .collect())
@@ -229,4 +230,25 @@ fn bytes(value: Value) -> Result<Vec<u8>> {
 
 fn malformed(problem: impl Into<String>) -> Error {
     Error::Malformed(problem.into())
+}
+
+/// An entry id's time: `<milliseconds>-<sequence>`, stamped by the server
+/// (unless the producer chose the id).
+fn entry_time(id: &str) -> Option<std::time::SystemTime> {
+    let (ms, _sequence) = id.split_once('-')?;
+    unix_ms(ms.parse().ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_ids_time_is_its_milliseconds() {
+        let at = entry_time("1700000000123-4").unwrap();
+        let since = at.duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(since.as_millis(), 1_700_000_000_123);
+        assert_eq!(entry_time("not-an-id"), None);
+        assert_eq!(entry_time("123"), None);
+    }
 }
