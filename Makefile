@@ -165,17 +165,13 @@ $(VENV_STAMP):
 tool-binaryen:
 	@command -v $(WASM_OPT) >/dev/null 2>&1 || { \
 	  echo "wasm-opt not found: installing Debian's binaryen"; \
-	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -q; \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends binaryen; \
+	  $(call APT_INSTALL,--no-install-recommends binaryen); \
 	}
 
 tool-node:
 	@command -v node >/dev/null 2>&1 || { \
 	  echo "node not found: installing Debian's nodejs"; \
-	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -q; \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs; \
+	  $(call APT_INSTALL,nodejs); \
 	}
 
 tool-wasm-bindgen:

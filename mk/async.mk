@@ -54,9 +54,7 @@ tool-brokers: tool-redis tool-kafka tool-rabbitmq tool-nats
 tool-redis:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "redis-server not found: installing Debian's redis-server"; \
-	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -q; \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server; \
+	  $(call APT_INSTALL,--no-install-recommends redis-server); \
 	}
 	@redis-server --version
 
@@ -66,18 +64,14 @@ tool-redis:
 tool-rabbitmq:
 	@[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && command -v epmd >/dev/null 2>&1 || { \
 	  echo "rabbitmq-server not found: installing Debian's rabbitmq-server"; \
-	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -q; \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends rabbitmq-server; \
+	  $(call APT_INSTALL,--no-install-recommends rabbitmq-server); \
 	}
 	@echo "rabbitmq-server $$(ls -d /usr/lib/rabbitmq/lib/rabbitmq_server-* | sed 's/.*-//')"
 
 tool-nats:
 	@command -v nats-server >/dev/null 2>&1 || { \
 	  echo "nats-server not found: installing Debian's nats-server"; \
-	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -q; \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nats-server; \
+	  $(call APT_INSTALL,--no-install-recommends nats-server); \
 	}
 	@nats-server --version
 

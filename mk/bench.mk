@@ -66,15 +66,11 @@ bench-prepare: tool-wrk
 tool-valgrind:
 	@command -v valgrind >/dev/null 2>&1 || { \
 	  echo "valgrind not found: installing Debian's valgrind"; \
-	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -q; \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends valgrind; \
+	  $(call APT_INSTALL,--no-install-recommends valgrind); \
 	}
 
 tool-wrk:
 	@command -v wrk >/dev/null 2>&1 || { \
 	  echo "wrk not found: installing Debian's wrk"; \
-	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -q; \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; \
+	  $(call APT_INSTALL,--no-install-recommends wrk); \
 	}

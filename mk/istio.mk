@@ -28,6 +28,9 @@
 # This file, as make was told it (for the sub-make of e2e-kind).
 ISTIO_MK := $(lastword $(MAKEFILE_LIST))
 
+# The tool-* targets' Debian installs (also when this file is used on its own).
+include $(dir $(ISTIO_MK))apt.mk
+
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -161,9 +164,7 @@ $(ISTIO_TOOLS_STAMP): $(ISTIO_TOOLS_MOD)/go.mod $(ISTIO_TOOLS_MOD)/go.sum
 tool-registry:
 	@command -v docker-registry >/dev/null 2>&1 && command -v skopeo >/dev/null 2>&1 || { \
 	  echo "docker-registry or skopeo not found: installing Debian's"; \
-	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -q; \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry skopeo; \
+	  $(call APT_INSTALL,docker-registry skopeo); \
 	}
 
 istio-up: istio-tools venv ## the local Istio mesh (no Docker) in the foreground; writes target/istio-local/env, prints `ready`
@@ -191,7 +192,5 @@ $(KUBERNETES_VALIDATE_STAMP):
 tool-shellcheck:
 	@command -v shellcheck >/dev/null 2>&1 || { \
 	  echo "shellcheck not found: installing Debian's shellcheck"; \
-	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -q; \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck; \
+	  $(call APT_INSTALL,shellcheck); \
 	}
