@@ -1,10 +1,10 @@
 //! A Kubernetes control plane with no nodes: etcd and kube-apiserver on
 //! loopback, and kubectl to talk to it.
 //!
-//! No kubelet, scheduler or controller-manager: the mesh's workloads are
-//! host processes, declared to Kubernetes as selector-less Services with
-//! EndpointSlices that name their loopback addresses, which is all istiod
-//! reads. The API server itself runs its own controllers (default
+//! No kubelet or scheduler: the mesh's workloads are host processes,
+//! declared to Istio with WorkloadEntries. kube-controller-manager runs on
+//! demand ([`KubeControlPlane::start_garbage_collector`]) with its garbage
+//! collector only, so owner references do what they do in a cluster. The API server itself runs its own controllers (default
 //! namespaces, ClusterIP allocation, the `kubernetes` Service) and serves
 //! TokenRequest/TokenReview, which the mesh's identity needs.
 
@@ -49,7 +49,9 @@ impl Default for KubePorts {
 /// Running etcd + kube-apiserver.
 #[derive(Debug)]
 pub struct KubeControlPlane {
-    // Field order is drop order: the API server stops before its store.
+    // Field order is drop order: the controller manager, then the API
+    // server, then its store.
+    controller_manager: Option<MeshProcess>,
     apiserver: MeshProcess,
     etcd: MeshProcess,
     kubeconfig: PathBuf,
@@ -112,6 +114,7 @@ impl KubeControlPlane {
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_yaml(pki, ports.apiserver)?)?;
         let plane = Self {
+            controller_manager: None,
             apiserver,
             etcd,
             kubeconfig,
@@ -130,6 +133,26 @@ impl KubeControlPlane {
         Ok(plane)
     }
 
+    /// Starts kube-controller-manager with only its garbage collector:
+    /// objects whose owner (by uid) is gone are deleted, as in a cluster.
+    pub fn start_garbage_collector(&mut self, tools: &Tools, dir: &Path) -> Result<()> {
+        let mut command = Command::new(&tools.kube_controller_manager);
+        command
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .arg("--controllers=garbagecollector")
+            .arg("--leader-elect=false")
+            // Its own serving port is of no use here: 0 turns it off.
+            .arg("--secure-port=0")
+            .arg("--v=1");
+        let process = MeshProcess::spawn(
+            "kube-controller-manager",
+            command,
+            &dir.join("kube-controller-manager.log"),
+        )?;
+        self.controller_manager = Some(process);
+        Ok(())
+    }
+
     /// The admin kubeconfig.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
@@ -143,6 +166,9 @@ impl KubeControlPlane {
     /// Fails if etcd or the API server has exited.
     pub fn check_running(&self) -> Result<()> {
         self.etcd.check_running()?;
+        if let Some(process) = &self.controller_manager {
+            process.check_running()?;
+        }
         self.apiserver.check_running()
     }
 }
