@@ -115,7 +115,11 @@ fn wait(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Durat
 }
 
 fn apply(kubectl: Kubectl, yaml: String) {
-    kubectl.args(["apply", "-f", "-"]).stdin(yaml).run().unwrap();
+    kubectl
+        .args(["apply", "-f", "-"])
+        .stdin(yaml)
+        .run()
+        .unwrap();
 }
 
 fn sandbox_yaml(name: &str, key: &str, routes: &[(&str, &str)], extra: &str) -> String {
@@ -162,7 +166,12 @@ fn http_routes(mesh: &LocalMesh) -> Vec<Value> {
 fn route_names(mesh: &LocalMesh) -> Vec<String> {
     http_routes(mesh)
         .iter()
-        .map(|r| r["metadata"]["name"].as_str().unwrap_or_default().to_owned())
+        .map(|r| {
+            r["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -236,7 +245,10 @@ fn sandboxes_as_kubernetes_objects_route_through_the_real_sidecars() {
     options.store = MeshStore::Kubernetes { replicas: 2 };
     let mut mesh = LocalMesh::start(&options).unwrap();
     for (step, took) in &mesh.timings {
-        eprintln!("kube-routes: local mesh: {step}: {:.1}s", took.as_secs_f64());
+        eprintln!(
+            "kube-routes: local mesh: {step}: {:.1}s",
+            took.as_secs_f64()
+        );
     }
     let header = mesh.sidecar_http();
     let authority = mesh.authority_sidecar_http();
@@ -405,10 +417,14 @@ fn sandboxes_as_kubernetes_objects_route_through_the_real_sidecars() {
         took[1].as_secs_f64()
     );
     mesh.routeservice_replica_mut(0).unwrap().restart().unwrap();
-    let agreed = wait("the restarted replica agrees", Duration::from_secs(10), || {
-        let tables = routes_etag(&mesh);
-        tables[0] == tables[1]
-    });
+    let agreed = wait(
+        "the restarted replica agrees",
+        Duration::from_secs(10),
+        || {
+            let tables = routes_etag(&mesh);
+            tables[0] == tables[1]
+        },
+    );
     eprintln!(
         "kube-routes: restarted replica serves the same ETag {:.2}s after ready",
         agreed.as_secs_f64()
@@ -427,12 +443,16 @@ fn sandboxes_as_kubernetes_objects_route_through_the_real_sidecars() {
         took[1].as_secs_f64()
     );
     wait("pr-7's HTTPRoute deleted", Duration::from_secs(10), || {
-        !route_names(&mesh).iter().any(|n| n == "sandbox-pr-7.shop.8080")
+        !route_names(&mesh)
+            .iter()
+            .any(|n| n == "sandbox-pr-7.shop.8080")
     });
 
     // -- With no RouteService at all, Kubernetes' garbage collector still
     // deletes a deleted Sandbox's HTTPRoutes (the owner reference).
-    assert!(route_names(&mesh).iter().any(|n| n == "sandbox-pr-8.shop.8080"));
+    assert!(route_names(&mesh)
+        .iter()
+        .any(|n| n == "sandbox-pr-8.shop.8080"));
     for i in 0..2 {
         mesh.routeservice_replica_mut(i).unwrap().kill().unwrap();
     }
@@ -444,7 +464,11 @@ fn sandboxes_as_kubernetes_objects_route_through_the_real_sidecars() {
     let collected = wait(
         "pr-8's HTTPRoute garbage-collected",
         Duration::from_secs(60),
-        || !route_names(&mesh).iter().any(|n| n == "sandbox-pr-8.shop.8080"),
+        || {
+            !route_names(&mesh)
+                .iter()
+                .any(|n| n == "sandbox-pr-8.shop.8080")
+        },
     );
     eprintln!(
         "kube-routes: no RouteService running: HTTPRoute garbage-collected {:.2}s after its Sandbox was deleted",
@@ -456,9 +480,11 @@ fn sandboxes_as_kubernetes_objects_route_through_the_real_sidecars() {
 
     // -- ttl 30s: out of the table, deleted, said in an Event.
     let left = Duration::from_secs(45).saturating_sub(short_applied.elapsed());
-    wait("short expired and deleted", left.max(Duration::from_secs(5)), || {
-        !kubectl(&mesh).args(["get", "sandbox", "short"]).ok()
-    });
+    wait(
+        "short expired and deleted",
+        left.max(Duration::from_secs(5)),
+        || !kubectl(&mesh).args(["get", "sandbox", "short"]).ok(),
+    );
     eprintln!(
         "kube-routes: ttl 30s: deleted {:.1}s after apply",
         short_applied.elapsed().as_secs_f64()
@@ -470,9 +496,9 @@ fn sandboxes_as_kubernetes_objects_route_through_the_real_sidecars() {
     let event = events["items"]
         .as_array()
         .and_then(|items| {
-            items
-                .iter()
-                .find(|e| e["regarding"]["name"] == "short" || e["involvedObject"]["name"] == "short")
+            items.iter().find(|e| {
+                e["regarding"]["name"] == "short" || e["involvedObject"]["name"] == "short"
+            })
         })
         .unwrap_or_else(|| panic!("no Expired event for short: {events}"))
         .clone();

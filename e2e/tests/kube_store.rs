@@ -166,10 +166,15 @@ fn routeservice_on_the_kubernetes_api() {
         .unwrap();
     // The forks exist (the RouteService checks: `ForkServiceMissing`).
     let mut services = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n");
-    let forks = ["catalog-pr-1", "catalog-pr-3", "catalog-pr-4", "reviews-pr-1"]
-        .map(String::from)
-        .into_iter()
-        .chain((0..20).map(|i| format!("catalog-pr-1-{i}")));
+    let forks = [
+        "catalog-pr-1",
+        "catalog-pr-3",
+        "catalog-pr-4",
+        "reviews-pr-1",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain((0..20).map(|i| format!("catalog-pr-1-{i}")));
     for name in forks {
         services.push_str(&format!(
             "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: demo\nspec:\n  ports: [{{port: 8080, name: http}}]\n"

@@ -176,7 +176,11 @@ pub struct ServeArgs {
     pub route_header: String,
     /// With --store kubernetes: the cluster's DNS domain (Service hosts are
     /// `<name>.<namespace>.svc.<domain>`).
-    #[arg(long, env = "ROUTESERVICE_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    #[arg(
+        long,
+        env = "ROUTESERVICE_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
     pub cluster_domain: String,
     /// Directory of the database (`routes.redb`); created if missing.
     #[arg(

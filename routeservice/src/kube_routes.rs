@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
     Preconditions,
@@ -27,8 +28,9 @@ use kube::{Client, ResourceExt as _};
 
 use crate::kube_store::FIELD_MANAGER;
 use crate::mesh_routes::{
-    ClusterView, DesiredRoute, ObjectKey, ObservedRoute, RouteObjects, RoutingPolicy, ServiceInfo,
-    ServiceKey, VirtualServiceInfo, MANAGED_BY, MANAGED_BY_LABEL, SPEC_HASH_ANNOTATION,
+    self, ClusterView, DesiredRoute, ObjectKey, ObservedRoute, RouteObjects, RoutingPolicy,
+    ServiceInfo, ServiceKey, VirtualServiceInfo, MANAGED_BY, MANAGED_BY_LABEL,
+    SPEC_HASH_ANNOTATION,
 };
 
 /// How long a write (or delete) of a routing object is not repeated while
@@ -77,10 +79,11 @@ pub fn view_streams(client: &Client, policy: &RoutingPolicy) -> Vec<BoxStream<'s
                 .map(ViewEvent::VirtualService)
                 .boxed(),
         );
+        // All of them: an app team's HTTPRoute attached to a baseline
+        // changes what ours must route (see `RouteVia::HttpRoutes`).
         let routes: Api<DynamicObject> = Api::all_with(client.clone(), &http_route_resource());
-        let managed = config.labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
         streams.push(
-            watcher::watcher(routes, managed)
+            watcher::watcher(routes, config)
                 .default_backoff()
                 .map(ViewEvent::Route)
                 .boxed(),
@@ -156,7 +159,10 @@ pub struct ViewCache {
     services: BTreeMap<ObjectKey, ServiceInfo>,
     service_mirror: Mirror<ServiceInfo>,
     vs_mirror: Mirror<VirtualServiceInfo>,
-    route_mirror: Mirror<ObservedRoute>,
+    /// Every HTTPRoute: whether it is the RouteService's, as observed, and
+    /// the Services it attaches to.
+    all_routes: BTreeMap<ObjectKey, (bool, ObservedRoute, Vec<ServiceKey>)>,
+    route_mirror: Mirror<(bool, ObservedRoute, Vec<ServiceKey>)>,
     /// Whether the view waits for VirtualServices and HTTPRoutes.
     header_mode: bool,
     /// What was said about a missing CRD, once.
@@ -181,18 +187,18 @@ impl ViewCache {
     pub fn apply(&mut self, event: ViewEvent, route_header: &str) -> bool {
         match event {
             ViewEvent::Service(Ok(event)) => {
-                let changed = self.service_mirror.apply(&mut self.services, event, |s| {
-                    ServiceInfo {
-                        ports: s
-                            .spec
-                            .as_ref()
-                            .and_then(|spec| spec.ports.as_ref())
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|p| u16::try_from(p.port).ok())
-                            .collect(),
-                    }
-                });
+                let changed =
+                    self.service_mirror
+                        .apply(&mut self.services, event, |s| ServiceInfo {
+                            ports: s
+                                .spec
+                                .as_ref()
+                                .and_then(|spec| spec.ports.as_ref())
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|p| u16::try_from(p.port).ok())
+                                .collect(),
+                        });
                 if changed {
                     self.view.services = self
                         .services
@@ -210,23 +216,60 @@ impl ViewCache {
                 }
                 changed
             }
-            ViewEvent::VirtualService(Ok(event)) => {
-                self.vs_mirror
-                    .apply(&mut self.view.virtual_services, event, |o: &DynamicObject| {
-                        VirtualServiceInfo::from_object(
-                            &o.namespace().unwrap_or_default(),
-                            &o.name_any(),
-                            &o.data,
-                            route_header,
-                        )
-                    })
-            }
+            ViewEvent::VirtualService(Ok(event)) => self.vs_mirror.apply(
+                &mut self.view.virtual_services,
+                event,
+                |o: &DynamicObject| {
+                    VirtualServiceInfo::from_object(
+                        &o.namespace().unwrap_or_default(),
+                        &o.name_any(),
+                        &o.data,
+                        route_header,
+                    )
+                },
+            ),
             ViewEvent::Route(Ok(event)) => {
-                self.route_mirror
-                    .apply(&mut self.view.routes, event, |o: &DynamicObject| ObservedRoute {
-                        spec_hash: o.annotations().get(SPEC_HASH_ANNOTATION).cloned(),
-                        uid: o.uid(),
-                    })
+                let seen_before = self.all_routes.clone();
+                let changed =
+                    self.route_mirror
+                        .apply(&mut self.all_routes, event, |o: &DynamicObject| {
+                            let managed = o.labels().get(MANAGED_BY_LABEL).map(String::as_str)
+                                == Some(MANAGED_BY);
+                            let spec_hash = o.annotations().get(SPEC_HASH_ANNOTATION).cloned();
+                            // When this spec was first seen: kept across
+                            // status updates of the same spec.
+                            let seen_at = seen_before
+                                .get(&(o.namespace().unwrap_or_default(), o.name_any()))
+                                .filter(|(_, before, _)| before.spec_hash == spec_hash)
+                                .and_then(|(_, before, _)| before.seen_at)
+                                .or_else(|| Some(Timestamp::now()));
+                            let observed = ObservedRoute {
+                                spec_hash,
+                                uid: o.uid(),
+                                accepted: mesh_routes::accepted(&o.data, o.metadata.generation),
+                                seen_at,
+                            };
+                            let parents = mesh_routes::service_parents(
+                                &o.namespace().unwrap_or_default(),
+                                &o.data["spec"],
+                            );
+                            (managed, observed, parents)
+                        });
+                if changed {
+                    self.view.routes = self
+                        .all_routes
+                        .iter()
+                        .filter(|(_, (managed, _, _))| *managed)
+                        .map(|(key, (_, observed, _))| (key.clone(), observed.clone()))
+                        .collect();
+                    self.view.foreign_parents = self
+                        .all_routes
+                        .values()
+                        .filter(|(managed, _, _)| !*managed)
+                        .flat_map(|(_, _, parents)| parents.iter().cloned())
+                        .collect();
+                }
+                changed
             }
             ViewEvent::Service(Err(e)) => {
                 tracing::warn!(error = %e, "Service watch failed; retrying");
@@ -333,7 +376,9 @@ impl RouteWriter {
                 let params = PatchParams::apply(FIELD_MANAGER).force();
                 match api.patch(&name, &params, &Patch::Apply(&object)).await {
                     Ok(_) => tracing::debug!(httproute = %name, "HTTPRoute written"),
-                    Err(e) => tracing::warn!(httproute = %name, error = %e, "cannot write HTTPRoute"),
+                    Err(e) => {
+                        tracing::warn!(httproute = %name, error = %e, "cannot write HTTPRoute")
+                    }
                 }
             });
         }
@@ -341,7 +386,11 @@ impl RouteWriter {
             if wanted.contains_key(key) {
                 continue;
             }
-            if self.asked.get(key).is_some_and(|(asked, _)| asked.is_none()) {
+            if self
+                .asked
+                .get(key)
+                .is_some_and(|(asked, _)| asked.is_none())
+            {
                 continue;
             }
             self.asked.insert(key.clone(), (None, Instant::now()));

@@ -215,13 +215,15 @@ pub fn index_in(
             };
             let uid = object.metadata.uid.as_deref().unwrap_or_default();
             let desired = mesh_routes::http_routes(name, uid, &plans, policy);
-            let written = mesh_routes::all_observed(&desired, view);
+            let written = mesh_routes::all_observed(&desired, view, now);
             let pending = desired.len();
             out.routes.extend(desired);
             if !written {
                 verdict(
                     ReadyReason::RoutesPending,
-                    format!("writing {pending} HTTPRoute(s); served once the API server has them"),
+                    format!(
+                        "writing {pending} HTTPRoute(s); served once the mesh has accepted them"
+                    ),
                     expires_at,
                 );
                 continue;
@@ -846,10 +848,11 @@ fn publish(
             .map_or_else(
                 || "expired: deleted by the RouteService".to_owned(),
                 |at| {
-                    let lifetime = object.spec.ttl.as_deref().map_or_else(
-                        || "expiresAt".to_owned(),
-                        |ttl| format!("ttl {ttl}"),
-                    );
+                    let lifetime = object
+                        .spec
+                        .ttl
+                        .as_deref()
+                        .map_or_else(|| "expiresAt".to_owned(), |ttl| format!("ttl {ttl}"));
                     format!("expired at {at} ({lifetime}): deleted by the RouteService")
                 },
             );
@@ -1033,6 +1036,8 @@ mod tests {
             mesh_routes::ObservedRoute {
                 spec_hash: Some(route.spec_hash.clone()),
                 uid: Some("r1".into()),
+                accepted: true,
+                seen_at: Some(now()),
             },
         );
         let mesh = Some(MeshContext {
@@ -1042,7 +1047,9 @@ mod tests {
         let served = index_in(&all, mesh, now());
         assert_eq!(served.stored.sandboxes.keys().collect::<Vec<_>>(), ["x"]);
         assert_eq!(served.verdicts["x"].reason, ReadyReason::RoutesApplied);
-        assert!(served.verdicts["x"].message.contains("1 HTTPRoute(s) written"));
+        assert!(served.verdicts["x"]
+            .message
+            .contains("1 HTTPRoute(s) written"));
         assert_eq!(served.routes, pending.routes);
     }
 
@@ -1065,7 +1072,10 @@ mod tests {
         });
         let index = index_in(&all, mesh, now());
         assert!(index.stored.sandboxes.is_empty());
-        assert_eq!(index.verdicts["old"].reason, ReadyReason::ForkServiceMissing);
+        assert_eq!(
+            index.verdicts["old"].reason,
+            ReadyReason::ForkServiceMissing
+        );
         assert_eq!(
             index.verdicts["old"].message,
             "spec.routes[0].target: Service ns/a-x does not exist"

@@ -26,6 +26,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::time::Duration;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
@@ -192,6 +195,37 @@ pub struct ObservedRoute {
     /// The [`SPEC_HASH_ANNOTATION`].
     pub spec_hash: Option<String>,
     pub uid: Option<String>,
+    /// Whether the mesh's controller (istiod) says it took this generation:
+    /// a parent in `status.parents` with `Accepted` and `ResolvedRefs` true.
+    pub accepted: bool,
+    /// When the watch first showed it with this spec hash.
+    pub seen_at: Option<Timestamp>,
+}
+
+/// How long a written HTTPRoute that no controller has accepted is waited
+/// for before its sandbox is served anyway (a mesh that writes no route
+/// status): requests that find no route meanwhile are `route_missing`, and
+/// go to baseline.
+pub const ACCEPT_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether an HTTPRoute's `status` says a controller accepted its current
+/// generation.
+pub fn accepted(object: &Value, generation: Option<i64>) -> bool {
+    object["status"]["parents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|parent| {
+            let conditions = parent["conditions"].as_array();
+            let is_true = |kind: &str| {
+                conditions.into_iter().flatten().any(|c| {
+                    c["type"] == kind
+                        && c["status"] == "True"
+                        && (generation.is_none() || c["observedGeneration"].as_i64() == generation)
+                })
+            };
+            is_true("Accepted") && is_true("ResolvedRefs")
+        })
 }
 
 /// A routing object, by namespace and name.
@@ -204,6 +238,26 @@ pub struct ClusterView {
     pub virtual_services: BTreeMap<ObjectKey, VirtualServiceInfo>,
     /// The HTTPRoutes carrying [`MANAGED_BY_LABEL`].
     pub routes: BTreeMap<ObjectKey, ObservedRoute>,
+    /// Services that an HTTPRoute of someone else's (an app team's) is
+    /// attached to: they route what carries no route header.
+    pub foreign_parents: BTreeSet<ServiceKey>,
+}
+
+/// The Services an HTTPRoute in `namespace` attaches to (GAMMA parentRefs
+/// of kind Service; a missing namespace is the route's).
+pub fn service_parents(namespace: &str, spec: &Value) -> Vec<ServiceKey> {
+    spec["parentRefs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["kind"] == "Service" && p["group"].as_str().unwrap_or("") == "")
+        .filter_map(|p| {
+            Some(ServiceKey {
+                namespace: p["namespace"].as_str().unwrap_or(namespace).to_owned(),
+                name: p["name"].as_str()?.to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// Why a sandbox's routes cannot be served: the condition's reason and a
@@ -222,6 +276,11 @@ pub enum RouteVia {
         baseline: ServiceKey,
         fork: ServiceKey,
         ports: Vec<(u16, u16)>,
+        /// Whether they also route everything else to the baseline: an
+        /// HTTPRoute attached to a Service takes all its traffic (what no
+        /// rule matches gets 404), so unless an app team's own HTTPRoute
+        /// routes that traffic, ours must.
+        catch_all: bool,
     },
     /// An app team's VirtualService that has a rule for the sandbox.
     VirtualService { namespace: String, name: String },
@@ -306,10 +365,12 @@ pub fn plan(
             };
             ports.push((port, fork_port));
         }
+        let catch_all = !view.foreign_parents.contains(&baseline);
         out.push(RouteVia::HttpRoutes {
             baseline,
             fork,
             ports,
+            catch_all,
         });
     }
     Ok(out)
@@ -346,11 +407,39 @@ pub fn http_routes(
             baseline,
             fork,
             ports,
+            catch_all,
         } = via
         else {
             continue;
         };
         for &(port, fork_port) in ports {
+            let mut rules = vec![json!({
+                "matches": [{
+                    "headers": [{
+                        "type": "Exact",
+                        "name": policy.route_header,
+                        "value": sandbox,
+                    }],
+                }],
+                "backendRefs": [{
+                    "group": "",
+                    "kind": "Service",
+                    "name": fork.name,
+                    "namespace": fork.namespace,
+                    "port": fork_port,
+                }],
+            })];
+            if *catch_all {
+                // Every other request, as the Service routed it before.
+                rules.push(json!({
+                    "backendRefs": [{
+                        "group": "",
+                        "kind": "Service",
+                        "name": baseline.name,
+                        "port": port,
+                    }],
+                }));
+            }
             let spec = json!({
                 "parentRefs": [{
                     "group": "",
@@ -358,22 +447,7 @@ pub fn http_routes(
                     "name": baseline.name,
                     "port": port,
                 }],
-                "rules": [{
-                    "matches": [{
-                        "headers": [{
-                            "type": "Exact",
-                            "name": policy.route_header,
-                            "value": sandbox,
-                        }],
-                    }],
-                    "backendRefs": [{
-                        "group": "",
-                        "kind": "Service",
-                        "name": fork.name,
-                        "namespace": fork.namespace,
-                        "port": fork_port,
-                    }],
-                }],
+                "rules": rules,
             });
             let spec_hash = hash_of(uid, &spec);
             let name = http_route_name(sandbox, baseline, port);
@@ -426,12 +500,22 @@ fn hash_of(uid: &str, spec: &Value) -> String {
     out
 }
 
-/// Whether every route of `desired` is in `view` as written.
-pub fn all_observed(desired: &[DesiredRoute], view: &ClusterView) -> bool {
+/// Whether every route of `desired` is in `view` as written, and taken by
+/// the mesh: accepted by its controller, or written [`ACCEPT_WAIT`] ago.
+/// Serving a sandbox earlier would send its marked requests to a proxy that
+/// has no route for them yet.
+pub fn all_observed(desired: &[DesiredRoute], view: &ClusterView, now: Timestamp) -> bool {
     desired.iter().all(|route| {
         view.routes
             .get(&(route.namespace.clone(), route.name.clone()))
-            .is_some_and(|seen| seen.spec_hash.as_deref() == Some(route.spec_hash.as_str()))
+            .is_some_and(|seen| {
+                let waited = seen.seen_at.is_some_and(|at| {
+                    now.duration_since(at)
+                        >= SignedDuration::try_from(ACCEPT_WAIT).unwrap_or(SignedDuration::MAX)
+                });
+                seen.spec_hash.as_deref() == Some(route.spec_hash.as_str())
+                    && (seen.accepted || waited)
+            })
     })
 }
 
@@ -510,10 +594,41 @@ mod tests {
     const SHOP_FORK: &str = "shop-pr-7.demo.svc.cluster.local";
 
     #[test]
+    fn route_status_as_istiod_writes_it() {
+        let status = |accepted: &str, generation: i64| {
+            json!({"status": {"parents": [{
+                "controllerName": "istio.io/gateway-controller",
+                "parentRef": {"group": "", "kind": "Service", "name": "shop"},
+                "conditions": [
+                    {"type": "Accepted", "status": accepted, "observedGeneration": generation},
+                    {"type": "ResolvedRefs", "status": "True", "observedGeneration": generation},
+                ],
+            }]}})
+        };
+        assert!(accepted(&status("True", 2), Some(2)));
+        assert!(
+            !accepted(&status("True", 1), Some(2)),
+            "an older generation"
+        );
+        assert!(!accepted(&status("False", 2), Some(2)));
+        assert!(!accepted(&json!({"status": {}}), Some(1)));
+        assert!(!accepted(&json!({}), None));
+    }
+
+    #[test]
     fn service_names() {
-        assert_eq!(service_of(SHOP, "cluster.local"), Some(service("demo", "shop")));
-        assert_eq!(service_of("shop.demo.svc.example.org", "cluster.local"), None);
-        assert_eq!(service_of("shop.demo.svc.cluster.local", "example.org"), None);
+        assert_eq!(
+            service_of(SHOP, "cluster.local"),
+            Some(service("demo", "shop"))
+        );
+        assert_eq!(
+            service_of("shop.demo.svc.example.org", "cluster.local"),
+            None
+        );
+        assert_eq!(
+            service_of("shop.demo.svc.cluster.local", "example.org"),
+            None
+        );
         assert_eq!(service_of("a.b.c.svc.cluster.local", "cluster.local"), None);
         assert_eq!(service_of("api.example.com", "cluster.local"), None);
         assert_eq!(service_of(".demo.svc.cluster.local", "cluster.local"), None);
@@ -547,7 +662,10 @@ mod tests {
     #[test]
     fn ports_map_to_the_same_port_or_the_forks_only_one() {
         let policy = RoutingPolicy::default();
-        let v = view(&[("demo", "shop", &[8080, 9090]), ("demo", "shop-pr-7", &[80])]);
+        let v = view(&[
+            ("demo", "shop", &[8080, 9090]),
+            ("demo", "shop-pr-7", &[80]),
+        ]);
         let plans = plan("pr-7", &spec(&[(SHOP, SHOP_FORK)]), &v, &policy).unwrap();
         assert_eq!(
             plans,
@@ -555,18 +673,30 @@ mod tests {
                 baseline: service("demo", "shop"),
                 fork: service("demo", "shop-pr-7"),
                 ports: vec![(8080, 80), (9090, 80)],
+                catch_all: true,
             }]
         );
-        let v = view(&[("demo", "shop", &[8080, 9090]), ("demo", "shop-pr-7", &[8080, 81])]);
+        let v = view(&[
+            ("demo", "shop", &[8080, 9090]),
+            ("demo", "shop-pr-7", &[8080, 81]),
+        ]);
         let problem = plan("pr-7", &spec(&[(SHOP, SHOP_FORK)]), &v, &policy).unwrap_err();
         assert_eq!(problem.reason, ReadyReason::ForkServiceMissing);
-        assert!(problem.message.contains("has no port 9090"), "{}", problem.message);
+        assert!(
+            problem.message.contains("has no port 9090"),
+            "{}",
+            problem.message
+        );
         let v = view(&[("demo", "shop-pr-7", &[8080])]);
         let problem = plan("pr-7", &spec(&[(SHOP, SHOP_FORK)]), &v, &policy).unwrap_err();
         assert_eq!(problem.reason, ReadyReason::BaselineServiceMissing);
     }
 
-    fn virtual_service(hosts: &[&str], gateways: &[&str], rule_for: Option<&str>) -> VirtualServiceInfo {
+    fn virtual_service(
+        hosts: &[&str],
+        gateways: &[&str],
+        rule_for: Option<&str>,
+    ) -> VirtualServiceInfo {
         let mut http = vec![json!({"route": [{"destination": {"host": "shop"}}]})];
         if let Some(sandbox) = rule_for {
             http.insert(
@@ -581,15 +711,29 @@ mod tests {
 
     #[test]
     fn virtual_service_hosts_resolve_as_a_sidecar_does() {
-        for host in ["shop", "shop.demo", "shop.demo.svc", SHOP, "*", "*.demo.svc.cluster.local"] {
-            assert!(virtual_service(&[host], &[], None).routes_host(SHOP, "cluster.local"), "{host}");
+        for host in [
+            "shop",
+            "shop.demo",
+            "shop.demo.svc",
+            SHOP,
+            "*",
+            "*.demo.svc.cluster.local",
+        ] {
+            assert!(
+                virtual_service(&[host], &[], None).routes_host(SHOP, "cluster.local"),
+                "{host}"
+            );
         }
         for host in ["shop.other", "other", "*.other.svc.cluster.local"] {
-            assert!(!virtual_service(&[host], &[], None).routes_host(SHOP, "cluster.local"), "{host}");
+            assert!(
+                !virtual_service(&[host], &[], None).routes_host(SHOP, "cluster.local"),
+                "{host}"
+            );
         }
         // Bound to a gateway only: not a sidecar's.
         assert!(!virtual_service(&["shop"], &["demo/gw"], None).routes_host(SHOP, "cluster.local"));
-        assert!(virtual_service(&["shop"], &["demo/gw", "mesh"], None).routes_host(SHOP, "cluster.local"));
+        assert!(virtual_service(&["shop"], &["demo/gw", "mesh"], None)
+            .routes_host(SHOP, "cluster.local"));
     }
 
     #[test]
@@ -603,11 +747,17 @@ mod tests {
         let problem = plan("pr-7", &spec(&[(SHOP, SHOP_FORK)]), &v, &policy).unwrap_err();
         assert_eq!(problem.reason, ReadyReason::Conflict);
         assert!(
-            problem.message.starts_with("spec.routes[0].baseline: VirtualService demo/shop routes"),
+            problem
+                .message
+                .starts_with("spec.routes[0].baseline: VirtualService demo/shop routes"),
             "{}",
             problem.message
         );
-        assert!(problem.message.contains("x-sandbox-route: pr-7"), "{}", problem.message);
+        assert!(
+            problem.message.contains("x-sandbox-route: pr-7"),
+            "{}",
+            problem.message
+        );
         // With a rule for the sandbox, it routes it: nothing is written.
         v.virtual_services.insert(
             ("demo".into(), "shop".into()),
@@ -625,6 +775,23 @@ mod tests {
         assert!(describe(&plans).contains("VirtualService demo/shop"));
     }
 
+    /// An app team's own HTTPRoute routes what has no route header: ours
+    /// then adds the header rule only, and never competes with theirs.
+    #[test]
+    fn an_app_teams_http_route_keeps_the_rest_of_the_traffic() {
+        let policy = RoutingPolicy::default();
+        let mut v = view(&[("demo", "shop", &[8080]), ("demo", "shop-pr-7", &[8080])]);
+        let theirs = json!({"parentRefs": [{"group": "", "kind": "Service", "name": "shop", "port": 8080},
+                                           {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"}]});
+        v.foreign_parents.extend(service_parents("demo", &theirs));
+        assert_eq!(v.foreign_parents.len(), 1);
+        let plans = plan("pr-7", &spec(&[(SHOP, SHOP_FORK)]), &v, &policy).unwrap();
+        let routes = http_routes("pr-7", "uid-1", &plans, &policy);
+        let rules = routes[0].object["spec"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0]["backendRefs"][0]["name"], "shop-pr-7");
+    }
+
     #[test]
     fn one_http_route_per_baseline_port_owned_by_the_sandbox() {
         let policy = RoutingPolicy::default();
@@ -633,7 +800,10 @@ mod tests {
         let routes = http_routes("pr-7", "uid-1", &plans, &policy);
         assert_eq!(routes.len(), 1);
         let route = &routes[0];
-        assert_eq!((route.namespace.as_str(), route.name.as_str()), ("demo", "sandbox-pr-7.shop.8080"));
+        assert_eq!(
+            (route.namespace.as_str(), route.name.as_str()),
+            ("demo", "sandbox-pr-7.shop.8080")
+        );
         let o = &route.object;
         assert_eq!(o["metadata"]["ownerReferences"][0]["uid"], "uid-1");
         assert_eq!(o["metadata"]["ownerReferences"][0]["kind"], "Sandbox");
@@ -644,22 +814,39 @@ mod tests {
         assert_eq!(rule["matches"][0]["headers"][0]["name"], "x-sandbox-route");
         assert_eq!(rule["matches"][0]["headers"][0]["value"], "pr-7");
         assert_eq!(rule["backendRefs"][0]["name"], "shop-pr-7");
+        // Everything else to the baseline, as before the route.
+        let rest = &o["spec"]["rules"][1];
+        assert!(rest.get("matches").is_none());
+        assert_eq!(rest["backendRefs"][0]["name"], "shop");
+        assert_eq!(rest["backendRefs"][0]["port"], 8080);
         // The hash moves with the owner and the spec, and only then.
         let again = http_routes("pr-7", "uid-1", &plans, &policy);
         assert_eq!(again[0].spec_hash, route.spec_hash);
         let other_owner = http_routes("pr-7", "uid-2", &plans, &policy);
         assert_ne!(other_owner[0].spec_hash, route.spec_hash);
-        // Observed as written, or not.
+        // Observed as written and accepted (or waited for), or not.
+        let now: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
         let mut seen = ClusterView::default();
-        assert!(!all_observed(&routes, &seen));
+        assert!(!all_observed(&routes, &seen, now));
+        let key = ("demo".to_owned(), "sandbox-pr-7.shop.8080".to_owned());
+        let observed = ObservedRoute {
+            spec_hash: Some(route.spec_hash.clone()),
+            uid: Some("r".into()),
+            accepted: false,
+            seen_at: Some(now),
+        };
+        seen.routes.insert(key.clone(), observed.clone());
+        assert!(!all_observed(&routes, &seen, now));
+        let later = now.checked_add(SignedDuration::from_secs(10)).unwrap();
+        assert!(all_observed(&routes, &seen, later));
         seen.routes.insert(
-            ("demo".into(), "sandbox-pr-7.shop.8080".into()),
+            key,
             ObservedRoute {
-                spec_hash: Some(route.spec_hash.clone()),
-                uid: Some("r".into()),
+                accepted: true,
+                ..observed
             },
         );
-        assert!(all_observed(&routes, &seen));
-        assert!(!all_observed(&other_owner, &seen));
+        assert!(all_observed(&routes, &seen, now));
+        assert!(!all_observed(&other_owner, &seen, now));
     }
 }

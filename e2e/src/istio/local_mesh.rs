@@ -576,7 +576,11 @@ fn apply_crds(kube: &KubeControlPlane) -> Result<()> {
 /// Service: Istio selects WorkloadEntries with a Kubernetes Service's
 /// selector, as it selects Pods (how VMs join a mesh). An EndpointSlice
 /// cannot do it: Kubernetes refuses loopback endpoint addresses.
-pub fn write_workload_entry(kube: &KubeControlPlane, workload: &Workload, name: &str) -> Result<()> {
+pub fn write_workload_entry(
+    kube: &KubeControlPlane,
+    workload: &Workload,
+    name: &str,
+) -> Result<()> {
     let labels: String = workload
         .labels
         .iter()
