@@ -54,6 +54,9 @@ pub fn virtual_service_resource() -> ApiResource {
 }
 
 /// One event of one of the view's watches.
+// Events are moved once, one at a time, from the stream to the cache:
+// boxing the larger variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ViewEvent {
     Service(watcher::Result<Event<Service>>),
     VirtualService(watcher::Result<Event<DynamicObject>>),
@@ -251,7 +254,7 @@ impl ViewCache {
                             };
                             let parents = mesh_routes::service_parents(
                                 &o.namespace().unwrap_or_default(),
-                                &o.data["spec"],
+                                o.data.get("spec").unwrap_or(&serde_json::Value::Null),
                             );
                             (managed, observed, parents)
                         });

@@ -608,6 +608,7 @@ struct Pending {
 }
 
 /// One event of the loop's watches.
+#[allow(clippy::large_enum_variant)] // moved once, one at a time (see ViewEvent)
 enum Change {
     Sandbox(watcher::Result<Event<Sandbox>>),
     View(ViewEvent),

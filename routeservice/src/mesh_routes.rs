@@ -128,7 +128,7 @@ pub struct VirtualServiceInfo {
 impl VirtualServiceInfo {
     /// From a VirtualService object (`networking.istio.io`), as JSON.
     pub fn from_object(namespace: &str, name: &str, object: &Value, route_header: &str) -> Self {
-        let spec = &object["spec"];
+        let spec = field(object, "spec");
         let strings = |value: &Value| -> Vec<String> {
             value
                 .as_array()
@@ -140,16 +140,16 @@ impl VirtualServiceInfo {
                 })
                 .unwrap_or_default()
         };
-        let gateways = strings(&spec["gateways"]);
+        let gateways = strings(field(spec, "gateways"));
         let mut header_rules = BTreeSet::new();
-        for rule in spec["http"].as_array().into_iter().flatten() {
-            for matched in rule["match"].as_array().into_iter().flatten() {
-                let Some(headers) = matched["headers"].as_object() else {
+        for rule in field(spec, "http").as_array().into_iter().flatten() {
+            for matched in field(rule, "match").as_array().into_iter().flatten() {
+                let Some(headers) = field(matched, "headers").as_object() else {
                     continue;
                 };
                 for (header, condition) in headers {
                     if header.eq_ignore_ascii_case(route_header) {
-                        if let Some(value) = condition["exact"].as_str() {
+                        if let Some(value) = field(condition, "exact").as_str() {
                             header_rules.insert(value.to_owned());
                         }
                     }
@@ -159,7 +159,7 @@ impl VirtualServiceInfo {
         VirtualServiceInfo {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-            hosts: strings(&spec["hosts"]),
+            hosts: strings(field(spec, "hosts")),
             mesh: gateways.is_empty() || gateways.iter().any(|g| g == "mesh"),
             header_rules,
         }
@@ -211,17 +211,18 @@ pub const ACCEPT_WAIT: Duration = Duration::from_secs(10);
 /// Whether an HTTPRoute's `status` says a controller accepted its current
 /// generation.
 pub fn accepted(object: &Value, generation: Option<i64>) -> bool {
-    object["status"]["parents"]
+    field(field(object, "status"), "parents")
         .as_array()
         .into_iter()
         .flatten()
         .any(|parent| {
-            let conditions = parent["conditions"].as_array();
+            let conditions = field(parent, "conditions").as_array();
             let is_true = |kind: &str| {
                 conditions.into_iter().flatten().any(|c| {
-                    c["type"] == kind
-                        && c["status"] == "True"
-                        && (generation.is_none() || c["observedGeneration"].as_i64() == generation)
+                    field(c, "type") == kind
+                        && field(c, "status") == "True"
+                        && (generation.is_none()
+                            || field(c, "observedGeneration").as_i64() == generation)
                 })
             };
             is_true("Accepted") && is_true("ResolvedRefs")
@@ -243,18 +244,28 @@ pub struct ClusterView {
     pub foreign_parents: BTreeSet<ServiceKey>,
 }
 
+/// `value[key]`, or null: JSON from the API server may lack any field.
+fn field<'a>(value: &'a Value, key: &str) -> &'a Value {
+    value.get(key).unwrap_or(&Value::Null)
+}
+
 /// The Services an HTTPRoute in `namespace` attaches to (GAMMA parentRefs
 /// of kind Service; a missing namespace is the route's).
 pub fn service_parents(namespace: &str, spec: &Value) -> Vec<ServiceKey> {
-    spec["parentRefs"]
+    field(spec, "parentRefs")
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|p| p["kind"] == "Service" && p["group"].as_str().unwrap_or("") == "")
+        .filter(|p| {
+            field(p, "kind") == "Service" && field(p, "group").as_str().unwrap_or("").is_empty()
+        })
         .filter_map(|p| {
             Some(ServiceKey {
-                namespace: p["namespace"].as_str().unwrap_or(namespace).to_owned(),
-                name: p["name"].as_str()?.to_owned(),
+                namespace: field(p, "namespace")
+                    .as_str()
+                    .unwrap_or(namespace)
+                    .to_owned(),
+                name: field(p, "name").as_str()?.to_owned(),
             })
         })
         .collect()
