@@ -239,18 +239,20 @@ impl ViewCache {
                             let managed = o.labels().get(MANAGED_BY_LABEL).map(String::as_str)
                                 == Some(MANAGED_BY);
                             let spec_hash = o.annotations().get(SPEC_HASH_ANNOTATION).cloned();
-                            // When this spec was first seen: kept across
-                            // status updates of the same spec.
-                            let seen_at = seen_before
+                            // When this spec was first seen, and first seen
+                            // accepted: kept across updates of the same spec.
+                            let before = seen_before
                                 .get(&(o.namespace().unwrap_or_default(), o.name_any()))
-                                .filter(|(_, before, _)| before.spec_hash == spec_hash)
-                                .and_then(|(_, before, _)| before.seen_at)
-                                .or_else(|| Some(Timestamp::now()));
+                                .map(|(_, before, _)| before)
+                                .filter(|before| before.spec_hash == spec_hash);
+                            let now = Timestamp::now();
+                            let accepted = mesh_routes::accepted(&o.data, o.metadata.generation);
                             let observed = ObservedRoute {
                                 spec_hash,
                                 uid: o.uid(),
-                                accepted: mesh_routes::accepted(&o.data, o.metadata.generation),
-                                seen_at,
+                                accepted_at: accepted
+                                    .then(|| before.and_then(|b| b.accepted_at).unwrap_or(now)),
+                                seen_at: Some(before.and_then(|b| b.seen_at).unwrap_or(now)),
                             };
                             let parents = mesh_routes::service_parents(
                                 &o.namespace().unwrap_or_default(),

@@ -69,7 +69,8 @@ pub struct Index {
     pub verdicts: BTreeMap<String, Verdict>,
     /// Expired objects to delete.
     pub expired: Vec<String>,
-    /// The earliest expiry still to come: the table changes then.
+    /// The earliest instant the table changes by itself: an expiry, or a
+    /// sandbox whose routes have settled in the mesh.
     pub next_expiry: Option<Timestamp>,
     /// The routing objects that should exist (header mode), including
     /// those of sandboxes waiting for them ([`ReadyReason::RoutesPending`]).
@@ -215,10 +216,14 @@ pub fn index_in(
             };
             let uid = object.metadata.uid.as_deref().unwrap_or_default();
             let desired = mesh_routes::http_routes(name, uid, &plans, policy);
-            let written = mesh_routes::all_observed(&desired, view, now);
+            let ready_at = mesh_routes::ready_at(&desired, view);
             let pending = desired.len();
             out.routes.extend(desired);
-            if !written {
+            if let Some(at) = ready_at.filter(|at| *at > now) {
+                // Wake up then: the table changes by itself at that instant.
+                out.next_expiry = Some(out.next_expiry.map_or(at, |next| next.min(at)));
+            }
+            if ready_at.is_none_or(|at| at > now) {
                 verdict(
                     ReadyReason::RoutesPending,
                     format!(
@@ -1037,8 +1042,8 @@ mod tests {
             mesh_routes::ObservedRoute {
                 spec_hash: Some(route.spec_hash.clone()),
                 uid: Some("r1".into()),
-                accepted: true,
-                seen_at: Some(now()),
+                accepted_at: Some("2026-05-31T23:59:00Z".parse().unwrap()),
+                seen_at: Some("2026-05-31T23:59:00Z".parse().unwrap()),
             },
         );
         let mesh = Some(MeshContext {

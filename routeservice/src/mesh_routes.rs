@@ -195,9 +195,10 @@ pub struct ObservedRoute {
     /// The [`SPEC_HASH_ANNOTATION`].
     pub spec_hash: Option<String>,
     pub uid: Option<String>,
-    /// Whether the mesh's controller (istiod) says it took this generation:
-    /// a parent in `status.parents` with `Accepted` and `ResolvedRefs` true.
-    pub accepted: bool,
+    /// When the watch first showed that the mesh's controller (istiod)
+    /// took this spec: a parent in `status.parents` with `Accepted` and
+    /// `ResolvedRefs` true for the current generation.
+    pub accepted_at: Option<Timestamp>,
     /// When the watch first showed it with this spec hash.
     pub seen_at: Option<Timestamp>,
 }
@@ -207,6 +208,12 @@ pub struct ObservedRoute {
 /// status): requests that find no route meanwhile are `route_missing`, and
 /// go to baseline.
 pub const ACCEPT_WAIT: Duration = Duration::from_secs(10);
+/// How long after istiod accepted an HTTPRoute its sandbox is served:
+/// istiod writes the status as soon as it has translated the route, and
+/// pushes it to the proxies after its debounce (100 ms and more), so a
+/// table served at once can reach a sidecar before the route does (seen
+/// in one run of `e2e/tests/kube_routes.rs` in three).
+pub const SETTLE: Duration = Duration::from_secs(2);
 
 /// Whether an HTTPRoute's `status` says a controller accepted its current
 /// generation.
@@ -511,23 +518,28 @@ fn hash_of(uid: &str, spec: &Value) -> String {
     out
 }
 
-/// Whether every route of `desired` is in `view` as written, and taken by
-/// the mesh: accepted by its controller, or written [`ACCEPT_WAIT`] ago.
-/// Serving a sandbox earlier would send its marked requests to a proxy that
-/// has no route for them yet.
-pub fn all_observed(desired: &[DesiredRoute], view: &ClusterView, now: Timestamp) -> bool {
-    desired.iter().all(|route| {
-        view.routes
+/// When the sandbox of `desired` may be served: every route in `view` as
+/// written, and taken by the mesh ([`SETTLE`] after its controller
+/// accepted it, or [`ACCEPT_WAIT`] after it was written, whichever comes
+/// first). `None` while one is not written as wanted. Serving a sandbox
+/// earlier sends its marked requests to proxies with no route for them.
+pub fn ready_at(desired: &[DesiredRoute], view: &ClusterView) -> Option<Timestamp> {
+    let span = |d: Duration| SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX);
+    let mut ready: Option<Timestamp> = None;
+    for route in desired {
+        let seen = view
+            .routes
             .get(&(route.namespace.clone(), route.name.clone()))
-            .is_some_and(|seen| {
-                let waited = seen.seen_at.is_some_and(|at| {
-                    now.duration_since(at)
-                        >= SignedDuration::try_from(ACCEPT_WAIT).unwrap_or(SignedDuration::MAX)
-                });
-                seen.spec_hash.as_deref() == Some(route.spec_hash.as_str())
-                    && (seen.accepted || waited)
-            })
-    })
+            .filter(|seen| seen.spec_hash.as_deref() == Some(route.spec_hash.as_str()))?;
+        let waited = seen.seen_at?.checked_add(span(ACCEPT_WAIT)).ok()?;
+        let at = seen
+            .accepted_at
+            .and_then(|at| at.checked_add(span(SETTLE)).ok())
+            .map_or(waited, |settled| settled.min(waited));
+        ready = Some(ready.map_or(at, |r| r.max(at)));
+    }
+    // No routes to write (authority mode, or routed by a VirtualService).
+    Some(ready.unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
 /// How a served sandbox's routes reach their forks, for its status message.
@@ -835,29 +847,37 @@ mod tests {
         assert_eq!(again[0].spec_hash, route.spec_hash);
         let other_owner = http_routes("pr-7", "uid-2", &plans, &policy);
         assert_ne!(other_owner[0].spec_hash, route.spec_hash);
-        // Observed as written and accepted (or waited for), or not.
+        // Served once written and accepted (and settled), or waited for.
         let now: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+        let at = |s: i64| now.checked_add(SignedDuration::from_secs(s)).unwrap();
         let mut seen = ClusterView::default();
-        assert!(!all_observed(&routes, &seen, now));
+        assert_eq!(ready_at(&routes, &seen), None);
         let key = ("demo".to_owned(), "sandbox-pr-7.shop.8080".to_owned());
         let observed = ObservedRoute {
             spec_hash: Some(route.spec_hash.clone()),
             uid: Some("r".into()),
-            accepted: false,
+            accepted_at: None,
             seen_at: Some(now),
         };
         seen.routes.insert(key.clone(), observed.clone());
-        assert!(!all_observed(&routes, &seen, now));
-        let later = now.checked_add(SignedDuration::from_secs(10)).unwrap();
-        assert!(all_observed(&routes, &seen, later));
+        assert_eq!(ready_at(&routes, &seen), Some(at(10)), "never accepted");
         seen.routes.insert(
             key,
             ObservedRoute {
-                accepted: true,
+                accepted_at: Some(at(1)),
                 ..observed
             },
         );
-        assert!(all_observed(&routes, &seen, now));
-        assert!(!all_observed(&other_owner, &seen, now));
+        assert_eq!(
+            ready_at(&routes, &seen),
+            Some(at(3)),
+            "accepted, then settled"
+        );
+        assert_eq!(
+            ready_at(&other_owner, &seen),
+            None,
+            "written for another owner"
+        );
+        assert_eq!(ready_at(&[], &seen), Some(Timestamp::UNIX_EPOCH));
     }
 }
