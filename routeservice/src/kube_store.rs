@@ -575,7 +575,8 @@ impl Store for KubeStore {
             .map_err(|_| {
                 StoreError::Unavailable(format!(
                     "no list of Sandboxes from {} within {timeout:?} (is the CRD applied, and may \
-                     this identity list sandboxes.sandbox-router.dev?)",
+                     this identity list sandboxes.sandbox-router.dev, services, \
+                     virtualservices and httproutes? see its ClusterRole)",
                     self.server
                 ))
             })?
