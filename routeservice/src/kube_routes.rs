@@ -113,12 +113,13 @@ impl<V> Default for Mirror<V> {
 }
 
 impl<V> Mirror<V> {
-    /// Applies `event` to `map`; whether `map` changed.
+    /// Applies `event` to `map`; whether `map` changed. `value` is told
+    /// whether the object comes from a (re)list rather than a change.
     fn apply<O: kube::Resource>(
         &mut self,
         map: &mut BTreeMap<ObjectKey, V>,
         event: Event<O>,
-        value: impl Fn(&O) -> V,
+        value: impl Fn(&O, bool) -> V,
     ) -> bool {
         let key = |o: &O| {
             (
@@ -133,7 +134,7 @@ impl<V> Mirror<V> {
             }
             Event::InitApply(object) => {
                 if let Some(building) = self.building.as_mut() {
-                    building.insert(key(&object), value(&object));
+                    building.insert(key(&object), value(&object, true));
                 }
                 false
             }
@@ -143,7 +144,7 @@ impl<V> Mirror<V> {
                 true
             }
             Event::Apply(object) => {
-                map.insert(key(&object), value(&object));
+                map.insert(key(&object), value(&object, false));
                 true
             }
             Event::Delete(object) => {
@@ -190,18 +191,18 @@ impl ViewCache {
     pub fn apply(&mut self, event: ViewEvent, route_header: &str) -> bool {
         match event {
             ViewEvent::Service(Ok(event)) => {
-                let changed =
-                    self.service_mirror
-                        .apply(&mut self.services, event, |s| ServiceInfo {
-                            ports: s
-                                .spec
-                                .as_ref()
-                                .and_then(|spec| spec.ports.as_ref())
-                                .into_iter()
-                                .flatten()
-                                .filter_map(|p| u16::try_from(p.port).ok())
-                                .collect(),
-                        });
+                let changed = self
+                    .service_mirror
+                    .apply(&mut self.services, event, |s, _| ServiceInfo {
+                        ports: s
+                            .spec
+                            .as_ref()
+                            .and_then(|spec| spec.ports.as_ref())
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|p| u16::try_from(p.port).ok())
+                            .collect(),
+                    });
                 if changed {
                     self.view.services = self
                         .services
@@ -222,7 +223,7 @@ impl ViewCache {
             ViewEvent::VirtualService(Ok(event)) => self.vs_mirror.apply(
                 &mut self.view.virtual_services,
                 event,
-                |o: &DynamicObject| {
+                |o: &DynamicObject, _| {
                     VirtualServiceInfo::from_object(
                         &o.namespace().unwrap_or_default(),
                         &o.name_any(),
@@ -233,33 +234,42 @@ impl ViewCache {
             ),
             ViewEvent::Route(Ok(event)) => {
                 let seen_before = self.all_routes.clone();
-                let changed =
-                    self.route_mirror
-                        .apply(&mut self.all_routes, event, |o: &DynamicObject| {
-                            let managed = o.labels().get(MANAGED_BY_LABEL).map(String::as_str)
-                                == Some(MANAGED_BY);
-                            let spec_hash = o.annotations().get(SPEC_HASH_ANNOTATION).cloned();
-                            // When this spec was first seen, and first seen
-                            // accepted: kept across updates of the same spec.
-                            let before = seen_before
-                                .get(&(o.namespace().unwrap_or_default(), o.name_any()))
-                                .map(|(_, before, _)| before)
-                                .filter(|before| before.spec_hash == spec_hash);
-                            let now = Timestamp::now();
-                            let accepted = mesh_routes::accepted(&o.data, o.metadata.generation);
-                            let observed = ObservedRoute {
-                                spec_hash,
-                                uid: o.uid(),
-                                accepted_at: accepted
-                                    .then(|| before.and_then(|b| b.accepted_at).unwrap_or(now)),
-                                seen_at: Some(before.and_then(|b| b.seen_at).unwrap_or(now)),
-                            };
-                            let parents = mesh_routes::service_parents(
-                                &o.namespace().unwrap_or_default(),
-                                o.data.get("spec").unwrap_or(&serde_json::Value::Null),
-                            );
-                            (managed, observed, parents)
-                        });
+                let changed = self.route_mirror.apply(
+                    &mut self.all_routes,
+                    event,
+                    |o: &DynamicObject, listed| {
+                        let managed = o.labels().get(MANAGED_BY_LABEL).map(String::as_str)
+                            == Some(MANAGED_BY);
+                        let spec_hash = o.annotations().get(SPEC_HASH_ANNOTATION).cloned();
+                        // When this spec was first seen, and first seen
+                        // accepted: kept across updates of the same spec.
+                        // What a (re)list finds was there before this
+                        // replica looked: settled long ago (a restarted
+                        // replica serves at once what the others serve).
+                        let before = seen_before
+                            .get(&(o.namespace().unwrap_or_default(), o.name_any()))
+                            .map(|(_, before, _)| before)
+                            .filter(|before| before.spec_hash == spec_hash);
+                        let now = if listed {
+                            Timestamp::UNIX_EPOCH
+                        } else {
+                            Timestamp::now()
+                        };
+                        let accepted = mesh_routes::accepted(&o.data, o.metadata.generation);
+                        let observed = ObservedRoute {
+                            spec_hash,
+                            uid: o.uid(),
+                            accepted_at: accepted
+                                .then(|| before.and_then(|b| b.accepted_at).unwrap_or(now)),
+                            seen_at: Some(before.and_then(|b| b.seen_at).unwrap_or(now)),
+                        };
+                        let parents = mesh_routes::service_parents(
+                            &o.namespace().unwrap_or_default(),
+                            o.data.get("spec").unwrap_or(&serde_json::Value::Null),
+                        );
+                        (managed, observed, parents)
+                    },
+                );
                 if changed {
                     self.view.routes = self
                         .all_routes
