@@ -5,9 +5,9 @@
 //! collector. No VirtualService is written by hand: the RouteService writes
 //! the HTTPRoutes header mode needs.
 //!
-//! One mesh, one test: the steps build on each other and the local mesh's
-//! ports are fixed (run it under `flock /tmp/local-mesh.lock`, as every
-//! local-mesh run).
+//! One mesh, one test: the steps build on each other (the local mesh's
+//! ports are fixed: a second run waits for the first, see
+//! `sandbox_router_e2e::istio::kube::LOCK_FILE`).
 
 #![cfg(feature = "local-istio")]
 // This whole file is test code, helpers included.

@@ -4,9 +4,9 @@
 //! replicas on one set of objects (with `--route-objects none`: the routing
 //! objects of header mode are `kube_routes.rs`'s, through istiod).
 //!
-//! One control plane for the whole binary, one test: the control plane's
-//! ports are fixed, and the steps build on each other (run it under
-//! `flock /tmp/local-mesh.lock`, as every local-mesh run).
+//! One control plane for the whole binary, one test: the steps build on
+//! each other (the control plane's ports are fixed: a second run waits for
+//! the first, see `sandbox_router_e2e::istio::kube::LOCK_FILE`).
 
 #![cfg(feature = "local-istio")]
 // This whole file is test code, helpers included.

@@ -56,12 +56,44 @@ pub struct KubeControlPlane {
     etcd: MeshProcess,
     kubeconfig: PathBuf,
     kubectl: PathBuf,
+    /// [`LOCK_FILE`], held while the control plane runs.
+    _lock: std::fs::File,
+}
+
+/// The local control plane's ports are fixed: one run at a time per host.
+/// Every run takes this lock before it starts etcd (and waits for it), so
+/// two test binaries, a `make istio-up` and a `make e2e-istio`, or two
+/// checkouts never fight over a port.
+pub const LOCK_FILE: &str = "/tmp/sandbox-router-local-mesh.lock";
+
+fn take_lock() -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .with_context(|| format!("opening {LOCK_FILE}"))?;
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!(
+                "local mesh: another local mesh runs on this host; waiting for it ({LOCK_FILE})"
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {LOCK_FILE}"));
+        }
+    }
+    file.lock()
+        .with_context(|| format!("locking {LOCK_FILE}"))?;
+    Ok(file)
 }
 
 impl KubeControlPlane {
     /// Starts etcd and the API server in `dir` and waits until the API
     /// server is ready (`/readyz`) and has its default namespaces.
     pub fn start(tools: &Tools, pki: &Pki, ports: KubePorts, dir: &Path) -> Result<Self> {
+        let lock = take_lock()?;
         let etcd = start_etcd(tools, ports, dir)?;
         let peer_url = format!("http://127.0.0.1:{}", ports.etcd_client);
         etcd.wait_until("etcd serving", Duration::from_secs(60), || {
@@ -119,6 +151,7 @@ impl KubeControlPlane {
             etcd,
             kubeconfig,
             kubectl: tools.kubectl.clone(),
+            _lock: lock,
         };
         plane
             .apiserver
