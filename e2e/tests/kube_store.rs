@@ -1,11 +1,12 @@
 //! `routeservice serve --store kubernetes` against a real kube-apiserver
 //! (the control plane of the local Istio mesh, without istiod): the Sandbox
 //! CRD as shipped, its CEL rules, the shipped RBAC, two RouteService
-//! replicas on one set of objects.
+//! replicas on one set of objects (with `--route-objects none`: the routing
+//! objects of header mode are `kube_routes.rs`'s, through istiod).
 //!
-//! One control plane for the whole binary, one test: the control plane's
-//! ports are fixed, and the steps build on each other (run it under
-//! `flock /tmp/local-mesh.lock`, as every local-mesh run).
+//! One control plane for the whole binary, one test: the steps build on
+//! each other (the control plane's ports are fixed: a second run waits for
+//! the first, see `sandbox_router_e2e::istio::kube::LOCK_FILE`).
 
 #![cfg(feature = "local-istio")]
 // This whole file is test code, helpers included.
@@ -163,6 +164,27 @@ fn routeservice_on_the_kubernetes_api() {
         .args(["-n", "sandbox-system", "create", "serviceaccount", "nobody"])
         .run()
         .unwrap();
+    // The forks exist (the RouteService checks: `ForkServiceMissing`).
+    let mut services = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n");
+    let forks = [
+        "catalog-pr-1",
+        "catalog-pr-3",
+        "catalog-pr-4",
+        "reviews-pr-1",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain((0..20).map(|i| format!("catalog-pr-1-{i}")));
+    for name in forks {
+        services.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: demo\nspec:\n  ports: [{{port: 8080, name: http}}]\n"
+        ));
+    }
+    kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(services)
+        .run()
+        .unwrap();
     let token_of = |sa: &str| {
         kubectl()
             .args([
@@ -225,6 +247,9 @@ fn routeservice_on_the_kubernetes_api() {
         let mut options = Options::for_tests(label).unwrap();
         options.kubeconfig = Some(kubeconfig.clone());
         options.token = writer_token.clone();
+        // Authority mode's: no routing objects (this API server has no
+        // Gateway API; e2e/tests/kube_routes.rs has them, with istiod).
+        options.args = vec!["--route-objects".into(), "none".into()];
         RouteService::start(options).unwrap()
     };
     let a = replica("kube-store-a");
