@@ -21,12 +21,13 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use sandbox_router_e2e::client::{Request, Response};
+use sandbox_router_e2e::client::Response;
 use sandbox_router_e2e::istio::agent::Proxy;
 use sandbox_router_e2e::istio::kube::Kubectl;
 use sandbox_router_e2e::istio::local_mesh::{
     write_workload_entry, LocalMesh, LocalMeshOptions, MeshStore, Workload, NAMESPACE,
 };
+use sandbox_router_e2e::istio::probe::{self, baggage, sandbox_yaml};
 use sandbox_router_e2e::upstream::{Identity, Upstream};
 use serde_json::Value;
 
@@ -40,33 +41,19 @@ const CATALOG_FORK: &str = "catalog-pr-42.demo.svc.cluster.local";
 const SYNC_WAIT: Duration = Duration::from_secs(25);
 
 fn get(to: SocketAddr, host: &str, headers: &[(&str, &str)]) -> Response {
-    let mut request = Request::get("/").header("host", host);
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    request
-        .send(to)
-        .unwrap_or_else(|e| panic!("GET {host} via {to}: {e:#}"))
+    probe::get(to, host, headers).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn served_by(to: SocketAddr, host: &str, headers: &[(&str, &str)]) -> String {
-    let response = get(to, host, headers);
-    assert_eq!(
-        response.status,
-        200,
-        "GET {host} via {to} with {headers:?}: {}",
-        response.text()
-    );
-    response.header("x-served-by").unwrap_or_default()
+    probe::served_by(to, host, headers).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn keyed(to: SocketAddr, host: &str, key: &str) -> String {
-    served_by(to, host, &[("baggage", &format!("sd-routing-key={key}"))])
+    served_by(to, host, &[("baggage", &baggage(key))])
 }
 
-/// Polls each proxy until `host` with routing key `key` is served by
-/// `expected` on 12 requests in a row (every Envoy worker has it); for
-/// each, how long after `since` the first of those was sent.
+/// For each proxy, how long after `since` the first of
+/// [`probe::SETTLED`] requests in a row served by `expected` was sent.
 fn wait_served_by(
     proxies: &[SocketAddr],
     host: &str,
@@ -74,44 +61,12 @@ fn wait_served_by(
     expected: &str,
     since: Instant,
 ) -> Vec<Duration> {
-    const SETTLED: usize = 12;
-    let mut first: Vec<Option<Duration>> = vec![None; proxies.len()];
-    let mut in_a_row = vec![0; proxies.len()];
-    loop {
-        for (i, to) in proxies.iter().enumerate() {
-            if in_a_row[i] >= SETTLED {
-                continue;
-            }
-            let sent = since.elapsed();
-            let got = keyed(*to, host, key);
-            if got == expected {
-                first[i].get_or_insert(sent);
-                in_a_row[i] += 1;
-            } else {
-                in_a_row[i] = 0;
-                first[i] = None;
-                assert!(
-                    since.elapsed() < SYNC_WAIT,
-                    "{host} with key {key} via {to}: still {got} after {SYNC_WAIT:?}, wanted {expected}"
-                );
-            }
-        }
-        if in_a_row.iter().all(|n| *n >= SETTLED) {
-            return first.into_iter().map(Option::unwrap_or_default).collect();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    probe::wait_served_by_all(proxies, host, key, expected, since, SYNC_WAIT)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-fn wait(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if check() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < timeout, "{what}: not after {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait(what: &str, timeout: Duration, check: impl FnMut() -> bool) -> Duration {
+    probe::wait(what, timeout, check).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn apply(kubectl: Kubectl, yaml: String) {
@@ -120,16 +75,6 @@ fn apply(kubectl: Kubectl, yaml: String) {
         .stdin(yaml)
         .run()
         .unwrap();
-}
-
-fn sandbox_yaml(name: &str, key: &str, routes: &[(&str, &str)], extra: &str) -> String {
-    let mut yaml = format!(
-        "apiVersion: sandbox-router.dev/v1alpha1\nkind: Sandbox\nmetadata:\n  name: {name}\nspec:\n  routingKey: {key}\n{extra}  routes:\n"
-    );
-    for (b, t) in routes {
-        yaml.push_str(&format!("    - baseline: {b}\n      target: {t}\n"));
-    }
-    yaml
 }
 
 /// `(reason, message)` of a Sandbox's Ready condition.

@@ -17,12 +17,14 @@
     clippy::indexing_slicing
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sandbox_router_e2e::client::{Request, Response};
-use sandbox_router_e2e::istio::kube::{KubeControlPlane, KubePorts, Kubectl, ADMIN_TOKEN};
+use sandbox_router_e2e::istio::kube::{KubeControlPlane, KubePorts, Kubectl};
+use sandbox_router_e2e::istio::local_mesh::kubeconfig_with_token;
 use sandbox_router_e2e::istio::pki::Pki;
+use sandbox_router_e2e::istio::probe::{self, sandbox_yaml};
 use sandbox_router_e2e::istio::tools::Tools;
 use sandbox_router_e2e::routeservice::{Options, RouteService};
 use serde_json::{json, Value};
@@ -34,12 +36,6 @@ const REVIEWS_FORK: &str = "reviews-pr-1.demo.svc.cluster.local";
 
 fn repo_file(path: &str) -> PathBuf {
     sandbox_router_e2e::repo_root().join(path)
-}
-
-/// A kubeconfig like the admin's, with `token` as its user.
-fn kubeconfig_with_token(admin: &Path, token: &str, to: &Path) {
-    let text = std::fs::read_to_string(admin).unwrap();
-    std::fs::write(to, text.replace(ADMIN_TOKEN, token)).unwrap();
 }
 
 fn send(
@@ -78,30 +74,13 @@ fn sandbox_body(key: &str, routes: &[(&str, &str)]) -> Value {
 }
 
 /// Polls `check` every 5 ms until it is true; how long that took.
-fn wait(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if check() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < timeout, "{what}: not after {timeout:?}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait(what: &str, timeout: Duration, check: impl FnMut() -> bool) -> Duration {
+    probe::wait(what, timeout, check).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn has_sandbox(to: &RouteService, name: &str) -> bool {
     to.get(&format!("/v1/sandboxes/{name}"))
         .is_ok_and(|r| r.status == 200)
-}
-
-fn sandbox_yaml(name: &str, key: &str, routes: &[(&str, &str)], extra: &str) -> String {
-    let mut yaml = format!(
-        "apiVersion: sandbox-router.dev/v1alpha1\nkind: Sandbox\nmetadata:\n  name: {name}\nspec:\n  routingKey: {key}\n{extra}  routes:\n"
-    );
-    for (b, t) in routes {
-        yaml.push_str(&format!("    - baseline: {b}\n      target: {t}\n"));
-    }
-    yaml
 }
 
 fn ready_reason(kubectl: impl Fn() -> Kubectl, name: &str) -> String {
@@ -242,7 +221,7 @@ fn routeservice_on_the_kubernetes_api() {
     // -- Two replicas, each with the RouteService's own identity (the
     // shipped ClusterRole).
     let kubeconfig = dir.join("routeservice.kubeconfig");
-    kubeconfig_with_token(plane.kubeconfig(), &routeservice_token, &kubeconfig);
+    kubeconfig_with_token(plane.kubeconfig(), &routeservice_token, &kubeconfig).unwrap();
     let replica = |label: &str| {
         let mut options = Options::for_tests(label).unwrap();
         options.kubeconfig = Some(kubeconfig.clone());

@@ -390,7 +390,7 @@ impl RouteWriter {
             tokio::spawn(async move {
                 let params = PatchParams::apply(FIELD_MANAGER).force();
                 match api.patch(&name, &params, &Patch::Apply(&object)).await {
-                    Ok(_) => tracing::debug!(httproute = %name, "HTTPRoute written"),
+                    Ok(_) => tracing::info!(httproute = %name, "HTTPRoute written"),
                     Err(e) => {
                         tracing::warn!(httproute = %name, error = %e, "cannot write HTTPRoute")
                     }
