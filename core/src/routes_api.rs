@@ -1,6 +1,7 @@
 //! The RouteService's answers as the filter reads them (INTERFACES section 5):
 //! `GET /v1/routes` and `GET /v1/routes?routingKey=K` both answer
-//! `{"version": <u64>, "routes": [Route...]}`.
+//! `{"version": <u64>, "routes": [Route...]}`; `GET /v1/routes?since=V`
+//! answers a [`Delta`] (`304` nothing changed, `410` take the full table).
 //!
 //! The body comes from the network, so it is read defensively: a size limit
 //! before parsing, every route validated, and one bad route refuses the whole
@@ -22,6 +23,11 @@ pub const ROUTES_PATH: &str = "/v1/routes";
 /// (`[A-Za-z0-9._~-]` are URL-unreserved).
 pub fn routes_for_key_path(key: &RoutingKey) -> String {
     format!("{ROUTES_PATH}?routingKey={}", key.as_str())
+}
+
+/// Path of what changed after version `since`.
+pub fn routes_since_path(since: u64) -> String {
+    format!("{ROUTES_PATH}?since={since}")
 }
 
 /// The `ETag` of a table version, as the RouteService sends it.
@@ -52,6 +58,130 @@ pub enum BadAnswer {
     InvalidRoute(InvalidRouteAt),
     #[error("answer for another routing key")]
     ForeignKey,
+    #[error("upserts{0}")]
+    InvalidUpsert(InvalidRouteAt),
+    #[error("deletes[{index}].{field}: invalid")]
+    InvalidDelete { index: usize, field: &'static str },
+    #[error("a delta since {got}, asked since {asked}")]
+    WrongBase { asked: u64, got: u64 },
+    #[error("a delta that names (routingKey {0:?}, baseline {1:?}) twice")]
+    Contradictory(String, String),
+}
+
+/// One entry of a delta's `deletes`: the route known by this pair is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteRef {
+    pub routing_key: String,
+    pub baseline: String,
+}
+
+/// The wire shape of `GET /v1/routes?since=V`, and, once parsed by
+/// [`parse_delta`], a validated delta: applying it to the table at `since`
+/// gives the table at `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delta {
+    pub version: u64,
+    pub since: u64,
+    pub upserts: Vec<Route>,
+    pub deletes: Vec<RouteRef>,
+}
+
+impl Delta {
+    /// Applies this (validated) delta: deletes, then upserts. Deleting a
+    /// route the table does not hold is not an error (the server names
+    /// every pair touched since `since`, some created and deleted since).
+    pub fn apply_to(&self, table: &mut RouteTable) {
+        for gone in &self.deletes {
+            table.remove(&gone.routing_key, &gone.baseline);
+        }
+        for route in &self.upserts {
+            table.insert(route);
+        }
+    }
+}
+
+/// What the answer to `GET /v1/routes?since=V` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaStatus {
+    /// `200`: a delta to parse.
+    Body,
+    /// `304`: the table at `V` is current.
+    NotModified,
+    /// `410`: the server does not know `V`: take the full table.
+    Gone,
+}
+
+/// Classifies the status of a `?since=` answer.
+pub fn check_delta_status(status: Option<u16>) -> Result<DeltaStatus, BadAnswer> {
+    match status {
+        Some(410) => Ok(DeltaStatus::Gone),
+        other => check_status(other).map(|body| {
+            if body {
+                DeltaStatus::Body
+            } else {
+                DeltaStatus::NotModified
+            }
+        }),
+    }
+}
+
+/// Parses and validates a `200` answer to `GET /v1/routes?since=asked`:
+/// every route and pair checked, the delta must start at `asked`, and no
+/// pair may be named twice. One bad entry refuses the whole delta (the
+/// caller then takes the full table): a delta is applied whole or not at all.
+pub fn parse_delta(body: &[u8], asked: u64) -> Result<Delta, BadAnswer> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(BadAnswer::TooLarge);
+    }
+    let delta: Delta =
+        serde_json::from_slice(body).map_err(|e| BadAnswer::Malformed(e.to_string()))?;
+    if delta.since != asked {
+        return Err(BadAnswer::WrongBase {
+            asked,
+            got: delta.since,
+        });
+    }
+    for (index, route) in delta.upserts.iter().enumerate() {
+        route
+            .validate()
+            .map_err(|source| BadAnswer::InvalidUpsert(InvalidRouteAt { index, source }))?;
+    }
+    for (index, gone) in delta.deletes.iter().enumerate() {
+        if crate::routing_key::validate(&gone.routing_key).is_err() {
+            return Err(BadAnswer::InvalidDelete {
+                index,
+                field: "routingKey",
+            });
+        }
+        let host = gone.baseline.as_str();
+        if !crate::destination::is_dns_name(host) || host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(BadAnswer::InvalidDelete {
+                index,
+                field: "baseline",
+            });
+        }
+    }
+    let mut pairs: Vec<(&str, &str)> = delta
+        .upserts
+        .iter()
+        .map(|r| (r.routing_key.as_str(), r.baseline.as_str()))
+        .chain(
+            delta
+                .deletes
+                .iter()
+                .map(|d| (d.routing_key.as_str(), d.baseline.as_str())),
+        )
+        .collect();
+    pairs.sort_unstable();
+    if let Some(twice) = pairs.windows(2).find(|w| w[0] == w[1]) {
+        return Err(BadAnswer::Contradictory(
+            twice[0].0.to_owned(),
+            twice[0].1.to_owned(),
+        ));
+    }
+    Ok(delta)
 }
 
 /// A validated answer.
@@ -176,6 +306,98 @@ mod tests {
             .unwrap()
             .table
             .is_empty());
+    }
+
+    const DELTA: &str = r#"{"version": 9, "since": 7,
+        "upserts": [{"routingKey": "pr-42", "sandbox": "pr-42", "baseline": "reviews.demo.svc.cluster.local",
+                     "target": "reviews-pr-42.demo.svc.cluster.local"}],
+        "deletes": [{"routingKey": "pr-42", "baseline": "catalog.demo.svc.cluster.local"}]}"#;
+
+    #[test]
+    fn a_delta_applied_to_the_table_at_since_gives_the_table_at_version() {
+        let mut table = parse_routes(BODY.as_bytes()).unwrap().table;
+        let delta = parse_delta(DELTA.as_bytes(), 7).unwrap();
+        assert_eq!((delta.since, delta.version), (7, 9));
+        delta.apply_to(&mut table);
+        assert_eq!(table.len(), 1);
+        assert!(table
+            .lookup("pr-42", "catalog.demo.svc.cluster.local")
+            .is_none());
+        assert_eq!(
+            table
+                .lookup("pr-42", "reviews.demo.svc.cluster.local")
+                .unwrap()
+                .target,
+            "reviews-pr-42.demo.svc.cluster.local"
+        );
+        // Deleting what is not held is a no-op; applying twice is the same.
+        delta.apply_to(&mut table);
+        assert_eq!(table.len(), 1);
+        assert_eq!(routes_since_path(7), "/v1/routes?since=7");
+    }
+
+    #[test]
+    fn a_delta_is_refused_whole_for_one_bad_entry() {
+        assert_eq!(
+            parse_delta(DELTA.as_bytes(), 8),
+            Err(BadAnswer::WrongBase { asked: 8, got: 7 })
+        );
+        let bad_upsert = DELTA.replace("reviews-pr-42.demo", "Reviews.demo");
+        let err = parse_delta(bad_upsert.as_bytes(), 7).unwrap_err();
+        assert!(err.to_string().starts_with("upserts[0].target"), "{err}");
+        for (from, to, field) in [
+            (
+                "\"routingKey\": \"pr-42\", \"baseline\"",
+                "\"routingKey\": \"a b\", \"baseline\"",
+                "routingKey",
+            ),
+            (
+                "\"baseline\": \"catalog.demo",
+                "\"baseline\": \"Catalog.demo",
+                "baseline",
+            ),
+        ] {
+            let body = DELTA.replace(from, to);
+            assert_eq!(
+                parse_delta(body.as_bytes(), 7),
+                Err(BadAnswer::InvalidDelete { index: 0, field }),
+                "{body}"
+            );
+        }
+        let twice = DELTA.replace(
+            "catalog.demo.svc.cluster.local\"}]",
+            "reviews.demo.svc.cluster.local\"}]",
+        );
+        assert!(matches!(
+            parse_delta(twice.as_bytes(), 7),
+            Err(BadAnswer::Contradictory(_, _))
+        ));
+        for body in [
+            "",
+            "{}",
+            r#"{"version": 9, "since": 7, "upserts": []}"#,
+            r#"{"version": 9, "since": 7, "upserts": [], "deletes": [{"routingKey": "k", "baseline": "a.b", "x": 1}]}"#,
+            r#"{"version": 9, "routes": []}"#,
+        ] {
+            assert!(
+                matches!(
+                    parse_delta(body.as_bytes(), 7),
+                    Err(BadAnswer::Malformed(_))
+                ),
+                "{body}"
+            );
+        }
+        let huge = vec![b' '; MAX_BODY_BYTES + 1];
+        assert_eq!(parse_delta(&huge, 7), Err(BadAnswer::TooLarge));
+    }
+
+    #[test]
+    fn delta_statuses() {
+        assert_eq!(check_delta_status(Some(200)), Ok(DeltaStatus::Body));
+        assert_eq!(check_delta_status(Some(304)), Ok(DeltaStatus::NotModified));
+        assert_eq!(check_delta_status(Some(410)), Ok(DeltaStatus::Gone));
+        assert_eq!(check_delta_status(Some(400)), Err(BadAnswer::Status(400)));
+        assert_eq!(check_delta_status(None), Err(BadAnswer::NoStatus));
     }
 
     #[test]
