@@ -175,10 +175,11 @@ pub fn parse_delta(body: &[u8], asked: u64) -> Result<Delta, BadAnswer> {
         )
         .collect();
     pairs.sort_unstable();
-    if let Some(twice) = pairs.windows(2).find(|w| w[0] == w[1]) {
+    let twice = pairs.iter().zip(pairs.iter().skip(1)).find(|(a, b)| a == b);
+    if let Some(((key, baseline), _)) = twice {
         return Err(BadAnswer::Contradictory(
-            twice[0].0.to_owned(),
-            twice[0].1.to_owned(),
+            (*key).to_owned(),
+            (*baseline).to_owned(),
         ));
     }
     Ok(delta)

@@ -119,7 +119,10 @@ impl<'a> DeltaLog<'a> {
             rest = rest.get(RECORD_HEADER + len..)?;
             records.push(Record { from, to, body });
         }
-        let chained = records.windows(2).all(|w| w[0].to == w[1].from)
+        let chained = records
+            .iter()
+            .zip(records.iter().skip(1))
+            .all(|(a, b)| a.to == b.from)
             && records.last().is_none_or(|r| r.to == end);
         chained.then_some(DeltaLog { end, records })
     }

@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
         delta.apply_to(&mut table);
         for route in &delta.upserts {
             let found = table.lookup(&route.routing_key, &route.baseline);
-            assert_eq!(found.map(|t| t.target.as_str()), Some(route.target.as_str()));
+            assert_eq!(
+                found.map(|t| t.target.as_str()),
+                Some(route.target.as_str())
+            );
         }
         for gone in &delta.deletes {
             assert!(table.lookup(&gone.routing_key, &gone.baseline).is_none());
