@@ -64,8 +64,6 @@ pub enum BadAnswer {
     InvalidDelete { index: usize, field: &'static str },
     #[error("a delta since {got}, asked since {asked}")]
     WrongBase { asked: u64, got: u64 },
-    #[error("a delta that names (routingKey {0:?}, baseline {1:?}) twice")]
-    Contradictory(String, String),
 }
 
 /// One entry of a delta's `deletes`: the route known by this pair is gone.
@@ -128,9 +126,11 @@ pub fn check_delta_status(status: Option<u16>) -> Result<DeltaStatus, BadAnswer>
 }
 
 /// Parses and validates a `200` answer to `GET /v1/routes?since=asked`:
-/// every route and pair checked, the delta must start at `asked`, and no
-/// pair may be named twice. One bad entry refuses the whole delta (the
-/// caller then takes the full table): a delta is applied whole or not at all.
+/// every route and pair checked, and the delta must start at `asked`. One
+/// bad entry refuses the whole delta (the caller then takes the full
+/// table): a delta is applied whole or not at all. (The RouteService never
+/// names a pair in both lists; if a server did, [`Delta::apply_to`]'s order,
+/// deletes then upserts, decides: the upsert stays.)
 pub fn parse_delta(body: &[u8], asked: u64) -> Result<Delta, BadAnswer> {
     if body.len() > MAX_BODY_BYTES {
         return Err(BadAnswer::TooLarge);
@@ -162,25 +162,6 @@ pub fn parse_delta(body: &[u8], asked: u64) -> Result<Delta, BadAnswer> {
                 field: "baseline",
             });
         }
-    }
-    let mut pairs: Vec<(&str, &str)> = delta
-        .upserts
-        .iter()
-        .map(|r| (r.routing_key.as_str(), r.baseline.as_str()))
-        .chain(
-            delta
-                .deletes
-                .iter()
-                .map(|d| (d.routing_key.as_str(), d.baseline.as_str())),
-        )
-        .collect();
-    pairs.sort_unstable();
-    let twice = pairs.iter().zip(pairs.iter().skip(1)).find(|(a, b)| a == b);
-    if let Some(((key, baseline), _)) = twice {
-        return Err(BadAnswer::Contradictory(
-            (*key).to_owned(),
-            (*baseline).to_owned(),
-        ));
     }
     Ok(delta)
 }
@@ -369,10 +350,14 @@ mod tests {
             "catalog.demo.svc.cluster.local\"}]",
             "reviews.demo.svc.cluster.local\"}]",
         );
-        assert!(matches!(
-            parse_delta(twice.as_bytes(), 7),
-            Err(BadAnswer::Contradictory(_, _))
-        ));
+        // A pair in both lists: deletes first, the upsert stays.
+        let mut table = RouteTable::default();
+        parse_delta(twice.as_bytes(), 7)
+            .unwrap()
+            .apply_to(&mut table);
+        assert!(table
+            .lookup("pr-42", "reviews.demo.svc.cluster.local")
+            .is_some());
         for body in [
             "",
             "{}",
