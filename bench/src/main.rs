@@ -15,6 +15,7 @@
 mod callgrind;
 mod report;
 mod scenarios;
+mod sync;
 mod wrk;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,9 @@ pub const SANDBOXES_LARGE: usize = 100_000;
 fn main() -> Result<()> {
     let smoke = std::env::args().any(|arg| arg == "--smoke");
     let mut settings = Settings::from_env(smoke)?;
+    if std::env::args().any(|arg| arg == "--sync") {
+        return sync::run(&settings);
+    }
     if std::env::args().any(|arg| arg == "--callgrind") {
         settings.callgrind = true;
         return callgrind::run(&settings);
