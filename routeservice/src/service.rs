@@ -1237,3 +1237,109 @@ mod delta_tests {
         assert_eq!(log.touched_since(5).unwrap().len(), 2);
     }
 }
+
+#[cfg(test)]
+mod fed_delta_tests {
+    use super::*;
+    use crate::model::SandboxRoute;
+
+    /// A fed store whose versions are content hashes (unordered, and equal
+    /// when the content comes back), as the Kubernetes store's are.
+    struct Hashed {
+        feed: tokio::sync::watch::Sender<Arc<FeedState>>,
+    }
+
+    impl Store for Hashed {
+        fn load(&self) -> Result<Stored, StoreError> {
+            Ok(self.feed.borrow().stored.as_ref().clone())
+        }
+        fn commit(&self, _: &Batch) -> Result<Committed, StoreError> {
+            Err(StoreError::Unsupported("read only"))
+        }
+        fn describe(&self) -> String {
+            "hashed".into()
+        }
+        fn feed(&self) -> Option<crate::store::Feed> {
+            Some(self.feed.subscribe())
+        }
+    }
+
+    fn state(seq: u64, sandboxes: &[(&str, &str)]) -> FeedState {
+        let sandboxes: BTreeMap<String, StoredSandbox> = sandboxes
+            .iter()
+            .map(|(name, baseline)| {
+                let spec = SandboxSpec {
+                    routing_key: (*name).into(),
+                    routes: vec![SandboxRoute {
+                        baseline: format!("{baseline}.ns"),
+                        target: format!("{baseline}-{name}.ns"),
+                    }],
+                };
+                ((*name).to_owned(), StoredSandbox { spec, version: 1 })
+            })
+            .collect();
+        // A stand-in for the content hash: unordered, equal for equal content.
+        let text = format!("{sandboxes:?}");
+        let version = text.bytes().fold(1_469_598_103_934_665_603u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(1_099_511_628_211)
+        }) >> 11;
+        FeedState {
+            seq,
+            stored: Arc::new(Stored { version, sandboxes }),
+        }
+    }
+
+    fn routes(snapshot: &Snapshot) -> Vec<Route> {
+        snapshot.routes().cloned().collect()
+    }
+
+    #[test]
+    fn deltas_of_a_fed_store_follow_versions_by_equality() {
+        let states = [
+            state(0, &[("a", "x")]),
+            state(1, &[("a", "x"), ("b", "y")]),
+            state(2, &[("a", "z"), ("b", "y")]),
+            // Back to the content of state 1: the same version again.
+            state(3, &[("a", "x"), ("b", "y")]),
+            state(4, &[("b", "y")]),
+        ];
+        assert_eq!(states[1].stored.version, states[3].stored.version);
+        let (feed, _) = tokio::sync::watch::channel(Arc::new(states[0].clone()));
+        let service = RouteService::open(Arc::new(Hashed { feed })).unwrap();
+        let mut seen = vec![(states[0].stored.version, routes(&service.snapshot()))];
+        for s in &states[1..] {
+            service.publish_fed(s);
+            seen.push((s.stored.version, routes(&service.snapshot())));
+        }
+        let now = service.snapshot();
+        for (version, table) in &seen {
+            let body = match now.delta(*version) {
+                DeltaAnswer::Changes(body) => body,
+                DeltaAnswer::NotModified => Bytes::from_static(br#"{"upserts":[],"deletes":[]}"#),
+                DeltaAnswer::Gone => panic!("410 from {version}"),
+            };
+            let delta: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let mut applied: BTreeMap<(String, String), Route> = table
+                .iter()
+                .map(|r| ((r.routing_key.clone(), r.baseline.clone()), r.clone()))
+                .collect();
+            for d in delta["deletes"].as_array().unwrap() {
+                applied.remove(&(
+                    d["routingKey"].as_str().unwrap().to_owned(),
+                    d["baseline"].as_str().unwrap().to_owned(),
+                ));
+            }
+            for u in delta["upserts"].as_array().unwrap() {
+                let r: Route = serde_json::from_value(u.clone()).unwrap();
+                applied.insert((r.routing_key.clone(), r.baseline.clone()), r);
+            }
+            assert_eq!(
+                applied.into_values().collect::<Vec<_>>(),
+                routes(&now),
+                "from {version}"
+            );
+        }
+        assert_eq!(now.delta(now.version()), DeltaAnswer::NotModified);
+        assert_eq!(now.delta(12345), DeltaAnswer::Gone);
+    }
+}
