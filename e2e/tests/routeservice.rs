@@ -1474,7 +1474,7 @@ fn the_filter_syncs_by_delta_after_its_first_full_table() {
         "mesh-rs-delta",
         Mode::Header,
         &settings,
-        &["dl"],
+        &["dl", "bulk-7"],
         rs.addr(),
         None,
     );
@@ -1621,15 +1621,21 @@ fn a_restarted_route_service_answers_410_and_the_filter_takes_the_full_table() {
     // Back to deltas afterwards.
     let deltas = table_reads(&rs, "delta");
     let next = rs
-        .put_sandbox("gone", "gone-key", &pairs(&[fork("catalog", "gone")]))
+        .put_sandbox(
+            "gone",
+            "gone-key",
+            &pairs(&[fork("catalog", "gone"), fork("reviews", "gone")]),
+        )
         .unwrap();
     wait_for_table_version(&mesh, &settings, next.version);
-    assert!(every_worker_serves(
-        &mesh,
-        "catalog",
-        "gone-key",
-        "catalog/gone"
-    ));
+    for service in ["catalog", "reviews"] {
+        assert!(every_worker_serves(
+            &mesh,
+            service,
+            "gone-key",
+            &format!("{service}/gone")
+        ));
+    }
     assert!(table_reads(&rs, "delta") > deltas);
     assert_plugin_healthy(&mesh);
 }
