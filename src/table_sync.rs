@@ -47,8 +47,10 @@ pub struct TableSync {
     /// Token of this worker's fetch in flight, and what it asked.
     in_flight: Option<(u32, Asked)>,
     next_fetch_ms: u64,
-    /// The lease expiry this worker wrote when it took the lease.
+    /// The lease expiry this worker last wrote, while it may hold the lease.
     lease: Option<u64>,
+    /// When this worker took the lease.
+    lease_taken_ms: u64,
     /// Deltas are not asked before this time (the server refused them).
     no_delta_until_ms: u64,
 }
@@ -62,6 +64,7 @@ impl TableSync {
             in_flight: None,
             next_fetch_ms: 0,
             lease: None,
+            lease_taken_ms: 0,
             no_delta_until_ms: 0,
         }
     }
@@ -98,6 +101,9 @@ impl TableSync {
         match asked {
             Asked::Full => self.full_answer(worker, now, num_headers, body_size),
             Asked::Since(since) => self.delta_answer(worker, now, since, num_headers, body_size),
+        }
+        if self.in_flight.is_none() {
+            self.end_lease();
         }
         publish_gauges(worker);
         true
@@ -156,6 +162,7 @@ impl TableSync {
                     "sandbox-router: the RouteService no longer knows table version {since}: taking the full table"
                 );
                 worker.metrics.increment(Counter::SyncGone);
+                self.renew_lease(now);
                 self.fetch(worker, now, Asked::Full);
             }
             Ok(DeltaStatus::Body) => self.apply_delta(worker, now, since, body_size),
@@ -165,6 +172,7 @@ impl TableSync {
                     DELTA_RETRY_MS / 1000
                 );
                 self.no_delta_until_ms = now.saturating_add(DELTA_RETRY_MS);
+                self.renew_lease(now);
                 self.fetch(worker, now, Asked::Full);
             }
             Err(error) => self.failed(worker, now, &error),
@@ -192,6 +200,7 @@ impl TableSync {
             Err(error) => {
                 log::warn!("sandbox-router: unusable table delta ({error}): taking the full table");
                 worker.metrics.increment(Counter::SyncError);
+                self.renew_lease(now);
                 self.fetch(worker, now, Asked::Full);
                 return;
             }
@@ -259,16 +268,41 @@ impl TableSync {
         }
     }
 
+    /// How long a lease lasts: one sync interval, and at least one call's
+    /// timeout, so that a slow fetch (a 14 MB table) is not fetched again by
+    /// another worker meanwhile.
+    fn lease_ms(&self) -> u64 {
+        let rs = &self.route_service;
+        rs.sync_interval_ms.max(rs.timeout_ms)
+    }
+
     /// Takes the fetch lease if it is free (compare-and-swap).
     fn take_lease(&mut self, now: u64) -> bool {
         let (lease, cas) = host::shared_data(&self.keys.lease);
         if !lease_is_free(lease.as_deref(), now) {
             return false;
         }
-        let expiry = now.saturating_add(self.route_service.sync_interval_ms);
+        let expiry = now.saturating_add(self.lease_ms());
         let taken = host::set_shared_data(&self.keys.lease, &encode_u64(expiry), cas).is_ok();
         self.lease = taken.then_some(expiry);
+        self.lease_taken_ms = now;
         taken
+    }
+
+    /// The fetch is over: the lease now ends one sync interval after it was
+    /// taken (it was held longer only in case the fetch was slow), so the
+    /// next sync is one interval after this one, by whichever worker.
+    fn end_lease(&mut self) {
+        let Some(held) = self.lease.take() else {
+            return;
+        };
+        let (lease, cas) = host::shared_data(&self.keys.lease);
+        if lease.as_deref().and_then(decode_u64) == Some(held) {
+            let expiry = self
+                .lease_taken_ms
+                .saturating_add(self.route_service.sync_interval_ms);
+            let _ = host::set_shared_data(&self.keys.lease, &encode_u64(expiry), cas);
+        }
     }
 
     /// Before publishing: extends the lease this worker took, if it still
@@ -282,7 +316,7 @@ impl TableSync {
             log::warn!("sandbox-router: the table sync lease was lost: not publishing");
             return false;
         }
-        let expiry = now.saturating_add(self.route_service.sync_interval_ms);
+        let expiry = now.saturating_add(self.lease_ms());
         let renewed = host::set_shared_data(&self.keys.lease, &encode_u64(expiry), cas).is_ok();
         self.lease = renewed.then_some(expiry);
         renewed

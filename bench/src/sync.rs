@@ -64,15 +64,59 @@ pub fn run(settings: &Settings) -> Result<()> {
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.trim().parse().context("BENCH_SYNC_SIZES"))
         .collect::<Result<_>>()?;
-    let interval_ms = number("BENCH_SYNC_INTERVAL_MS", 1000)?;
+    let intervals: Vec<u64> = std::env::var("BENCH_SYNC_INTERVAL_MS")
+        .unwrap_or_else(|_| "1000,100".to_owned())
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().context("BENCH_SYNC_INTERVAL_MS"))
+        .collect::<Result<_>>()?;
     let changes = number("BENCH_SYNC_CHANGES", 10)?.max(1);
-    let sync = RouteServiceSettings {
-        // The 100,000-sandbox table is some 14 MB: more than 200 ms to fetch.
-        timeout_ms: 10_000,
-        sync_interval_ms: interval_ms,
-        cache_ttl_ms: 30_000,
-        negative_cache_ttl_ms: 2000,
-    };
+    let mut markdown = format!(
+        "# Table sync as the table grows\n\n{}; Envoy `--concurrency 2` (2 workers); \
+         {changes} single-sandbox changes per row.\n\n\
+         | sandboxes | `syncIntervalMs` (tick) | full table (bytes) | full sync, Envoy ready to every worker (ms) \
+         | delta body per change (bytes) | whole delta response (bytes) \
+         | write to every worker p50 / max (ms) | table memory per Envoy (MiB RSS) |\n\
+         |---|---|---|---|---|---|---|---|\n",
+        report::machine(),
+    );
+    let mut rows = Vec::new();
+    for interval_ms in intervals {
+        let sync = RouteServiceSettings {
+            // The 100,000-sandbox table is some 14 MB: more than 200 ms to fetch.
+            timeout_ms: 10_000,
+            sync_interval_ms: interval_ms,
+            cache_ttl_ms: 30_000,
+            negative_cache_ttl_ms: 2000,
+        };
+        let results = measure(&sizes, &sync, changes)?;
+        let (json, md) = render(&results, &sync);
+        markdown.push_str(&md);
+        rows.extend(json);
+    }
+    markdown.push_str(
+        "\nWrite to every worker includes the wait for the next sync (0 to one \
+         `syncIntervalMs`), the fetch and the other worker's next tick. Table memory is the \
+         Envoy's resident memory with the table minus the same Envoy's with a one-sandbox table \
+         (both workers' tables, the shared copy, and what the JSON parse left in the Wasm heap).\n",
+    );
+    let json = json!({
+        "machine": report::machine(),
+        "changes": changes,
+        "results": rows,
+    });
+    std::fs::create_dir_all(&settings.out_dir)?;
+    std::fs::write(
+        settings.out_dir.join("sync.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    std::fs::write(settings.out_dir.join("sync.md"), &markdown)?;
+    println!("{markdown}");
+    Ok(())
+}
+
+fn measure(sizes: &[usize], sync: &RouteServiceSettings, changes: u64) -> Result<Vec<Sizes>> {
+    let sync = *sync;
     // The same Envoy with a one-sandbox table: the memory baseline.
     let (empty_rss, _) = {
         let rs = start_route_service("sync-empty", 1)?;
@@ -82,8 +126,11 @@ pub fn run(settings: &Settings) -> Result<()> {
         (rss_kib(mesh.envoy().pid())?, ())
     };
     let mut results = Vec::new();
-    for &sandboxes in &sizes {
-        println!("==> table sync with {sandboxes} sandboxes");
+    for &sandboxes in sizes {
+        println!(
+            "==> table sync with {sandboxes} sandboxes, syncIntervalMs {}",
+            sync.sync_interval_ms
+        );
         let rs = start_route_service(&format!("sync-{sandboxes}"), sandboxes)?;
         let mesh = start_mesh(&format!("sync-{sandboxes}"), &sync, &rs)?;
         let ready = Instant::now();
@@ -155,15 +202,7 @@ pub fn run(settings: &Settings) -> Result<()> {
             rss_empty_kib: empty_rss,
         });
     }
-    let (json, markdown) = render(&results, &sync, changes);
-    std::fs::create_dir_all(&settings.out_dir)?;
-    std::fs::write(
-        settings.out_dir.join("sync.json"),
-        serde_json::to_string_pretty(&json)?,
-    )?;
-    std::fs::write(settings.out_dir.join("sync.md"), &markdown)?;
-    println!("{markdown}");
-    Ok(())
+    Ok(results)
 }
 
 fn start_route_service(label: &str, sandboxes: usize) -> Result<RouteService> {
@@ -270,18 +309,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn render(results: &[Sizes], sync: &RouteServiceSettings, changes: u64) -> (Value, String) {
-    let mut md = format!(
-        "# Table sync as the table grows\n\n{}; Envoy `--concurrency 2` (2 workers), \
-         `syncIntervalMs` {}, tick {} ms; {changes} single-sandbox changes per size.\n\n\
-         | sandboxes | full table (bytes) | full sync, Envoy ready to every worker (ms) \
-         | delta body per change (bytes) | whole delta response (bytes) \
-         | write to every worker p50 / max (ms) | table memory per Envoy (MiB RSS) |\n\
-         |---|---|---|---|---|---|---|\n",
-        report::machine(),
-        sync.sync_interval_ms,
-        sync.tick_ms(),
-    );
+fn render(results: &[Sizes], sync: &RouteServiceSettings) -> (Vec<Value>, String) {
+    let mut md = String::new();
     let mut rows = Vec::new();
     for r in results {
         let mut sorted = r.write_to_workers.clone();
@@ -290,8 +319,10 @@ fn render(results: &[Sizes], sync: &RouteServiceSettings, changes: u64) -> (Valu
         let max = sorted.last().copied().unwrap_or_default();
         let table_mib = r.rss_table_kib.saturating_sub(r.rss_empty_kib) as f64 / 1024.0;
         md.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {} | {:.0} / {:.0} | {:.1} |\n",
+            "| {} | {} ({}) | {} | {:.0} | {:.0} | {} | {:.0} / {:.0} | {:.1} |\n",
             r.sandboxes,
+            sync.sync_interval_ms,
+            sync.tick_ms(),
             r.full_table_bytes,
             ms(r.full_sync),
             r.delta_body_bytes,
@@ -302,6 +333,8 @@ fn render(results: &[Sizes], sync: &RouteServiceSettings, changes: u64) -> (Valu
         ));
         rows.push(json!({
             "sandboxes": r.sandboxes,
+            "syncIntervalMs": sync.sync_interval_ms,
+            "tickMs": sync.tick_ms(),
             "fullTableBytes": r.full_table_bytes,
             "fullSyncMs": ms(r.full_sync),
             "deltaBodyBytesPerChange": r.delta_body_bytes,
@@ -311,18 +344,5 @@ fn render(results: &[Sizes], sync: &RouteServiceSettings, changes: u64) -> (Valu
             "envoyRssOneSandboxKiB": r.rss_empty_kib,
         }));
     }
-    md.push_str(
-        "\nWrite to every worker includes the wait for the next sync (0 to one \
-         `syncIntervalMs`), the fetch and the other worker's next tick. Table memory is the \
-         Envoy's resident memory with the table minus the same Envoy's with a one-sandbox table \
-         (both workers' tables, the shared copy, and what the JSON parse left in the Wasm heap).\n",
-    );
-    let json = json!({
-        "machine": report::machine(),
-        "syncIntervalMs": sync.sync_interval_ms,
-        "tickMs": sync.tick_ms(),
-        "changes": changes,
-        "results": rows,
-    });
-    (json, md)
+    (rows, md)
 }
