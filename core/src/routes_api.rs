@@ -173,18 +173,99 @@ pub struct RoutesAnswer {
     pub table: RouteTable,
 }
 
-/// Parses a `200` body into a table.
+/// Parses a `200` body into a table. The routes are validated and indexed
+/// as they are read, with no list of them all in between: at 100,000 routes
+/// that list would be some 20 MB more of a worker's Wasm memory (which never
+/// shrinks) on top of the body and the table.
 pub fn parse_routes(body: &[u8]) -> Result<RoutesAnswer, BadAnswer> {
     if body.len() > MAX_BODY_BYTES {
         return Err(BadAnswer::TooLarge);
     }
-    let response: RoutesResponse =
-        serde_json::from_slice(body).map_err(|e| BadAnswer::Malformed(e.to_string()))?;
-    let table = RouteTable::new(&response.routes).map_err(BadAnswer::InvalidRoute)?;
-    Ok(RoutesAnswer {
-        version: response.version,
-        table,
-    })
+    let mut invalid = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = serde::de::Deserializer::deserialize_map(
+        &mut de,
+        TableVisitor {
+            invalid: &mut invalid,
+        },
+    )
+    .and_then(|doc| de.end().map(|()| doc));
+    if let Some(at) = invalid {
+        return Err(BadAnswer::InvalidRoute(at));
+    }
+    match parsed {
+        Ok((Some(version), Some(table))) => Ok(RoutesAnswer { version, table }),
+        Ok((None, _)) => Err(BadAnswer::Malformed("missing field `version`".into())),
+        Ok((_, None)) => Err(BadAnswer::Malformed("missing field `routes`".into())),
+        Err(e) => Err(BadAnswer::Malformed(e.to_string())),
+    }
+}
+
+/// `{"version": .., "routes": [..]}`, other top-level fields ignored (a
+/// newer server may add some); the first invalid route is left in `invalid`.
+struct TableVisitor<'a> {
+    invalid: &'a mut Option<InvalidRouteAt>,
+}
+
+impl<'de> serde::de::Visitor<'de> for TableVisitor<'_> {
+    type Value = (Option<u64>, Option<RouteTable>);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a routes document")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut version, mut table) = (None, None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "version" => version = Some(map.next_value()?),
+                "routes" => {
+                    table = Some(map.next_value_seed(RoutesSeed {
+                        invalid: &mut *self.invalid,
+                    })?)
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok((version, table))
+    }
+}
+
+/// The `routes` list, read into a table route by route.
+struct RoutesSeed<'a> {
+    invalid: &'a mut Option<InvalidRouteAt>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for RoutesSeed<'_> {
+    type Value = RouteTable;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<RouteTable, D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RoutesSeed<'_> {
+    type Value = RouteTable;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of routes")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RouteTable, A::Error> {
+        let mut table = RouteTable::default();
+        let mut index = 0;
+        while let Some(route) = seq.next_element::<Route>()? {
+            if let Err(source) = route.validate() {
+                *self.invalid = Some(InvalidRouteAt { index, source });
+                return Err(serde::de::Error::custom("invalid route"));
+            }
+            table.insert(&route);
+            index += 1;
+        }
+        Ok(table)
+    }
 }
 
 /// Parses the answer to `GET /v1/routes?routingKey=K`: every route must be
@@ -247,6 +328,12 @@ mod tests {
         // describe in the agreed shape is refused.
         let extra = r#"{"version": 1, "routes": [], "generatedAt": "now"}"#;
         assert!(parse_routes(extra.as_bytes()).is_ok());
+        let nested = r#"{"meta": {"a": [1, {"b": null}]}, "routes": [], "version": 2}"#;
+        assert_eq!(parse_routes(nested.as_bytes()).unwrap().version, 2);
+        assert!(matches!(
+            parse_routes(br#"{"version": 1, "routes": []} x"#),
+            Err(BadAnswer::Malformed(_))
+        ));
         let bad = r#"{"version": 1, "routes": [{"routingKey": "k", "sandbox": "s", "baseline": "a.b", "target": "c.d", "weight": 5}]}"#;
         assert!(matches!(
             parse_routes(bad.as_bytes()),
