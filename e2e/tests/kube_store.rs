@@ -298,6 +298,62 @@ fn routeservice_on_the_kubernetes_api() {
         .unwrap();
     assert_eq!(not_modified.status, 304);
 
+    // -- The delta sync across replicas: versions are content hashes
+    // (unordered), looked up by equality in each replica's own history. A
+    // change written through A: B answers the delta from the version the
+    // client got from A, and applying it to A's old table gives B's table.
+    let since: u64 = etag_a.trim_matches('"').parse().unwrap();
+    for replica in [&a, &b] {
+        let current = replica.get(&format!("/v1/routes?since={since}")).unwrap();
+        assert_eq!(current.status, 304, "{}", current.text());
+    }
+    a.put_sandbox(
+        "pr-delta",
+        "pr-delta",
+        &[(CATALOG, "catalog-pr-delta.demo.svc.cluster.local")],
+    )
+    .unwrap();
+    let etag_now = routes(&a).0;
+    wait("B has the delta's change", Duration::from_secs(10), || {
+        routes(&b).0 == etag_now
+    });
+    let old: Value = serde_json::from_str(&body_a).unwrap();
+    for replica in [&a, &b] {
+        let answer = replica.get(&format!("/v1/routes?since={since}")).unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let delta: Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(delta["since"], since);
+        assert_eq!(format!("\"{}\"", delta["version"]), etag_now);
+        let key = |r: &Value| (r["routingKey"].to_string(), r["baseline"].to_string());
+        let mut table: std::collections::BTreeMap<_, Value> = old["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (key(r), r.clone()))
+            .collect();
+        for gone in delta["deletes"].as_array().unwrap() {
+            table.remove(&key(gone));
+        }
+        for route in delta["upserts"].as_array().unwrap() {
+            table.insert(key(route), route.clone());
+        }
+        let full: Value = serde_json::from_str(&routes(replica).1).unwrap();
+        assert_eq!(
+            Value::Array(table.into_values().collect()),
+            full["routes"],
+            "the delta from A's version, applied, is the table now"
+        );
+        eprintln!(
+            "kube-store: delta since {since} from {}: {} bytes (full table {} bytes)",
+            replica.addr(),
+            answer.body.len(),
+            routes(replica).1.len()
+        );
+    }
+    let gone = b.get("/v1/routes?since=12345").unwrap();
+    assert_eq!(gone.status, 410, "{}", gone.text());
+    a.delete_sandbox("pr-delta").unwrap();
+
     // -- The same, 20 times: PUT latency through A, and how long after A
     // answered B serves the same table (same ETag).
     let mut put_ms = Vec::new();
