@@ -149,6 +149,7 @@ fn routeservice_on_the_kubernetes_api() {
         "catalog-pr-1",
         "catalog-pr-3",
         "catalog-pr-4",
+        "catalog-pr-delta",
         "reviews-pr-1",
     ]
     .map(String::from)
