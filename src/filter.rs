@@ -2,13 +2,16 @@
 //! A key that only the RouteService knows pauses the request until the
 //! answer or `timeoutMs` (fail open).
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, Bytes};
+use sandbox_router_core::carrier::Carrier;
 use sandbox_router_core::config::FilterConfig;
 use sandbox_router_core::decision::{self, Decision, Inspection, KeyOutcome, Query, Step};
 use sandbox_router_core::destination::RouteBefore;
+use sandbox_router_core::recovery::{Direction, Recorded};
 use sandbox_router_core::routes_api::{self, BadAnswer, MAX_BODY_BYTES};
 use sandbox_router_core::routing_key::RoutingKey;
 use sandbox_router_core::worker_routes::Answer;
@@ -16,7 +19,7 @@ use sandbox_router_core::worker_routes::Answer;
 use crate::edge;
 use crate::host;
 use crate::metrics::Counter;
-use crate::worker::{Worker, OUTCOME_STATE, SANDBOX_STATE};
+use crate::worker::{Worker, KEY_DROPPED, OUTCOME_STATE, SANDBOX_STATE};
 use sandbox_router_core::edge::BAGGAGE;
 
 pub struct RequestFilter {
@@ -53,6 +56,12 @@ impl RequestFilter {
     /// present, whose last line wins); then decides as with the whole map.
     fn on_request(&mut self) -> Action {
         let config = Rc::clone(&self.worker.config);
+        // Only with `recovery` does the filter ask which listener this is
+        // (one property read): without it, every request is outbound.
+        if config.recovery.is_some() && host::listener_direction() == Direction::Inbound {
+            self.on_inbound(&config);
+            return Action::Continue;
+        }
         if config.strips_incoming_keys() || config.signed_key_verifier.is_some() {
             return self.on_request_with_map();
         }
@@ -66,10 +75,11 @@ impl RequestFilter {
             baggage.unwrap_or_default(),
             route_header.unwrap_or_default(),
         ];
-        let inspection = decision::inspect(&config, &headers);
+        let mut inspection = decision::inspect(&config, &headers);
         if matches!(inspection.key, KeyOutcome::NoKey) && self.other_carriers_present() {
             return self.on_request_with_map();
         }
+        let dropped = self.recover(&config, &mut inspection);
         let mut changed = false;
         if inspection.spoofed_route_header {
             changed |= host::remove_request_header(&config.route_header).is_ok();
@@ -79,7 +89,111 @@ impl RequestFilter {
             KeyOutcome::Valid(..) => host::request_header(":authority"),
             _ => None,
         };
-        self.decide(&config, inspection, authority.as_deref(), changed)
+        let action = self.decide(&config, inspection, authority.as_deref(), changed);
+        if dropped {
+            host::set_filter_state(OUTCOME_STATE, KEY_DROPPED);
+        }
+        action
+    }
+
+    /// The inbound side of a sidecar (`recovery` on, Envoy's
+    /// `listener_direction` inbound): the request is not decided, marked or
+    /// counted as an outcome (it was routed by the caller's sidecar, and a
+    /// route header it carries is left to the app, whose own outbound calls
+    /// have it removed); if it has a valid routing key, each trace id it
+    /// carries is recorded with that key.
+    fn on_inbound(&self, config: &FilterConfig) {
+        let (Some(recovery), Some(store)) = (&config.recovery, &self.worker.recovery) else {
+            return;
+        };
+        let Some(key) = self.inbound_key(config) else {
+            return;
+        };
+        let now = host::now_ms();
+        for header in &recovery.trace_headers {
+            let Some(id) = host::request_header(header.name()).and_then(|v| header.parse(&v))
+            else {
+                continue;
+            };
+            match store.record(&host::HostSharedData, &id, &key, now) {
+                Recorded::Stored => self.worker.metrics.increment(Counter::RecoveryRecorded),
+                Recorded::Evicted => {
+                    self.worker.metrics.increment(Counter::RecoveryRecorded);
+                    self.worker.metrics.increment(Counter::RecoveryEvicted);
+                }
+                Recorded::Fresh | Recorded::Lost => {}
+            }
+        }
+    }
+
+    /// The valid routing key of an inbound request, read as on the outbound
+    /// side (baggage first; the whole map only when another carrier is there).
+    fn inbound_key(&self, config: &FilterConfig) -> Option<String> {
+        let baggage = host::request_header_lines(BAGGAGE).map(|lines| (BAGGAGE, lines));
+        let headers = [baggage.unwrap_or_default()];
+        match decision::inspect(config, &headers).key {
+            KeyOutcome::Valid(key, _) => return Some(key.into_owned()),
+            KeyOutcome::Invalid(..) => return None,
+            KeyOutcome::NoKey => {}
+        }
+        if !self.other_carriers_present() {
+            return None;
+        }
+        let headers = host::request_headers();
+        match decision::inspect(config, &headers).key {
+            KeyOutcome::Valid(key, _) => Some(key.into_owned()),
+            _ => None,
+        }
+    }
+
+    /// An outbound request without a routing key, with `recovery` on: if
+    /// one of its trace ids came in with a key (recorded by the inbound
+    /// side), `enabled` gives the key back (a `baggage` member appended, so
+    /// the next hops have it too, and the request decided with it: counted
+    /// `key_recovered`); otherwise it is counted `key_dropped` and `true` is
+    /// returned (the outcome then reads `key_dropped`). Reads nothing
+    /// without `recovery`, or when the request has a key.
+    fn recover(&self, config: &FilterConfig, inspection: &mut Inspection<'_>) -> bool {
+        let (Some(recovery), Some(store)) = (&config.recovery, &self.worker.recovery) else {
+            return false;
+        };
+        if !matches!(inspection.key, KeyOutcome::NoKey) {
+            return false;
+        }
+        let now = host::now_ms();
+        let found = recovery.trace_headers.iter().find_map(|header| {
+            let id = header.parse(&host::request_header(header.name())?)?;
+            Some((store.find(&host::HostSharedData, &id, now)?, header.name()))
+        });
+        // The table holds validated keys only (decoding checks again).
+        let Some((key, header)) = found else {
+            return false;
+        };
+        if !recovery.enabled {
+            self.worker.metrics.increment(Counter::KeyDropped);
+            if log::log_enabled!(log::Level::Debug) {
+                let authority = host::request_header(":authority").unwrap_or_default();
+                log::debug!(
+                    "sandbox-router: routing key {key} dropped by the app before {} (trace id from {header})",
+                    String::from_utf8_lossy(&authority)
+                );
+            }
+            return true;
+        }
+        let Some(baggage_key) = config.carriers.baggage_keys.first() else {
+            return false;
+        };
+        // A valid key is RFC 3986 unreserved: a baggage value as it is.
+        let member = format!("{baggage_key}={key}");
+        if let Err(status) = host::add_request_header(BAGGAGE, member.as_bytes()) {
+            log::warn!("sandbox-router: could not add {BAGGAGE}: {status:?}");
+            return false;
+        }
+        self.worker.metrics.increment(Counter::KeyRecovered);
+        self.worker.mark_recovered(self.context_id);
+        log::debug!("sandbox-router: routing key {key} recovered from {header}");
+        inspection.key = KeyOutcome::Valid(Cow::Owned(key), Carrier::Baggage);
+        false
     }
 
     /// Whether a legacy or plain carrier header is present (only asked when
@@ -102,7 +216,8 @@ impl RequestFilter {
             edge::admit_signed_key(&config, &mut headers, &self.worker.metrics);
         changed |= admitted;
         self.set_cookie = set_cookie;
-        let inspection = decision::inspect(&config, &headers);
+        let mut inspection = decision::inspect(&config, &headers);
+        let dropped = self.recover(&config, &mut inspection);
         if inspection.spoofed_route_header {
             changed |= host::remove_request_header(&config.route_header).is_ok();
             self.worker.metrics.increment(Counter::SpoofedHeaderRemoved);
@@ -111,7 +226,11 @@ impl RequestFilter {
             .iter()
             .find(|(name, _)| name == ":authority")
             .map(|(_, value)| value.as_slice());
-        self.decide(&config, inspection, authority, changed)
+        let action = self.decide(&config, inspection, authority, changed);
+        if dropped {
+            host::set_filter_state(OUTCOME_STATE, KEY_DROPPED);
+        }
+        action
     }
 
     fn decide(
