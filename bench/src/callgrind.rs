@@ -43,6 +43,10 @@ pub const DEFAULT_SCENARIOS: &[&str] = &[
     "router_authority",
     "wasm_floor_upstream",
     "router_hit_upstream",
+    "router_no_key_traced",
+    "recovery_no_key",
+    "recovery_inbound",
+    "recovery_hit",
 ];
 
 /// `valgrind --tool=callgrind ... <envoy>`; the arguments follow.
@@ -294,6 +298,9 @@ impl KeepAlive {
         );
         if let Some(baggage) = &scenario.baggage {
             let _ = write!(request, "baggage: {baggage}\r\n");
+        }
+        for (name, value) in &scenario.headers {
+            let _ = write!(request, "{name}: {value}\r\n");
         }
         request.push_str("\r\n");
         Ok(KeepAlive {
