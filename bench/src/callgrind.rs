@@ -43,10 +43,6 @@ pub const DEFAULT_SCENARIOS: &[&str] = &[
     "router_authority",
     "wasm_floor_upstream",
     "router_hit_upstream",
-    "router_no_key_traced",
-    "recovery_no_key",
-    "recovery_inbound",
-    "recovery_hit",
 ];
 
 /// `valgrind --tool=callgrind ... <envoy>`; the arguments follow.
