@@ -31,6 +31,19 @@ pub struct RequestFilter {
     call: Option<Lookup>,
     /// A `Set-Cookie` for the response (a signed key from a preview link).
     set_cookie: Option<String>,
+    /// Came through the inbound listener (`recovery`): nothing decided.
+    inbound: bool,
+}
+
+/// Where the key of an outbound request came from, as far as recovery goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// Its own (or none, with nothing recorded for its trace).
+    Untouched,
+    /// Recovered from its trace and added to its `baggage`.
+    Recovered,
+    /// None, though its trace came in with one (`enabled: false`).
+    Dropped,
 }
 
 struct Lookup {
@@ -47,6 +60,7 @@ impl RequestFilter {
             parked: false,
             call: None,
             set_cookie: None,
+            inbound: false,
         }
     }
 
@@ -59,6 +73,7 @@ impl RequestFilter {
         // Only with `recovery` does the filter ask which listener this is
         // (one property read): without it, every request is outbound.
         if config.recovery.is_some() && host::listener_direction() == Direction::Inbound {
+            self.inbound = true;
             self.on_inbound(&config);
             return Action::Continue;
         }
@@ -79,8 +94,9 @@ impl RequestFilter {
         if matches!(inspection.key, KeyOutcome::NoKey) && self.other_carriers_present() {
             return self.on_request_with_map();
         }
-        let dropped = self.recover(&config, &mut inspection);
-        let mut changed = false;
+        let recovery = self.recover(&config, &mut inspection);
+        // A `baggage` line was added: route selection may depend on it.
+        let mut changed = recovery == Recovery::Recovered;
         if inspection.spoofed_route_header {
             changed |= host::remove_request_header(&config.route_header).is_ok();
             self.worker.metrics.increment(Counter::SpoofedHeaderRemoved);
@@ -90,7 +106,7 @@ impl RequestFilter {
             _ => None,
         };
         let action = self.decide(&config, inspection, authority.as_deref(), changed);
-        if dropped {
+        if recovery == Recovery::Dropped {
             host::set_filter_state(OUTCOME_STATE, KEY_DROPPED);
         }
         action
@@ -150,15 +166,15 @@ impl RequestFilter {
     /// one of its trace ids came in with a key (recorded by the inbound
     /// side), `enabled` gives the key back (a `baggage` member appended, so
     /// the next hops have it too, and the request decided with it: counted
-    /// `key_recovered`); otherwise it is counted `key_dropped` and `true` is
-    /// returned (the outcome then reads `key_dropped`). Reads nothing
-    /// without `recovery`, or when the request has a key.
-    fn recover(&self, config: &FilterConfig, inspection: &mut Inspection<'_>) -> bool {
+    /// `key_recovered`); otherwise it is counted `key_dropped` (the caller
+    /// then sets the outcome `key_dropped`). Reads nothing without
+    /// `recovery`, or when the request has a key.
+    fn recover(&self, config: &FilterConfig, inspection: &mut Inspection<'_>) -> Recovery {
         let (Some(recovery), Some(store)) = (&config.recovery, &self.worker.recovery) else {
-            return false;
+            return Recovery::Untouched;
         };
         if !matches!(inspection.key, KeyOutcome::NoKey) {
-            return false;
+            return Recovery::Untouched;
         }
         let now = host::now_ms();
         let found = recovery.trace_headers.iter().find_map(|header| {
@@ -167,7 +183,7 @@ impl RequestFilter {
         });
         // The table holds validated keys only (decoding checks again).
         let Some((key, header)) = found else {
-            return false;
+            return Recovery::Untouched;
         };
         if !recovery.enabled {
             self.worker.metrics.increment(Counter::KeyDropped);
@@ -178,22 +194,22 @@ impl RequestFilter {
                     String::from_utf8_lossy(&authority)
                 );
             }
-            return true;
+            return Recovery::Dropped;
         }
         let Some(baggage_key) = config.carriers.baggage_keys.first() else {
-            return false;
+            return Recovery::Untouched;
         };
         // A valid key is RFC 3986 unreserved: a baggage value as it is.
         let member = format!("{baggage_key}={key}");
         if let Err(status) = host::add_request_header(BAGGAGE, member.as_bytes()) {
             log::warn!("sandbox-router: could not add {BAGGAGE}: {status:?}");
-            return false;
+            return Recovery::Untouched;
         }
         self.worker.metrics.increment(Counter::KeyRecovered);
         self.worker.mark_recovered(self.context_id);
         log::debug!("sandbox-router: routing key {key} recovered from {header}");
         inspection.key = KeyOutcome::Valid(Cow::Owned(key), Carrier::Baggage);
-        false
+        Recovery::Recovered
     }
 
     /// Whether a legacy or plain carrier header is present (only asked when
@@ -217,7 +233,8 @@ impl RequestFilter {
         changed |= admitted;
         self.set_cookie = set_cookie;
         let mut inspection = decision::inspect(&config, &headers);
-        let dropped = self.recover(&config, &mut inspection);
+        let recovery = self.recover(&config, &mut inspection);
+        changed |= recovery == Recovery::Recovered;
         if inspection.spoofed_route_header {
             changed |= host::remove_request_header(&config.route_header).is_ok();
             self.worker.metrics.increment(Counter::SpoofedHeaderRemoved);
@@ -227,7 +244,7 @@ impl RequestFilter {
             .find(|(name, _)| name == ":authority")
             .map(|(_, value)| value.as_slice());
         let action = self.decide(&config, inspection, authority, changed);
-        if dropped {
+        if recovery == Recovery::Dropped {
             host::set_filter_state(OUTCOME_STATE, KEY_DROPPED);
         }
         action
@@ -427,6 +444,9 @@ impl HttpContext for RequestFilter {
     /// through here too): check a marked request before the caller sees
     /// the response.
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.inbound {
+            return Action::Continue;
+        }
         self.worker.check(self.context_id);
         if let Some(cookie) = self.set_cookie.take() {
             let _ = host::add_response_header("set-cookie", &cookie);
