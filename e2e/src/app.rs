@@ -34,7 +34,23 @@ impl ForwardingApp {
     /// passed on (lower case); the onward address is set later
     /// ([`Self::set_onward`]), once the sidecar is up.
     pub fn start(onward_host: &str, forward: &[&str], route_header: &str) -> Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).context("binding the app")?;
+        Self::start_at(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            onward_host,
+            forward,
+            route_header,
+        )
+    }
+
+    /// [`Self::start`] on `addr`.
+    pub fn start_at(
+        addr: SocketAddr,
+        onward_host: &str,
+        forward: &[&str],
+        route_header: &str,
+    ) -> Result<Self> {
+        let listener =
+            TcpListener::bind(addr).with_context(|| format!("binding the app to {addr}"))?;
         let addr = listener.local_addr()?;
         let onward = Arc::new(OnceLock::new());
         let stopping = Arc::new(AtomicBool::new(false));
