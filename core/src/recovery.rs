@@ -272,8 +272,10 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Recorded less than `ttl_ms` ago (an entry from the future, after
+    /// the clock went back, is not).
     fn live(&self, now_ms: u64, ttl_ms: u64) -> bool {
-        now_ms.saturating_sub(self.recorded_ms) < ttl_ms
+        self.recorded_ms <= now_ms && now_ms - self.recorded_ms < ttl_ms
     }
 }
 
@@ -374,7 +376,9 @@ impl Store {
 
     /// Records `trace_id -> key` at `now_ms`. An entry of the same trace
     /// with the same key younger than a quarter of the TTL is left alone, so
-    /// a busy trace does not write on every request.
+    /// a busy trace does not write on every request. Any other entry of the
+    /// trace (in either bucket: two workers may have recorded it at once) is
+    /// replaced, so the trace has one entry, with this key.
     pub fn record(
         &self,
         data: &impl SharedData,
@@ -382,78 +386,106 @@ impl Store {
         key: &str,
         now_ms: u64,
     ) -> Recorded {
-        let mut read: Vec<(u32, Vec<Entry>, Option<u32>)> = Vec::with_capacity(2);
-        for bucket in dedup(trace_id.slots(self.buckets)) {
-            let (value, cas) = data.get(&self.bucket_key(bucket));
-            let mut entries = value.as_deref().map(decode_bucket).unwrap_or_default();
-            // Expired entries are free room.
-            entries.retain(|entry| entry.live(now_ms, self.ttl_ms));
-            read.push((bucket, entries, cas));
+        struct Bucket {
+            id: u32,
+            entries: Vec<Entry>,
+            cas: Option<u32>,
+            dirty: bool,
         }
-        let entry = Entry {
+        let mut buckets: Vec<Bucket> = dedup(trace_id.slots(self.buckets))
+            .map(|id| {
+                let (value, cas) = data.get(&self.bucket_key(id));
+                let mut entries = value.as_deref().map(decode_bucket).unwrap_or_default();
+                // Expired entries (and any from the future) are free room.
+                entries.retain(|entry| entry.live(now_ms, self.ttl_ms));
+                Bucket {
+                    id,
+                    entries,
+                    cas,
+                    dirty: false,
+                }
+            })
+            .collect();
+        let own = |entry: &Entry| entry.trace_id == trace_id.as_str();
+        let mut owned = buckets
+            .iter()
+            .flat_map(|bucket| bucket.entries.iter().filter(|e| own(e)));
+        let newest = owned.clone().map(|e| e.recorded_ms).max();
+        if owned.all(|e| e.key == key)
+            && newest.is_some_and(|at| now_ms.saturating_sub(at) < self.ttl_ms / 4)
+        {
+            return Recorded::Fresh;
+        }
+        // The trace's bucket if it has one, else the emptier with room.
+        let mut target = None;
+        for (index, bucket) in buckets.iter_mut().enumerate() {
+            let before = bucket.entries.len();
+            bucket.entries.retain(|e| !own(e));
+            if bucket.entries.len() != before {
+                bucket.dirty = true;
+                target.get_or_insert(index);
+            }
+        }
+        let mut outcome = Recorded::Stored;
+        let target = match target {
+            Some(index) => index,
+            None => match buckets
+                .iter()
+                .enumerate()
+                .filter(|(_, bucket)| bucket.entries.len() < BUCKET_ENTRIES)
+                .min_by_key(|(_, bucket)| bucket.entries.len())
+            {
+                Some((index, _)) => index,
+                None => {
+                    // Both full of live entries: the oldest of them goes.
+                    let oldest = buckets
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(index, bucket)| {
+                            bucket
+                                .entries
+                                .iter()
+                                .enumerate()
+                                .map(move |(at, e)| (e.recorded_ms, index, at))
+                        })
+                        .min();
+                    let Some((_, index, at)) = oldest else {
+                        return Recorded::Lost;
+                    };
+                    if let Some(bucket) = buckets.get_mut(index) {
+                        if at < bucket.entries.len() {
+                            bucket.entries.remove(at);
+                        }
+                    }
+                    outcome = Recorded::Evicted;
+                    index
+                }
+            },
+        };
+        let Some(bucket) = buckets.get_mut(target) else {
+            return Recorded::Lost;
+        };
+        bucket.entries.push(Entry {
             recorded_ms: now_ms,
             trace_id: trace_id.as_str().to_owned(),
             key: key.to_owned(),
-        };
-        // The trace's own entry, refreshed in place.
-        let own = read
-            .iter()
-            .enumerate()
-            .find_map(|(index, (_, entries, _))| {
-                let at = entries
-                    .iter()
-                    .position(|e| e.trace_id == trace_id.as_str())?;
-                Some((index, at))
-            });
-        let (index, outcome) = if let Some((index, at)) = own {
-            let Some(existing) = read.get_mut(index).and_then(|(_, e, _)| e.get_mut(at)) else {
-                return Recorded::Lost;
-            };
-            if existing.key == key
-                && existing.recorded_ms <= now_ms
-                && existing.live(now_ms, self.ttl_ms / 4)
-            {
-                return Recorded::Fresh;
+        });
+        bucket.dirty = true;
+        let mut written = false;
+        for (index, bucket) in buckets.iter().enumerate() {
+            if !bucket.dirty {
+                continue;
             }
-            *existing = entry;
-            (index, Recorded::Stored)
-        } else if let Some(index) = read
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, entries, _))| entries.len() < BUCKET_ENTRIES)
-            .min_by_key(|(_, (_, entries, _))| entries.len())
-            .map(|(index, _)| index)
-        {
-            // Room in the emptier bucket.
-            if let Some((_, entries, _)) = read.get_mut(index) {
-                entries.push(entry);
+            let ok = data.set(
+                &self.bucket_key(bucket.id),
+                &encode_bucket(&bucket.entries),
+                bucket.cas,
+            );
+            if index == target {
+                written = ok;
             }
-            (index, Recorded::Stored)
-        } else {
-            // Both full of live entries: the oldest of them goes.
-            let oldest = read
-                .iter()
-                .enumerate()
-                .flat_map(|(index, (_, entries, _))| {
-                    entries
-                        .iter()
-                        .enumerate()
-                        .map(move |(at, e)| (e.recorded_ms, index, at))
-                })
-                .min();
-            let Some((_, index, at)) = oldest else {
-                return Recorded::Lost;
-            };
-            let Some(slot) = read.get_mut(index).and_then(|(_, e, _)| e.get_mut(at)) else {
-                return Recorded::Lost;
-            };
-            *slot = entry;
-            (index, Recorded::Evicted)
-        };
-        let Some((bucket, entries, cas)) = read.get(index) else {
-            return Recorded::Lost;
-        };
-        if data.set(&self.bucket_key(*bucket), &encode_bucket(entries), *cas) {
+        }
+        if written {
             outcome
         } else {
             Recorded::Lost
@@ -776,6 +808,45 @@ mod tests {
             data.0.set(&store.bucket_key(bucket), b"junk", None);
         }
         assert_eq!(store.record(&data, &id(1), "pr-42", 10), Recorded::Lost);
+    }
+
+    #[test]
+    fn a_trace_recorded_twice_by_racing_workers_ends_with_one_entry() {
+        // Found by the fuzz target: the same trace in both buckets (two
+        // workers recording at once), one with another key, or from the
+        // future (the clock went back).
+        let store = Store::new("p", 16, 1000);
+        let data = Map::default();
+        let [a, b] = id(1).slots(store.buckets);
+        let trace = id(1).as_str().to_owned();
+        data.set(
+            &store.bucket_key(a),
+            format!("1 {trace} pr-42").as_bytes(),
+            None,
+        );
+        data.set(
+            &store.bucket_key(b),
+            format!("5 {trace} other\n3 b:2 x").as_bytes(),
+            None,
+        );
+        assert_eq!(store.record(&data, &id(1), "pr-42", 5), Recorded::Stored);
+        assert_eq!(store.find(&data, &id(1), 5).as_deref(), Some("pr-42"));
+        let future = Map::default();
+        future.set(
+            &store.bucket_key(a),
+            format!("14 {trace} prr").as_bytes(),
+            None,
+        );
+        assert_eq!(
+            store.find(&future, &id(1), 5),
+            None,
+            "from the future: not live"
+        );
+        assert_eq!(store.record(&future, &id(1), "pr-42", 5), Recorded::Stored);
+        assert_eq!(store.find(&future, &id(1), 5).as_deref(), Some("pr-42"));
+        // The other worker's entry in the other bucket was dropped.
+        let other = future.get(&store.bucket_key(b)).0.unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&other).contains(&trace));
     }
 
     #[test]
