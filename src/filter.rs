@@ -113,7 +113,7 @@ impl RequestFilter {
     }
 
     /// The inbound side of a sidecar (`recovery` on, Envoy's
-    /// `listener_direction` inbound): the request is not decided, marked or
+    /// `xds.listener_direction` inbound): the request is not decided, marked or
     /// counted as an outcome (it was routed by the caller's sidecar, and a
     /// route header it carries is left to the app, whose own outbound calls
     /// have it removed); if it has a valid routing key, each trace id it

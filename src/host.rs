@@ -269,14 +269,18 @@ pub fn set_tick_period(period_ms: u64) {
     let _ = hostcalls::set_tick_period(Duration::from_millis(period_ms));
 }
 
-/// Which listener the current request came through (Envoy's
-/// `listener_direction`: the listener's `traffic_direction`, which Istio
-/// sets on every sidecar listener). `Unspecified` where the host does not
-/// say: the filter then treats the request as outbound.
+/// Which listener the current request came through: Envoy's attribute
+/// `xds.listener_direction`, the listener's `traffic_direction` (an int64:
+/// 1 inbound, 2 outbound), which Istio sets on every sidecar listener.
+/// Envoy 1.40 answers it in an HTTP filter; its older name
+/// `listener_direction` answers nothing there (checked in a real Envoy
+/// 1.40, `e2e/tests/recovery.rs`) and is asked only if the first is
+/// missing. `Unspecified` where neither says: the filter then treats the
+/// request as outbound.
 pub fn listener_direction() -> Direction {
-    let bytes = hostcalls::get_property(vec!["listener_direction"])
-        .ok()
-        .flatten();
+    let property = |path: Vec<&str>| hostcalls::get_property(path).ok().flatten();
+    let bytes = property(vec!["xds", "listener_direction"])
+        .or_else(|| property(vec!["listener_direction"]));
     Direction::from_property(bytes.as_deref())
 }
 

@@ -479,7 +479,7 @@ fn listener(setup: &Setup, scenario: &Scenario, port: u16) -> Value {
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
     }));
-    // Envoy's `listener_direction` tells a `recovery` plugin which side it
+    // Envoy's `xds.listener_direction` tells a `recovery` plugin which side it
     // is on (the other scenarios keep the listener as it was).
     let direction = match scenario.recovery {
         Some(Side::Inbound) => json!("INBOUND"),

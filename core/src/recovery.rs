@@ -10,7 +10,7 @@
 //!   `traceparent` (W3C), `x-b3-traceid` (B3), `uber-trace-id` (Jaeger) or
 //!   `x-request-id` (Envoy/Istio), a malformed value ignored;
 //! - [`Direction`]: which listener a request came through (Envoy's
-//!   `listener_direction` property);
+//!   `xds.listener_direction` attribute);
 //! - [`Store`]: the bounded table in proxy-wasm shared data, over a narrow
 //!   [`SharedData`] trait so it is tested here with a map.
 //!
@@ -229,7 +229,7 @@ fn request_id(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// Which side of the sidecar a request came through: Envoy's
-/// `listener_direction` property (the listener's `traffic_direction`, an
+/// `xds.listener_direction` attribute (the listener's `traffic_direction`, an
 /// int64: 1 inbound, 2 outbound). Istio sets it on every sidecar listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

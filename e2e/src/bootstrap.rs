@@ -194,7 +194,7 @@ pub const INBOUND_LISTENER_NAME: &str = "virtualInbound";
 pub const INBOUND_CLUSTER: &str = "inbound|8080||";
 
 /// An inbound listener shaped like Istio's: `traffic_direction: INBOUND`
-/// (Envoy's `listener_direction` 1), every request to the app's cluster,
+/// (Envoy's `xds.listener_direction` 1), every request to the app's cluster,
 /// the same plugin (so the same VM and the same shared data) in its chain.
 #[derive(Debug, Clone)]
 pub struct InboundListener {
