@@ -5,7 +5,7 @@
 //! request is checked, once the router has run, to have reached its fork.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use sandbox_router_core::config::FilterConfig;
@@ -37,7 +37,8 @@ pub struct Worker {
     pub recovery: Option<Store>,
     /// Requests decided with a recovered key (their outcome reads
     /// `key_recovered` when routed or baseline).
-    recovered: RefCell<HashSet<u32>>,
+    /// (A few at a time: requests in flight on this worker with a recovered key.)
+    recovered: RefCell<Vec<u32>>,
 }
 
 /// Filter state names (Envoy prefixes them with `wasm.`).
@@ -97,7 +98,7 @@ impl Worker {
             .map(|r| Store::new(plugin_name, r.max_entries, r.ttl_ms));
         Worker {
             recovery,
-            recovered: RefCell::new(HashSet::new()),
+            recovered: RefCell::new(Vec::new()),
             config,
             metrics,
             routes: RefCell::new(routes),
@@ -146,7 +147,10 @@ impl Worker {
 
     /// Request `context_id` is decided with a key recovered from its trace.
     pub fn mark_recovered(&self, context_id: u32) {
-        self.recovered.borrow_mut().insert(context_id);
+        let mut recovered = self.recovered.borrow_mut();
+        if !recovered.contains(&context_id) {
+            recovered.push(context_id);
+        }
     }
 
     /// Counts the current request's outcome and exposes it where Envoy's
@@ -240,7 +244,7 @@ impl Worker {
     /// Forgets request `context_id` (ended).
     pub fn forget(&self, context_id: u32) {
         self.marked.borrow_mut().remove(&context_id);
-        self.recovered.borrow_mut().remove(&context_id);
+        self.recovered.borrow_mut().retain(|id| *id != context_id);
     }
 
     fn mark(&self, marking: &Marking<'_>) -> bool {
