@@ -495,12 +495,37 @@ impl Store {
     /// The key recorded for `trace_id`, if a live entry has it (the newest,
     /// should two workers have recorded it in both buckets).
     pub fn find(&self, data: &impl SharedData, trace_id: &TraceId, now_ms: u64) -> Option<String> {
-        dedup(trace_id.slots(self.buckets))
-            .filter_map(|bucket| data.get(&self.bucket_key(bucket)).0)
-            .flat_map(|bytes| decode_bucket(&bytes))
-            .filter(|entry| entry.trace_id == trace_id.as_str() && entry.live(now_ms, self.ttl_ms))
-            .max_by_key(|entry| entry.recorded_ms)
-            .map(|entry| entry.key)
+        // The per-request path: lines are compared in place, and only the
+        // one that matches is validated and copied.
+        let mut best: Option<(u64, String)> = None;
+        for bucket in dedup(trace_id.slots(self.buckets)) {
+            let Some(bytes) = data.get(&self.bucket_key(bucket)).0 else {
+                continue;
+            };
+            let Ok(text) = std::str::from_utf8(&bytes) else {
+                continue;
+            };
+            // The entries `decode_bucket` would keep, in the same order.
+            let entries = text.split('\n').filter_map(|line| {
+                let mut parts = line.split(' ');
+                let (Some(at), Some(id), Some(key), None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    return None;
+                };
+                let at = at.parse::<u64>().ok()?;
+                let valid = !id.is_empty() && routing_key::validate(key).is_ok();
+                valid.then_some((at, id, key))
+            });
+            for (at, id, key) in entries.take(BUCKET_ENTRIES) {
+                let live = at <= now_ms && now_ms - at < self.ttl_ms;
+                let newer = best.as_ref().is_none_or(|(best_at, _)| at >= *best_at);
+                if id == trace_id.as_str() && live && newer {
+                    best = Some((at, key.to_owned()));
+                }
+            }
+        }
+        best.map(|(_, key)| key)
     }
 }
 
