@@ -37,7 +37,10 @@ impl SharedData for Map {
         if cas.is_some() && cas != current {
             return false;
         }
-        map.insert(key.to_owned(), (value.to_vec(), current.map_or(1, |c| c + 1)));
+        map.insert(
+            key.to_owned(),
+            (value.to_vec(), current.map_or(1, |c| c + 1)),
+        );
         true
     }
 }
