@@ -126,6 +126,7 @@ impl RequestFilter {
             return;
         };
         let now = host::now_ms();
+        let mut stored = false;
         for header in &recovery.trace_headers {
             let Some(id) = host::request_header(header.name()).and_then(|v| header.parse(&v))
             else {
@@ -137,8 +138,12 @@ impl RequestFilter {
                     self.worker.metrics.increment(Counter::RecoveryRecorded);
                     self.worker.metrics.increment(Counter::RecoveryEvicted);
                 }
-                Recorded::Fresh | Recorded::Lost => {}
+                Recorded::Fresh | Recorded::Lost => continue,
             }
+            stored = true;
+        }
+        if stored {
+            store.note_recorded(&host::HostSharedData, now);
         }
     }
 
@@ -177,6 +182,11 @@ impl RequestFilter {
             return Recovery::Untouched;
         }
         let now = host::now_ms();
+        // Nothing recorded lately (most sidecars, most of the time): one
+        // shared-data read, no trace header read.
+        if !store.may_hold(&host::HostSharedData, now) {
+            return Recovery::Untouched;
+        }
         let found = recovery.trace_headers.iter().find_map(|header| {
             let id = header.parse(&host::request_header(header.name())?)?;
             Some((store.find(&host::HostSharedData, &id, now)?, header.name()))

@@ -87,6 +87,9 @@ pub struct Scenario {
 enum Side {
     Inbound,
     Outbound,
+    /// Outbound, with a table of its own that nothing records into (a
+    /// sidecar whose inbound side saw no keyed request lately).
+    OutboundIdle,
 }
 
 impl Scenario {
@@ -209,6 +212,14 @@ pub fn all() -> Vec<Scenario> {
         )
         .traced(false)
         .recovery(Side::Outbound),
+        Scenario::new(
+            "recovery_no_key_idle",
+            router,
+            Some(baggage_no_key()),
+            Expect::Baseline,
+        )
+        .traced(false)
+        .recovery(Side::OutboundIdle),
         Scenario::new(
             "recovery_inbound",
             router,
@@ -469,8 +480,8 @@ fn listener(setup: &Setup, scenario: &Scenario, port: u16) -> Value {
                 }
             }
             let name = match scenario.recovery {
-                Some(_) => RECOVERY_PLUGIN,
-                None => scenario.name,
+                Some(Side::Inbound | Side::Outbound) => RECOVERY_PLUGIN,
+                Some(Side::OutboundIdle) | None => scenario.name,
             };
             filters.push(wasm(name, &setup.router_wasm, &config.to_string()));
         }
@@ -483,7 +494,7 @@ fn listener(setup: &Setup, scenario: &Scenario, port: u16) -> Value {
     // is on (the other scenarios keep the listener as it was).
     let direction = match scenario.recovery {
         Some(Side::Inbound) => json!("INBOUND"),
-        Some(Side::Outbound) => json!("OUTBOUND"),
+        Some(Side::Outbound | Side::OutboundIdle) => json!("OUTBOUND"),
         None => json!("UNSPECIFIED"),
     };
     json!({

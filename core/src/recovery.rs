@@ -492,6 +492,34 @@ impl Store {
         }
     }
 
+    fn marker_key(&self) -> String {
+        format!("{}last", self.prefix)
+    }
+
+    /// Notes that an entry was recorded at `now_ms` (in one more key, the
+    /// table's marker), at most every quarter TTL, so that the outbound
+    /// side can tell with one read that the table holds nothing live.
+    pub fn note_recorded(&self, data: &impl SharedData, now_ms: u64) {
+        let marked = data.get(&self.marker_key()).0.and_then(|b| parse_ms(&b));
+        let stale = marked.is_none_or(|at| at > now_ms || now_ms - at >= self.ttl_ms / 4);
+        if stale {
+            let _ = data.set(&self.marker_key(), now_ms.to_string().as_bytes(), None);
+        }
+    }
+
+    /// Whether the table may hold a live entry: something was recorded
+    /// within `ttlMs` plus the quarter TTL the marker may lag by. One read;
+    /// `false` (no trace header read, no bucket read) on a sidecar whose
+    /// inbound side has seen no keyed request lately, which is most of them.
+    pub fn may_hold(&self, data: &impl SharedData, now_ms: u64) -> bool {
+        match data.get(&self.marker_key()).0.and_then(|b| parse_ms(&b)) {
+            None => false,
+            // A clock that went back: be safe.
+            Some(at) if at > now_ms => true,
+            Some(at) => now_ms - at < self.ttl_ms.saturating_add(self.ttl_ms / 4),
+        }
+    }
+
     /// The key recorded for `trace_id`, if a live entry has it (the newest,
     /// should two workers have recorded it in both buckets).
     pub fn find(&self, data: &impl SharedData, trace_id: &TraceId, now_ms: u64) -> Option<String> {
@@ -527,6 +555,10 @@ impl Store {
         }
         best.map(|(_, key)| key)
     }
+}
+
+fn parse_ms(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
 fn dedup(slots: [u32; 2]) -> impl Iterator<Item = u32> {
@@ -872,6 +904,32 @@ mod tests {
         // The other worker's entry in the other bucket was dropped.
         let other = future.get(&store.bucket_key(b)).0.unwrap_or_default();
         assert!(!String::from_utf8_lossy(&other).contains(&trace));
+    }
+
+    #[test]
+    fn the_marker_says_when_the_table_cannot_hold_anything_live() {
+        let store = Store::new("p", 16, 1000);
+        let data = Map::default();
+        assert!(!store.may_hold(&data, 0), "never recorded");
+        store.record(&data, &id(1), "pr-42", 100);
+        store.note_recorded(&data, 100);
+        assert!(store.may_hold(&data, 100));
+        // Not rewritten within a quarter TTL...
+        store.record(&data, &id(2), "pr-42", 340);
+        store.note_recorded(&data, 340);
+        assert_eq!(
+            data.get(&store.marker_key()).0.as_deref(),
+            Some(&b"100"[..])
+        );
+        // ...so it stays true until that entry has expired too.
+        assert_eq!(store.find(&data, &id(2), 1339).as_deref(), Some("pr-42"));
+        assert!(store.may_hold(&data, 1339));
+        assert!(!store.may_hold(&data, 1350));
+        assert!(store.find(&data, &id(2), 1350).is_none());
+        // A clock that went back: may hold.
+        assert!(store.may_hold(&data, 50));
+        store.note_recorded(&data, 1400);
+        assert!(store.may_hold(&data, 1400));
     }
 
     #[test]
