@@ -30,6 +30,11 @@
 //! and a live entry is evicted before its TTL only when 8 younger live
 //! traces share its two buckets: with the default 20 000 entries and 10 000
 //! live traces, 32 (0.3 %) are evicted early (unit test below).
+//!
+//! One more key, `sr-rec/<plugin hash>/last`, holds when something was last
+//! recorded (rewritten at most every quarter TTL): an outbound request
+//! without a key reads only it on a sidecar whose inbound side has recorded
+//! nothing within the TTL ([`Store::may_hold`]).
 
 use crate::routing_key;
 
