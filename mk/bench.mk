@@ -10,6 +10,10 @@
 #                     (about 4 minutes with the defaults, once compiled).
 #   make bench-smoke  the same rig, every scenario checked for who answers,
 #                     wrk for 1 s on router_hit; writes nothing (for make test).
+#   make bench-sync   the table sync as the table grows (10,000 and 100,000
+#                     sandboxes): full sync, bytes per single-sandbox change,
+#                     write to every worker, table memory per Envoy. Writes
+#                     target/bench/sync.{json,md}; part of make bench.
 #   make bench-core   criterion micro-benchmarks of the core (native).
 #   make bench-callgrind
 #                     the same rig with Envoy under valgrind's callgrind:
@@ -36,14 +40,26 @@ BENCH_PIN       := $(shell [ "$$(nproc --all 2>/dev/null || echo 1)" -ge 2 ] && 
 BENCH_SCENARIOS ?=
 BENCH_CALLGRIND_REQUESTS ?= 2000
 
-export BENCH_ROUNDS BENCH_SECONDS BENCH_ENVOY_CPU BENCH_LOAD_CPU BENCH_SCENARIOS BENCH_CALLGRIND_REQUESTS
+BENCH_SYNC_SIZES ?= 10000,100000
+BENCH_SYNC_INTERVAL_MS ?= 1000
+BENCH_SYNC_CHANGES ?= 10
 
-.PHONY: bench bench-smoke bench-core bench-callgrind bench-prepare tool-wrk tool-valgrind
+export BENCH_ROUNDS BENCH_SECONDS BENCH_ENVOY_CPU BENCH_LOAD_CPU BENCH_SCENARIOS BENCH_CALLGRIND_REQUESTS BENCH_SYNC_SIZES BENCH_SYNC_INTERVAL_MS BENCH_SYNC_CHANGES
+
+.PHONY: bench bench-sync bench-sync-run bench-smoke bench-core bench-callgrind bench-prepare tool-wrk tool-valgrind
 
 bench: bench-prepare ## benchmark report: target/bench/{results.json,report.md,report.png}
 	ROUTESERVICE_BIN='$(CURDIR)/target/release/routeservice' ENVOY_BIN='$(BENCH_ENVOY)' SANDBOX_ROUTER_WASM='$(BENCH_WASM)' BENCH_FLOOR_WASM='$(BENCH_FLOOR)' \
 	  $(BENCH_PIN) '$(BENCH_DRIVER)'
 	@cat target/bench/report.md
+	@$(MAKE) --no-print-directory bench-sync-run
+
+bench-sync: bench-prepare ## table sync numbers (10k and 100k sandboxes): target/bench/sync.{json,md}
+	@$(MAKE) --no-print-directory bench-sync-run
+
+bench-sync-run:
+	ROUTESERVICE_BIN='$(CURDIR)/target/release/routeservice' ENVOY_BIN='$(BENCH_ENVOY)' SANDBOX_ROUTER_WASM='$(BENCH_WASM)' BENCH_FLOOR_WASM='$(BENCH_FLOOR)' \
+	  '$(BENCH_DRIVER)' --sync
 
 bench-smoke: bench-prepare ## ~1 s bench smoke: every scenario answers as expected, wrk runs
 	ROUTESERVICE_BIN='$(CURDIR)/target/release/routeservice' ENVOY_BIN='$(BENCH_ENVOY)' SANDBOX_ROUTER_WASM='$(BENCH_WASM)' BENCH_FLOOR_WASM='$(BENCH_FLOOR)' \

@@ -138,11 +138,11 @@ ISTIO_TOOLS_STAMP  := $(ISTIO_TOOLS)/.built-$(ISTIO_TOOLS_HASH)
 ISTIO_GO_ENV       := GOFLAGS='-mod=readonly -buildvcs=false' GOTOOLCHAIN=local
 ISTIO_LOCAL_ENV    := ISTIO_TOOLS_BIN='$(ISTIO_TOOLS_BIN)' ENVOY_BIN='$(VENV)/bin/envoy'
 
-istio-tools: $(ISTIO_TOOLS_STAMP) tool-registry ## istiod, pilot-agent, kube-apiserver, kubectl, etcd from the pinned Go modules (.tools/istio)
+istio-tools: $(ISTIO_TOOLS_STAMP) tool-registry ## istiod, pilot-agent, kube-apiserver, kube-controller-manager, kubectl, etcd from the pinned Go modules (.tools/istio)
 
 $(ISTIO_TOOLS_STAMP): $(ISTIO_TOOLS_MOD)/go.mod $(ISTIO_TOOLS_MOD)/go.sum
 	@command -v '$(GO)' >/dev/null 2>&1 || { echo "istio-tools: no Go toolchain ('$(GO)') on PATH" >&2; exit 1; }
-	@echo "==> building istiod, pilot-agent, kube-apiserver, kubectl, etcd ($$($(GO) version)); a cold build takes a while"
+	@echo "==> building istiod, pilot-agent, kube-apiserver, kube-controller-manager, kubectl, etcd ($$($(GO) version)); a cold build takes a while"
 	rm -rf '$(ISTIO_TOOLS_BIN)' '$(ISTIO_TOOLS)/crds' '$(ISTIO_TOOLS)'/.built-*
 	mkdir -p '$(ISTIO_TOOLS_BIN)' '$(ISTIO_TOOLS)/crds'
 	cd '$(ISTIO_TOOLS_MOD)' && $(ISTIO_GO_ENV) $(GO) build -trimpath -ldflags='-s -w' -o '$(ISTIO_TOOLS_BIN)/' tool
@@ -156,7 +156,7 @@ $(ISTIO_TOOLS_STAMP): $(ISTIO_TOOLS_MOD)/go.mod $(ISTIO_TOOLS_MOD)/go.sum
 	  for f in "$$gwapi"/config/crd/standard/gateway.networking.k8s.io_*.yaml; do echo '---'; cat "$$f"; done \
 	  > '$(ISTIO_TOOLS)/crds/gateway-api-crds.yaml'
 	chmod -R u+w '$(ISTIO_TOOLS)/crds'
-	@for b in pilot-discovery pilot-agent kube-apiserver kubectl etcd; do \
+	@for b in pilot-discovery pilot-agent kube-apiserver kube-controller-manager kubectl etcd; do \
 	  printf '  %-16s %s\n' "$$b" "$$(du -h '$(ISTIO_TOOLS_BIN)'/$$b | cut -f1)"; done
 	touch '$@'
 
@@ -178,6 +178,8 @@ e2e-istio: istio-tools venv ## end-to-end tests through the local Istio mesh (re
 	$(ISTIO_LOCAL_ENV) $(CARGO) test -p sandbox-router-e2e --features local-istio --test istio -- --test-threads=1 --nocapture
 	@# The Kubernetes store on the same control plane (not at the same time: fixed ports).
 	$(ISTIO_LOCAL_ENV) $(CARGO) test -p sandbox-router-e2e --features local-istio --test kube_store -- --nocapture
+	@# Sandboxes as objects through the mesh: two replicas on the Kubernetes store, HTTPRoutes, the garbage collector.
+	$(ISTIO_LOCAL_ENV) $(CARGO) test -p sandbox-router-e2e --features local-istio --test kube_routes -- --nocapture
 
 # ----------------------------------------------------------- tool setup
 

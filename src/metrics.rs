@@ -70,6 +70,13 @@ pub enum Counter {
     SyncOk,
     SyncNotModified,
     SyncError,
+    /// Of `sync_ok`: a delta (`?since=V`) applied.
+    SyncDelta,
+    /// Of `sync_ok`: a full table taken (the first sync, after a `410`, or
+    /// after a delta that could not be applied).
+    SyncFull,
+    /// `410 Gone` answers to `?since=V` (the full table is taken next).
+    SyncGone,
 }
 
 impl Counter {
@@ -105,7 +112,7 @@ pub enum Gauge {
     ConfigValid,
 }
 
-const COUNTERS: [(Counter, &str); 28] = [
+const COUNTERS: [(Counter, &str); 31] = [
     (Counter::Routed, "sandbox_router.routed"),
     (Counter::RouteMissing, "sandbox_router.route_missing"),
     (Counter::ForkUnknown, "sandbox_router.fork_unknown"),
@@ -146,6 +153,9 @@ const COUNTERS: [(Counter, &str); 28] = [
     (Counter::SyncOk, "sandbox_router.sync_ok"),
     (Counter::SyncNotModified, "sandbox_router.sync_not_modified"),
     (Counter::SyncError, "sandbox_router.sync_error"),
+    (Counter::SyncDelta, "sandbox_router.sync_delta"),
+    (Counter::SyncFull, "sandbox_router.sync_full"),
+    (Counter::SyncGone, "sandbox_router.sync_gone"),
 ];
 
 const GAUGES: [(Gauge, &str); 5] = [

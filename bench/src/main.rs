@@ -15,6 +15,7 @@
 mod callgrind;
 mod report;
 mod scenarios;
+mod sync;
 mod wrk;
 
 use std::collections::BTreeMap;
@@ -40,7 +41,11 @@ pub const SANDBOXES_LARGE: usize = 100_000;
 
 fn main() -> Result<()> {
     let smoke = std::env::args().any(|arg| arg == "--smoke");
-    let mut settings = Settings::from_env(smoke)?;
+    let table_sync = std::env::args().any(|arg| arg == "--sync");
+    let mut settings = Settings::from_env(smoke, !table_sync)?;
+    if table_sync {
+        return sync::run(&settings);
+    }
     if std::env::args().any(|arg| arg == "--callgrind") {
         settings.callgrind = true;
         return callgrind::run(&settings);
@@ -70,7 +75,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    fn from_env(smoke: bool) -> Result<Self> {
+    /// `need_floor`: the `wasm_floor` fixture must be built (every mode but
+    /// `--sync`).
+    fn from_env(smoke: bool, need_floor: bool) -> Result<Self> {
         let number = |name: &str, default: u64| -> Result<u64> {
             match std::env::var(name) {
                 Ok(text) if !text.is_empty() => text
@@ -92,7 +99,7 @@ impl Settings {
             || target.join("wasm32-wasip1/release/wasm_floor.wasm"),
             PathBuf::from,
         );
-        if !floor_wasm.is_file() {
+        if need_floor && !floor_wasm.is_file() {
             bail!(
                 "{} is missing: cargo build --release --target wasm32-wasip1 -p wasm-floor (make bench does)",
                 floor_wasm.display()

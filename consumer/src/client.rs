@@ -1,8 +1,11 @@
 //! [`RouteClient`]: one consumer's view of the RouteService table, and its
 //! decisions.
 //!
-//! - [`RouteClient::refresh`] syncs the table once (`GET /v1/routes` with
-//!   `If-None-Match`); a failed sync keeps the last good table. Run it from
+//! - [`RouteClient::refresh`] syncs the table once: holding a table at `V`,
+//!   by what changed since (`GET /v1/routes?since=V`); with none, or when
+//!   the server answers `410` (it no longer knows `V`) or a delta that cannot
+//!   be applied, by the full table (`GET /v1/routes` with `If-None-Match`).
+//!   A failed sync keeps the last good table. Run it from
 //!   [`crate::SyncThread`] in the background, or call it yourself (tests).
 //! - [`RouteClient::should_process`] extracts the routing key from a
 //!   message's headers and applies the selective-consumption rule
@@ -32,7 +35,7 @@ use sandbox_router_core::routing_key::RoutingKey;
 
 use crate::config::ClientConfig;
 use crate::error::{FetchError, WaitTimeout};
-use crate::http::{RouteServiceHttp, TableFetch};
+use crate::http::{DeltaFetch, RouteServiceHttp, TableFetch};
 use crate::stats::{Counters, Stats};
 
 /// Where the answer for a message came from.
@@ -119,7 +122,7 @@ impl RouteClient {
     pub fn refresh(&self) -> Result<Refresh, FetchError> {
         let _one_at_a_time = lock(&self.syncing);
         let held = self.version();
-        let fetched = self.http.table(held);
+        let fetched = self.fetch_table(held);
         let now = self.now_ms();
         let mut view = lock(&self.view);
         let View {
@@ -128,19 +131,44 @@ impl RouteClient {
         } = &mut *view;
         knowledge.sync_finished(fetched.is_ok(), now);
         let outcome = match (fetched, held) {
-            (Ok(TableFetch::NotModified), Some(version)) => {
+            (Ok(Fetched::NotModified), Some(version)) => {
                 Counters::bump(&self.counters.not_modified);
                 Ok(Refresh::Unchanged(version))
             }
-            (Ok(TableFetch::Changed(answer)), from) => {
+            (Ok(Fetched::Table(TableFetch::NotModified)), Some(version)) => {
+                Counters::bump(&self.counters.not_modified);
+                Ok(Refresh::Unchanged(version))
+            }
+            (Ok(Fetched::Delta(delta)), Some(from)) => {
+                // One sync at a time: the table held is still the one at
+                // `since` (checked by the parser against what was asked).
                 Counters::bump(&self.counters.tables_adopted);
+                Counters::bump(&self.counters.deltas);
+                let mut table = knowledge.table().clone();
+                delta.apply_to(&mut table);
+                let to = delta.version;
+                handover.adopt(knowledge, &self.config.consumer, to, table, now);
+                self.adopted.notify_all();
+                Ok(Refresh::Updated {
+                    from: Some(from),
+                    to,
+                })
+            }
+            (Ok(Fetched::Table(TableFetch::Changed(answer))), from) => {
+                Counters::bump(&self.counters.tables_adopted);
+                Counters::bump(&self.counters.full_tables);
                 let to = answer.version;
                 handover.adopt(knowledge, &self.config.consumer, to, answer.table, now);
                 self.adopted.notify_all();
                 Ok(Refresh::Updated { from, to })
             }
+            // Deltas are asked only while a table is held.
+            (Ok(Fetched::NotModified | Fetched::Delta(_)), None) => Err(FetchError::BadAnswer {
+                url: self.config.server.clone(),
+                problem: BadAnswer::Status(304),
+            }),
             // A 304 to a request that sent no tag: a broken server.
-            (Ok(TableFetch::NotModified), None) => Err(FetchError::BadAnswer {
+            (Ok(Fetched::Table(TableFetch::NotModified)), None) => Err(FetchError::BadAnswer {
                 url: self.config.server.clone(),
                 problem: BadAnswer::Status(304),
             }),
@@ -150,6 +178,36 @@ impl RouteClient {
             Counters::bump(&self.counters.sync_errors);
         }
         outcome
+    }
+
+    /// One sync's call(s): a delta since `held` when a table is held; the
+    /// full table with none, after a `410`, or when the delta could not be
+    /// used (a bad body, or a server without `?since=`). A transport
+    /// failure is not retried here (the next sync tries again).
+    fn fetch_table(&self, held: Option<u64>) -> Result<Fetched, FetchError> {
+        if let Some(version) = held {
+            match self.http.since(version) {
+                Ok(DeltaFetch::NotModified) => return Ok(Fetched::NotModified),
+                Ok(DeltaFetch::Changed(delta)) => return Ok(Fetched::Delta(delta)),
+                Ok(DeltaFetch::Gone) => {
+                    Counters::bump(&self.counters.gone);
+                    log::info!(
+                        "sandbox-router-consumer: the RouteService no longer knows version {version}: taking the full table"
+                    );
+                }
+                Err(error @ FetchError::Unreachable { .. }) => return Err(error),
+                Err(FetchError::BadAnswer {
+                    problem: problem @ (BadAnswer::NoStatus | BadAnswer::Status(500..)),
+                    url,
+                }) => return Err(FetchError::BadAnswer { url, problem }),
+                Err(error) => {
+                    log::warn!(
+                        "sandbox-router-consumer: unusable delta ({error}): taking the full table"
+                    );
+                }
+            }
+        }
+        self.http.table(held).map(Fetched::Table)
     }
 
     /// Whether this consumer processes the message with these headers (any
@@ -342,6 +400,16 @@ impl RouteClient {
     fn now_ms(&self) -> u64 {
         millis(self.started.elapsed())
     }
+}
+
+/// What one sync's call(s) brought.
+enum Fetched {
+    /// `304` to `?since=V`.
+    NotModified,
+    /// A validated delta from the version held.
+    Delta(sandbox_router_core::routes_api::Delta),
+    /// The answer of the full form.
+    Table(TableFetch),
 }
 
 /// A client's knowledge and its hand-over graces, under one lock: a table

@@ -1,14 +1,15 @@
-//! The two RouteService calls a consumer makes, over blocking plain HTTP:
-//! the whole table with `If-None-Match` (`GET /v1/routes`), and one key on a
-//! miss (`GET /v1/routes?routingKey=K`). Answers are read with the core's
+//! The RouteService calls a consumer makes, over blocking plain HTTP: what
+//! changed since the version held (`GET /v1/routes?since=V`), the whole
+//! table with `If-None-Match` (`GET /v1/routes`), and one key on a miss
+//! (`GET /v1/routes?routingKey=K`). Answers are read with the core's
 //! defensive parser: a size limit, every route validated, an answer for a
 //! foreign key refused.
 
 use std::time::Duration;
 
 use sandbox_router_core::routes_api::{
-    self, check_status, parse_key_routes, parse_routes, BadAnswer, RoutesAnswer, MAX_BODY_BYTES,
-    ROUTES_PATH,
+    self, check_delta_status, check_status, parse_delta, parse_key_routes, parse_routes, BadAnswer,
+    Delta, DeltaStatus, RoutesAnswer, MAX_BODY_BYTES, ROUTES_PATH,
 };
 use sandbox_router_core::routing_key::RoutingKey;
 
@@ -21,6 +22,17 @@ pub enum TableFetch {
     NotModified,
     /// `200`: a validated table.
     Changed(RoutesAnswer),
+}
+
+/// What a delta sync got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeltaFetch {
+    /// `304`: the table at `V` is current.
+    NotModified,
+    /// `410`: the server does not know `V`; take the full table.
+    Gone,
+    /// `200`: a validated delta from `V`.
+    Changed(Delta),
 }
 
 /// A blocking client of one RouteService.
@@ -55,6 +67,19 @@ impl RouteServiceHttp {
         parse_routes(&body)
             .map(TableFetch::Changed)
             .map_err(|problem| bad(&url, problem))
+    }
+
+    /// `GET /v1/routes?since=V`: what changed after `version`.
+    pub fn since(&self, version: u64) -> Result<DeltaFetch, FetchError> {
+        let path = routes_api::routes_since_path(version);
+        let (url, status, body) = self.get(&path, None)?;
+        match check_delta_status(Some(status)).map_err(|problem| bad(&url, problem))? {
+            DeltaStatus::NotModified => Ok(DeltaFetch::NotModified),
+            DeltaStatus::Gone => Ok(DeltaFetch::Gone),
+            DeltaStatus::Body => parse_delta(&body, version)
+                .map(DeltaFetch::Changed)
+                .map_err(|problem| bad(&url, problem)),
+        }
     }
 
     /// `GET /v1/routes?routingKey=K`: the routes of one key (an empty table

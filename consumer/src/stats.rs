@@ -9,6 +9,13 @@ pub struct Stats {
     pub decisions: u64,
     /// Table syncs that brought a new table (`200`).
     pub tables_adopted: u64,
+    /// Of `tables_adopted`: deltas (`?since=V`) applied.
+    pub deltas: u64,
+    /// Of `tables_adopted`: full tables taken (the first sync, after a
+    /// `410`, after a delta that could not be applied).
+    pub full_tables: u64,
+    /// `410 Gone` answers to `?since=V` (a full table was asked next).
+    pub gone: u64,
     /// Table syncs answered `304 Not Modified`.
     pub not_modified: u64,
     /// Table syncs that failed (the last good table stayed).
@@ -30,6 +37,9 @@ pub struct Stats {
 pub(crate) struct Counters {
     pub decisions: AtomicU64,
     pub tables_adopted: AtomicU64,
+    pub deltas: AtomicU64,
+    pub full_tables: AtomicU64,
+    pub gone: AtomicU64,
     pub not_modified: AtomicU64,
     pub sync_errors: AtomicU64,
     pub lookups: AtomicU64,
@@ -48,6 +58,9 @@ impl Counters {
         Stats {
             decisions: read(&self.decisions),
             tables_adopted: read(&self.tables_adopted),
+            deltas: read(&self.deltas),
+            full_tables: read(&self.full_tables),
+            gone: read(&self.gone),
             not_modified: read(&self.not_modified),
             sync_errors: read(&self.sync_errors),
             lookups: read(&self.lookups),

@@ -300,10 +300,17 @@ fn the_last_good_table_is_kept_when_the_service_goes_away() {
 #[test]
 fn bad_answers_are_refused_and_the_last_good_table_kept() {
     let good = r#"{"version":3,"routes":[{"routingKey":"pr-42","sandbox":"pr-42","baseline":"orders.shop.svc.cluster.local","target":"orders-pr-42.shop.svc.cluster.local"}]}"#;
+    let bad_routes = "{\"version\":4,\"routes\":[{\"routingKey\":\"a b\",\"sandbox\":\"s\",\"baseline\":\"x.y\",\"target\":\"z.y\"}]}";
+    let bad_delta = "{\"version\":4,\"since\":3,\"upserts\":[{\"routingKey\":\"a b\",\"sandbox\":\"s\",\"baseline\":\"x.y\",\"target\":\"z.y\"}],\"deletes\":[]}";
     let fake = Fake::start(vec![
         (200, "etag: \"3\"\r\n", good.to_owned()),
+        // since=3: a server error is a failed sync (no second call).
         (500, "", "{\"error\":\"internal error\"}".to_owned()),
-        (200, "", "{\"version\":4,\"routes\":[{\"routingKey\":\"a b\",\"sandbox\":\"s\",\"baseline\":\"x.y\",\"target\":\"z.y\"}]}".to_owned()),
+        // since=3: a delta that cannot be applied: the full table, bad too.
+        (200, "", bad_delta.to_owned()),
+        (200, "", bad_routes.to_owned()),
+        // since=3: not JSON, then the full table: not JSON either.
+        (200, "", "not json".to_owned()),
         (200, "", "not json".to_owned()),
         (304, "etag: \"3\"\r\n", String::new()),
     ]);
@@ -322,13 +329,114 @@ fn bad_answers_are_refused_and_the_last_good_table_kept() {
         assert_eq!(fork.version(), Some(3));
         assert!(fork.should_process(baggage("pr-42")).process);
     }
-    assert_eq!(fork.refresh().unwrap(), Refresh::Unchanged(3));
-    let conditional = fake.request(4).to_ascii_lowercase();
-    assert!(conditional.starts_with("get /v1/routes "), "{conditional}");
+    let asked: Vec<String> = (1..6)
+        .map(|i| fake.request(i).lines().next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            "GET /v1/routes?since=3 HTTP/1.1",
+            "GET /v1/routes?since=3 HTTP/1.1",
+            "GET /v1/routes HTTP/1.1",
+            "GET /v1/routes?since=3 HTTP/1.1",
+            "GET /v1/routes HTTP/1.1",
+        ]
+    );
+    let conditional = fake.request(3).to_ascii_lowercase();
     assert!(
         conditional.contains("if-none-match: \"3\""),
         "{conditional}"
     );
+    assert_eq!(fork.refresh().unwrap(), Refresh::Unchanged(3));
+    assert_eq!(fork.stats().sync_errors, 3);
+}
+
+#[test]
+fn syncs_by_delta_once_it_holds_a_table() {
+    let server = Server::start();
+    server.put("pr-42", "pr-42", &["orders", "billing"]);
+    let bare = |sandbox| {
+        RouteClient::new(config(&server.url, sandbox).with_handover_grace(Duration::ZERO))
+    };
+    let base = bare(None);
+    let fork = bare(Some("pr-42"));
+    for c in [&base, &fork] {
+        c.refresh().unwrap();
+    }
+    assert!(!base.should_process(baggage("pr-42")).process);
+    // pr-42 stops forking orders; pr-7 starts.
+    server.put("pr-42", "pr-42", &["billing"]);
+    let v = server.put("pr-7", "pr-7", &["orders"]);
+    for c in [&base, &fork] {
+        assert!(matches!(c.refresh().unwrap(), Refresh::Updated { to, .. } if to == v));
+        assert_eq!(c.refresh().unwrap(), Refresh::Unchanged(v));
+    }
+    assert_eq!(base.decide(baggage("pr-42")).source, Source::Table);
+    assert!(
+        base.should_process(baggage("pr-42")).process,
+        "no longer forked"
+    );
+    assert!(!base.should_process(baggage("pr-7")).process);
+    assert!(!fork.should_process(baggage("pr-42")).process);
+    // The table reached by deltas is the full table.
+    let full = bare(None);
+    full.refresh().unwrap();
+    for key in ["pr-42", "pr-7", "pr-9"] {
+        assert_eq!(
+            base.decide(baggage(key)).verdict,
+            full.decide(baggage(key)).verdict,
+            "{key}"
+        );
+    }
+    let stats = base.stats();
+    assert_eq!(
+        (
+            stats.tables_adopted,
+            stats.full_tables,
+            stats.deltas,
+            stats.not_modified,
+            stats.gone
+        ),
+        (2, 1, 1, 1, 0)
+    );
+}
+
+#[test]
+fn a_410_takes_the_full_table() {
+    let good = |v: u64, target: &str| {
+        format!(
+            r#"{{"version":{v},"routes":[{{"routingKey":"pr-42","sandbox":"pr-42","baseline":"orders.shop.svc.cluster.local","target":"{target}.shop.svc.cluster.local"}}]}}"#
+        )
+    };
+    let fake = Fake::start(vec![
+        (200, "", good(3, "orders-a")),
+        (410, "", r#"{"error":"since: version 3 is not in this server's history"}"#.to_owned()),
+        (200, "", good(9, "orders-b")),
+        (200, "", r#"{"version":10,"since":9,"upserts":[],"deletes":[{"routingKey":"pr-42","baseline":"orders.shop.svc.cluster.local"}]}"#.to_owned()),
+    ]);
+    let c = client(&fake.url(), None);
+    c.refresh().unwrap();
+    assert_eq!(
+        c.refresh().unwrap(),
+        Refresh::Updated {
+            from: Some(3),
+            to: 9
+        }
+    );
+    assert!(fake.request(1).starts_with("GET /v1/routes?since=3 "));
+    assert!(fake.request(2).starts_with("GET /v1/routes "));
+    assert!(!c.should_process(baggage("pr-42")).process);
+    assert_eq!(
+        c.refresh().unwrap(),
+        Refresh::Updated {
+            from: Some(9),
+            to: 10
+        }
+    );
+    assert!(fake.request(3).starts_with("GET /v1/routes?since=9 "));
+    assert!(c.should_process(baggage("pr-42")).process, "deleted");
+    let stats = c.stats();
+    assert_eq!((stats.gone, stats.full_tables, stats.deltas), (1, 2, 1));
 }
 
 #[test]

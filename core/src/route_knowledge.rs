@@ -15,7 +15,7 @@
 use crate::breaker::Breaker;
 use crate::key_cache::{CacheLookup, CachePolicy, KeyCache};
 use crate::route_table::{RouteTable, SandboxTarget};
-use crate::routes_api::RoutesAnswer;
+use crate::routes_api::{Delta, RoutesAnswer};
 
 /// What is known about a `(key, destination)` without asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +117,23 @@ impl RouteKnowledge {
         self.table = table;
         self.version = Some(version);
         self.cache.superseded_by(version);
+    }
+
+    /// Applies validated deltas, in order, to the synced table in place (no
+    /// copy of the table), reaching `version`; cached answers it
+    /// supersedes are dropped. The deltas must chain from [`Self::version`]
+    /// (the caller checked it); they cannot fail half-way.
+    pub fn apply_deltas(&mut self, version: u64, deltas: &[Delta]) {
+        for delta in deltas {
+            delta.apply_to(&mut self.table);
+        }
+        self.version = Some(version);
+        self.cache.superseded_by(version);
+    }
+
+    /// The table decisions are made from.
+    pub fn table(&self) -> &RouteTable {
+        &self.table
     }
 
     /// A sync succeeded (200 or 304) or failed: the RouteService's health.

@@ -115,7 +115,9 @@ impl RouteTable {
         Ok(table)
     }
 
-    fn insert(&mut self, route: &Route) {
+    /// Adds or replaces the route of `route`'s (key, baseline). `route`
+    /// must be valid ([`Route::validate`]): the table trusts what it holds.
+    pub(crate) fn insert(&mut self, route: &Route) {
         let forks = self.by_key.entry(route.routing_key.clone()).or_default();
         let target = SandboxTarget {
             sandbox: route.sandbox.clone(),
@@ -131,6 +133,71 @@ impl RouteTable {
                 self.len += 1;
             }
         }
+    }
+
+    /// Removes the route of (`routing_key`, `baseline`), if there is one; a
+    /// key left with no route is forgotten (the table no longer knows it).
+    pub fn remove(&mut self, routing_key: &str, baseline: &str) -> bool {
+        let Some(forks) = self.by_key.get_mut(routing_key) else {
+            return false;
+        };
+        let Some(at) = forks.iter().position(|(b, _)| b == baseline) else {
+            return false;
+        };
+        forks.swap_remove(at);
+        if forks.is_empty() {
+            self.by_key.remove(routing_key);
+        }
+        self.len -= 1;
+        true
+    }
+
+    /// Every route, in no particular order.
+    pub fn routes(&self) -> impl Iterator<Item = Route> + '_ {
+        self.by_key.iter().flat_map(|(key, forks)| {
+            forks.iter().map(move |(baseline, t)| Route {
+                routing_key: key.clone(),
+                sandbox: t.sandbox.clone(),
+                baseline: baseline.clone(),
+                target: t.target.clone(),
+            })
+        })
+    }
+
+    /// Every route, sorted by key then baseline: equal tables give equal lists.
+    pub fn sorted_routes(&self) -> Vec<Route> {
+        let mut routes: Vec<Route> = self.routes().collect();
+        routes.sort_by(|a, b| (&a.routing_key, &a.baseline).cmp(&(&b.routing_key, &b.baseline)));
+        routes
+    }
+
+    /// The table as a `GET /v1/routes` body at `version`, in no particular
+    /// route order. Every field was validated to characters JSON needs no
+    /// escape for (`[A-Za-z0-9._~-]`), so this writes them as they are.
+    pub fn write_json(&self, version: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"version\":");
+        out.extend_from_slice(version.to_string().as_bytes());
+        out.extend_from_slice(b",\"routes\":[");
+        let mut first = true;
+        for (key, forks) in &self.by_key {
+            for (baseline, t) in forks {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                for (name, value) in [
+                    ("{\"routingKey\":\"", key.as_str()),
+                    ("\",\"sandbox\":\"", t.sandbox.as_str()),
+                    ("\",\"baseline\":\"", baseline.as_str()),
+                    ("\",\"target\":\"", t.target.as_str()),
+                ] {
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(value.as_bytes());
+                }
+                out.extend_from_slice(b"\"}");
+            }
+        }
+        out.extend_from_slice(b"]}");
     }
 
     /// Where `routing_key` sends a request bound for `destination`, if a
@@ -207,6 +274,41 @@ mod tests {
             .lookup("pr-99", "catalog.demo.svc.cluster.local")
             .is_none());
         assert!(table.knows_key("pr-7"));
+    }
+
+    #[test]
+    fn remove_forgets_a_key_with_no_route_left() {
+        let mut table = RouteTable::new(&[
+            route("k", "a", "svc.ns", "svc-a.ns"),
+            route("k", "a", "other.ns", "other-a.ns"),
+        ])
+        .unwrap();
+        assert!(!table.remove("k", "nope.ns"));
+        assert!(!table.remove("j", "svc.ns"));
+        assert!(table.remove("k", "svc.ns"));
+        assert!(table.knows_key("k"));
+        assert_eq!(table.len(), 1);
+        assert!(table.remove("k", "other.ns"));
+        assert!(!table.knows_key("k"));
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn write_json_is_a_routes_body_of_the_same_table() {
+        let table = RouteTable::new(&[
+            route("pr-42", "pr-42", "a.ns.svc", "a-pr-42.ns.svc"),
+            route("K~_.x", "s", "b.ns", "b-s.ns"),
+            route("pr-42", "pr-42", "b.ns", "b-pr-42.ns"),
+        ])
+        .unwrap();
+        let mut body = Vec::new();
+        table.write_json(7, &mut body);
+        let answer = crate::routes_api::parse_routes(&body).unwrap();
+        assert_eq!(answer.version, 7);
+        assert_eq!(answer.table.sorted_routes(), table.sorted_routes());
+        let mut empty = Vec::new();
+        RouteTable::default().write_json(0, &mut empty);
+        assert_eq!(empty, br#"{"version":0,"routes":[]}"#);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::key_cache::CachePolicy;
 use crate::lookup_budget::LookupBudget;
 use crate::route_knowledge::{Known, RouteKnowledge};
 use crate::route_table::{RouteTable, SandboxTarget};
-use crate::routes_api::{BadAnswer, RoutesAnswer};
+use crate::routes_api::{BadAnswer, Delta, RoutesAnswer};
 
 /// The answer for one request's `(key, destination)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +157,17 @@ impl WorkerRoutes {
     /// Adopts a synced table; cached answers it supersedes are dropped.
     pub fn adopt_table(&mut self, version: u64, table: RouteTable) {
         self.knowledge.adopt(version, table);
+    }
+
+    /// Applies validated deltas that chain from [`Self::table_version`] to
+    /// `version`, in place.
+    pub fn apply_deltas(&mut self, version: u64, deltas: &[Delta]) {
+        self.knowledge.apply_deltas(version, deltas);
+    }
+
+    /// The synced (or bootstrap) table.
+    pub fn table(&self) -> &RouteTable {
+        self.knowledge.table()
     }
 
     /// A table sync succeeded (200 or 304) or failed: the RouteService's

@@ -89,6 +89,7 @@ impl Behavior {
 #[derive(Debug, Default)]
 struct Counts {
     table: AtomicU64,
+    since: AtomicU64,
     key: AtomicU64,
     other: AtomicU64,
 }
@@ -142,6 +143,11 @@ impl FakeRouteService {
     }
 
     /// `GET /v1/routes?routingKey=K` requests received (lookups).
+    /// `GET /v1/routes?since=V` requests (answered `304` or `410`).
+    pub fn since_requests(&self) -> u64 {
+        self.counts.since.load(Ordering::SeqCst)
+    }
+
     pub fn key_requests(&self) -> u64 {
         self.counts.key.load(Ordering::SeqCst)
     }
@@ -198,7 +204,11 @@ fn serve_connection(
             .to_owned();
         let headers = read_header_block(&mut reader)?;
         let key = routing_key_of(&target);
+        let since = since_of(&target);
         match (target.split('?').next(), &key) {
+            (Some("/v1/routes"), _) if since.is_some() => {
+                counts.since.fetch_add(1, Ordering::SeqCst)
+            }
             (Some("/v1/routes"), Some(_)) => counts.key.fetch_add(1, Ordering::SeqCst),
             (Some("/v1/routes"), None) => counts.table.fetch_add(1, Ordering::SeqCst),
             _ => counts.other.fetch_add(1, Ordering::SeqCst),
@@ -213,6 +223,18 @@ fn serve_connection(
             Answer::Hang => return hang(&stream, stopping),
             Answer::Huge(size) => {
                 write_huge(&mut writer, size)?;
+            }
+            // A server with no history: `since` is current (304) or gone (410).
+            Answer::Table { version, .. } if since.is_some() => {
+                if since == Some(version) {
+                    write!(
+                        writer,
+                        "HTTP/1.1 304 Not Modified\r\netag: \"{version}\"\r\ncontent-length: 0\r\n\r\n"
+                    )?;
+                } else {
+                    let body = json!({"error": "since: not in this server's history"}).to_string();
+                    write_response(&mut writer, 410, &[], body.as_bytes())?;
+                }
             }
             Answer::Table { version, routes } => {
                 let etag = format!("\"{version}\"");
@@ -253,6 +275,15 @@ fn serve_connection(
             }
         }
     }
+}
+
+/// The `since` query parameter of a request target, if it is a number.
+fn since_of(target: &str) -> Option<u64> {
+    let (_, query) = target.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("since="))
+        .and_then(|v| v.parse().ok())
 }
 
 /// The `routingKey` query parameter of a request target, if any.

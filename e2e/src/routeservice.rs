@@ -124,6 +124,8 @@ pub struct Options {
     /// `Some`: `--store kubernetes` with this `KUBECONFIG` (no
     /// `ROUTESERVICE_TOKEN`: the API server checks tokens).
     pub kubeconfig: Option<PathBuf>,
+    /// More `serve` arguments (`--route-objects none`).
+    pub args: Vec<String>,
 }
 
 impl Options {
@@ -139,6 +141,7 @@ impl Options {
             seed: None,
             token: TEST_TOKEN.to_owned(),
             kubeconfig: None,
+            args: Vec::new(),
         })
     }
 }
@@ -226,6 +229,10 @@ impl RouteService {
             .env_remove("ROUTESERVICE_DATA_DIR")
             .env_remove("ROUTESERVICE_SEED")
             .env_remove("ROUTESERVICE_LOG_FORMAT")
+            .env_remove("ROUTESERVICE_ROUTE_OBJECTS")
+            .env_remove("ROUTESERVICE_ROUTE_HEADER")
+            .env_remove("ROUTESERVICE_CLUSTER_DOMAIN")
+            .args(&self.options.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use sandbox_router_e2e::client::{Request, Response};
 use sandbox_router_e2e::istio::local_mesh::{LocalMesh, LocalMeshOptions, NAMESPACE};
+use sandbox_router_e2e::istio::probe::{self, baggage};
 use sandbox_router_e2e::upstream::Echo;
 use serde_json::Value;
 
@@ -64,25 +65,12 @@ fn mesh() -> MutexGuard<'static, LocalMesh> {
 }
 
 fn get(to: SocketAddr, host: &str, headers: &[(&str, &str)]) -> Response {
-    let mut request = Request::get("/").header("host", host);
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    request
-        .send(to)
-        .unwrap_or_else(|e| panic!("GET {host} via {to}: {e:#}"))
+    probe::get(to, host, headers).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Who served a request, and what it received.
 fn served(to: SocketAddr, host: &str, headers: &[(&str, &str)]) -> (String, Echo) {
-    let response = get(to, host, headers);
-    assert_eq!(
-        response.status,
-        200,
-        "GET {host} via {to} with {headers:?}: {} {}",
-        response.status,
-        response.text()
-    );
+    let response = probe::get_ok(to, host, headers).unwrap_or_else(|e| panic!("{e:#}"));
     let echo = Echo::parse(&response.body).expect("an upstream echo");
     (response.header("x-served-by").unwrap_or_default(), echo)
 }
@@ -91,13 +79,8 @@ fn served_by(to: SocketAddr, host: &str, headers: &[(&str, &str)]) -> String {
     served(to, host, headers).0
 }
 
-fn baggage(key: &str) -> String {
-    format!("sd-routing-key={key}")
-}
-
 /// Polls until `host` with routing key `key` is served by `expected`, on
-/// every Envoy worker: each keeps its own table, so the answer must hold
-/// for [`SETTLED`] requests in a row (each on a new connection).
+/// every Envoy worker ([`probe::SETTLED`] requests in a row).
 fn wait_served_by(to: SocketAddr, host: &str, key: &str, expected: &str) -> Duration {
     wait_served_by_all(&[to], host, key, expected)[0]
 }
@@ -110,34 +93,8 @@ fn wait_served_by_all(
     key: &str,
     expected: &str,
 ) -> Vec<Duration> {
-    const SETTLED: usize = 12;
-    let start = Instant::now();
-    let mut first: Vec<Option<Duration>> = vec![None; proxies.len()];
-    let mut in_a_row = vec![0; proxies.len()];
-    loop {
-        for (i, to) in proxies.iter().enumerate() {
-            if in_a_row[i] >= SETTLED {
-                continue;
-            }
-            let sent = start.elapsed();
-            let got = served_by(*to, host, &[("baggage", &baggage(key))]);
-            if got == expected {
-                first[i].get_or_insert(sent);
-                in_a_row[i] += 1;
-            } else {
-                in_a_row[i] = 0;
-                first[i] = None;
-                assert!(
-                    start.elapsed() < SYNC_WAIT,
-                    "{host} with key {key} via {to}: still {got} after {SYNC_WAIT:?}, wanted {expected}"
-                );
-            }
-        }
-        if in_a_row.iter().all(|n| *n >= SETTLED) {
-            return first.into_iter().map(Option::unwrap_or_default).collect();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    probe::wait_served_by_all(proxies, host, key, expected, Instant::now(), SYNC_WAIT)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// The demo's routing matrix through one proxy.

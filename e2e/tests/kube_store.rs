@@ -1,11 +1,12 @@
 //! `routeservice serve --store kubernetes` against a real kube-apiserver
 //! (the control plane of the local Istio mesh, without istiod): the Sandbox
 //! CRD as shipped, its CEL rules, the shipped RBAC, two RouteService
-//! replicas on one set of objects.
+//! replicas on one set of objects (with `--route-objects none`: the routing
+//! objects of header mode are `kube_routes.rs`'s, through istiod).
 //!
-//! One control plane for the whole binary, one test: the control plane's
-//! ports are fixed, and the steps build on each other (run it under
-//! `flock /tmp/local-mesh.lock`, as every local-mesh run).
+//! One control plane for the whole binary, one test: the steps build on
+//! each other (the control plane's ports are fixed: a second run waits for
+//! the first, see `sandbox_router_e2e::istio::kube::LOCK_FILE`).
 
 #![cfg(feature = "local-istio")]
 // This whole file is test code, helpers included.
@@ -16,12 +17,14 @@
     clippy::indexing_slicing
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sandbox_router_e2e::client::{Request, Response};
-use sandbox_router_e2e::istio::kube::{KubeControlPlane, KubePorts, Kubectl, ADMIN_TOKEN};
+use sandbox_router_e2e::istio::kube::{KubeControlPlane, KubePorts, Kubectl};
+use sandbox_router_e2e::istio::local_mesh::kubeconfig_with_token;
 use sandbox_router_e2e::istio::pki::Pki;
+use sandbox_router_e2e::istio::probe::{self, sandbox_yaml};
 use sandbox_router_e2e::istio::tools::Tools;
 use sandbox_router_e2e::routeservice::{Options, RouteService};
 use serde_json::{json, Value};
@@ -33,12 +36,6 @@ const REVIEWS_FORK: &str = "reviews-pr-1.demo.svc.cluster.local";
 
 fn repo_file(path: &str) -> PathBuf {
     sandbox_router_e2e::repo_root().join(path)
-}
-
-/// A kubeconfig like the admin's, with `token` as its user.
-fn kubeconfig_with_token(admin: &Path, token: &str, to: &Path) {
-    let text = std::fs::read_to_string(admin).unwrap();
-    std::fs::write(to, text.replace(ADMIN_TOKEN, token)).unwrap();
 }
 
 fn send(
@@ -77,30 +74,13 @@ fn sandbox_body(key: &str, routes: &[(&str, &str)]) -> Value {
 }
 
 /// Polls `check` every 5 ms until it is true; how long that took.
-fn wait(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if check() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < timeout, "{what}: not after {timeout:?}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait(what: &str, timeout: Duration, check: impl FnMut() -> bool) -> Duration {
+    probe::wait(what, timeout, check).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn has_sandbox(to: &RouteService, name: &str) -> bool {
     to.get(&format!("/v1/sandboxes/{name}"))
         .is_ok_and(|r| r.status == 200)
-}
-
-fn sandbox_yaml(name: &str, key: &str, routes: &[(&str, &str)], extra: &str) -> String {
-    let mut yaml = format!(
-        "apiVersion: sandbox-router.dev/v1alpha1\nkind: Sandbox\nmetadata:\n  name: {name}\nspec:\n  routingKey: {key}\n{extra}  routes:\n"
-    );
-    for (b, t) in routes {
-        yaml.push_str(&format!("    - baseline: {b}\n      target: {t}\n"));
-    }
-    yaml
 }
 
 fn ready_reason(kubectl: impl Fn() -> Kubectl, name: &str) -> String {
@@ -163,6 +143,27 @@ fn routeservice_on_the_kubernetes_api() {
         .args(["-n", "sandbox-system", "create", "serviceaccount", "nobody"])
         .run()
         .unwrap();
+    // The forks exist (the RouteService checks: `ForkServiceMissing`).
+    let mut services = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n");
+    let forks = [
+        "catalog-pr-1",
+        "catalog-pr-3",
+        "catalog-pr-4",
+        "reviews-pr-1",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain((0..20).map(|i| format!("catalog-pr-1-{i}")));
+    for name in forks {
+        services.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: demo\nspec:\n  ports: [{{port: 8080, name: http}}]\n"
+        ));
+    }
+    kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(services)
+        .run()
+        .unwrap();
     let token_of = |sa: &str| {
         kubectl()
             .args([
@@ -220,11 +221,14 @@ fn routeservice_on_the_kubernetes_api() {
     // -- Two replicas, each with the RouteService's own identity (the
     // shipped ClusterRole).
     let kubeconfig = dir.join("routeservice.kubeconfig");
-    kubeconfig_with_token(plane.kubeconfig(), &routeservice_token, &kubeconfig);
+    kubeconfig_with_token(plane.kubeconfig(), &routeservice_token, &kubeconfig).unwrap();
     let replica = |label: &str| {
         let mut options = Options::for_tests(label).unwrap();
         options.kubeconfig = Some(kubeconfig.clone());
         options.token = writer_token.clone();
+        // Authority mode's: no routing objects (this API server has no
+        // Gateway API; e2e/tests/kube_routes.rs has them, with istiod).
+        options.args = vec!["--route-objects".into(), "none".into()];
         RouteService::start(options).unwrap()
     };
     let a = replica("kube-store-a");
@@ -293,6 +297,62 @@ fn routeservice_on_the_kubernetes_api() {
         .send(b.addr())
         .unwrap();
     assert_eq!(not_modified.status, 304);
+
+    // -- The delta sync across replicas: versions are content hashes
+    // (unordered), looked up by equality in each replica's own history. A
+    // change written through A: B answers the delta from the version the
+    // client got from A, and applying it to A's old table gives B's table.
+    let since: u64 = etag_a.trim_matches('"').parse().unwrap();
+    for replica in [&a, &b] {
+        let current = replica.get(&format!("/v1/routes?since={since}")).unwrap();
+        assert_eq!(current.status, 304, "{}", current.text());
+    }
+    a.put_sandbox(
+        "pr-delta",
+        "pr-delta",
+        &[(CATALOG, "catalog-pr-delta.demo.svc.cluster.local")],
+    )
+    .unwrap();
+    let etag_now = routes(&a).0;
+    wait("B has the delta's change", Duration::from_secs(10), || {
+        routes(&b).0 == etag_now
+    });
+    let old: Value = serde_json::from_str(&body_a).unwrap();
+    for replica in [&a, &b] {
+        let answer = replica.get(&format!("/v1/routes?since={since}")).unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let delta: Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(delta["since"], since);
+        assert_eq!(format!("\"{}\"", delta["version"]), etag_now);
+        let key = |r: &Value| (r["routingKey"].to_string(), r["baseline"].to_string());
+        let mut table: std::collections::BTreeMap<_, Value> = old["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (key(r), r.clone()))
+            .collect();
+        for gone in delta["deletes"].as_array().unwrap() {
+            table.remove(&key(gone));
+        }
+        for route in delta["upserts"].as_array().unwrap() {
+            table.insert(key(route), route.clone());
+        }
+        let full: Value = serde_json::from_str(&routes(replica).1).unwrap();
+        assert_eq!(
+            Value::Array(table.into_values().collect()),
+            full["routes"],
+            "the delta from A's version, applied, is the table now"
+        );
+        eprintln!(
+            "kube-store: delta since {since} from {}: {} bytes (full table {} bytes)",
+            replica.addr(),
+            answer.body.len(),
+            routes(replica).1.len()
+        );
+    }
+    let gone = b.get("/v1/routes?since=12345").unwrap();
+    assert_eq!(gone.status, 410, "{}", gone.text());
+    a.delete_sandbox("pr-delta").unwrap();
 
     // -- The same, 20 times: PUT latency through A, and how long after A
     // answered B serves the same table (same ETag).

@@ -1423,3 +1423,219 @@ fn a_probe_abandoned_by_its_client_does_not_stop_lookups_for_good() {
     );
     assert_plugin_healthy(&m.mesh);
 }
+
+// ------------------------------------------------------------ delta sync
+
+/// `routeservice_table_reads_total{answer="<answer>"}` of the RouteService.
+fn table_reads(rs: &RouteService, answer: &str) -> u64 {
+    let prefix = format!("routeservice_table_reads_total{{answer=\"{answer}\"}} ");
+    rs.metrics()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(|v| v.parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {prefix}"))
+}
+
+/// `routeservice_table_read_bytes_total{answer="<answer>"}`.
+fn table_read_bytes(rs: &RouteService, answer: &str) -> u64 {
+    let prefix = format!("routeservice_table_read_bytes_total{{answer=\"{answer}\"}} ");
+    rs.metrics()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(|v| v.parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {prefix}"))
+}
+
+/// Requests with `key` until `count` in a row are served by `want` on
+/// `service` (both workers answer in a run of 20): the table every worker
+/// holds has the change.
+fn every_worker_serves(mesh: &DemoMesh, service: &str, key: &str, want: &str) -> bool {
+    poll(Duration::from_secs(10), || {
+        (0..20)
+            .all(|_| served_by(mesh, service, Some(key)) == want)
+            .then_some(())
+    })
+    .is_some()
+}
+
+/// Once the filter holds a table it syncs by `?since=V`: one full table at
+/// start, then only deltas, each a few hundred bytes; a change reaches
+/// both workers (as table hits, no lookup) through the shared delta log.
+#[test]
+fn the_filter_syncs_by_delta_after_its_first_full_table() {
+    let settings = RouteServiceSettings::for_tests();
+    let rs = route_service("rs-delta");
+    for n in 0..50 {
+        let name = format!("bulk-{n}");
+        rs.put_sandbox(&name, &name, &pairs(&[fork("catalog", &name)]))
+            .unwrap();
+    }
+    let mesh = mesh_with(
+        "mesh-rs-delta",
+        Mode::Header,
+        &settings,
+        &["dl", "bulk-7"],
+        rs.addr(),
+        None,
+    );
+    wait_for_first_sync(&mesh, &settings);
+    let full = table_reads(&rs, "full");
+    assert_eq!(full, 1, "one full table per Envoy, fetched by one worker");
+
+    let before = Counters::of(&mesh);
+    let deltas_before = table_reads(&rs, "delta");
+    let bytes_before = table_read_bytes(&rs, "delta");
+    let written = rs
+        .put_sandbox("dl", "dl-key", &pairs(&[fork("catalog", "dl")]))
+        .unwrap();
+    wait_for_table_version(&mesh, &settings, written.version);
+    assert!(every_worker_serves(
+        &mesh,
+        "catalog",
+        "dl-key",
+        "catalog/dl"
+    ));
+    // Change it: reviews instead of catalog.
+    let changed = rs
+        .put_sandbox("dl", "dl-key", &pairs(&[fork("reviews", "dl")]))
+        .unwrap();
+    wait_for_table_version(&mesh, &settings, changed.version);
+    assert!(every_worker_serves(
+        &mesh,
+        "reviews",
+        "dl-key",
+        "reviews/dl"
+    ));
+    assert!(every_worker_serves(
+        &mesh,
+        "catalog",
+        "dl-key",
+        "catalog/baseline"
+    ));
+    // And delete it.
+    let deleted = rs.delete_sandbox("dl").unwrap();
+    wait_for_table_version(&mesh, &settings, deleted.version);
+    assert!(every_worker_serves(
+        &mesh,
+        "reviews",
+        "dl-key",
+        "reviews/baseline"
+    ));
+    // The bulk sandboxes still route on every worker (nothing lost).
+    assert!(every_worker_serves(
+        &mesh,
+        "catalog",
+        "bulk-7",
+        "catalog/bulk-7"
+    ));
+
+    let after = Counters::of(&mesh);
+    let deltas = table_reads(&rs, "delta") - deltas_before;
+    let delta_bytes = table_read_bytes(&rs, "delta") - bytes_before;
+    assert_eq!(
+        table_reads(&rs, "full"),
+        full,
+        "no full table after the first"
+    );
+    assert_eq!(table_reads(&rs, "gone"), 0);
+    assert!(deltas >= 3, "three changes, {deltas} deltas");
+    assert_eq!(after.since(&before, "sync_delta"), deltas);
+    assert_eq!(after.since(&before, "sync_full"), 0);
+    assert_eq!(after.since(&before, "sync_gone"), 0);
+    assert_eq!(after.since(&before, "sync_error"), 0);
+    // Every worker knew the key from its table; the first request of the
+    // new key may have looked it up once per worker before a sync.
+    assert!(after.since(&before, "lookup") <= WORKERS);
+    let per_delta = delta_bytes / deltas;
+    assert!(per_delta < 1024, "{per_delta} bytes per delta");
+    let full_bytes = table_read_bytes(&rs, "full");
+    println!(
+        "MEASURE delta sync: {deltas} deltas, {per_delta} bytes each on average; \
+         the one full table was {full_bytes} bytes (51 sandboxes)"
+    );
+    assert_plugin_healthy(&mesh);
+}
+
+/// A RouteService restarted after a write the filter had not synced no
+/// longer knows the filter's version: it answers `410`, and the filter
+/// takes the full table at once and routes by it.
+#[test]
+fn a_restarted_route_service_answers_410_and_the_filter_takes_the_full_table() {
+    let settings = RouteServiceSettings::for_tests();
+    let mut rs = route_service("rs-delta-410");
+    let mesh = mesh_with(
+        "mesh-rs-delta-410",
+        Mode::Header,
+        &settings,
+        &["gone"],
+        rs.addr(),
+        None,
+    );
+    wait_for_first_sync(&mesh, &settings);
+    let before = Counters::of(&mesh);
+    // A write, then kill -9 before the filter syncs it (retried in the rare
+    // case a sync slips in between).
+    let mut took_410 = false;
+    for attempt in 0..5 {
+        let written = rs
+            .put_sandbox(
+                "gone",
+                "gone-key",
+                &pairs(&[fork(
+                    if attempt % 2 == 0 {
+                        "catalog"
+                    } else {
+                        "reviews"
+                    },
+                    "gone",
+                )]),
+            )
+            .unwrap();
+        rs.kill().unwrap();
+        rs.restart().unwrap();
+        wait_for_table_version(&mesh, &settings, written.version);
+        if table_reads(&rs, "gone") >= 1 {
+            took_410 = true;
+            let service = if attempt % 2 == 0 {
+                "catalog"
+            } else {
+                "reviews"
+            };
+            assert!(every_worker_serves(
+                &mesh,
+                service,
+                "gone-key",
+                &format!("{service}/gone")
+            ));
+            break;
+        }
+    }
+    assert!(took_410, "no 410 in 5 attempts");
+    let after = Counters::of(&mesh);
+    assert!(after.since(&before, "sync_gone") >= 1);
+    assert!(
+        after.since(&before, "sync_full") >= 1,
+        "the full table after the 410"
+    );
+    assert!(table_reads(&rs, "full") >= 1);
+    // Back to deltas afterwards.
+    let deltas = table_reads(&rs, "delta");
+    let next = rs
+        .put_sandbox(
+            "gone",
+            "gone-key",
+            &pairs(&[fork("catalog", "gone"), fork("reviews", "gone")]),
+        )
+        .unwrap();
+    wait_for_table_version(&mesh, &settings, next.version);
+    for service in ["catalog", "reviews"] {
+        assert!(every_worker_serves(
+            &mesh,
+            service,
+            "gone-key",
+            &format!("{service}/gone")
+        ));
+    }
+    assert!(table_reads(&rs, "delta") > deltas);
+    assert_plugin_healthy(&mesh);
+}

@@ -3,6 +3,7 @@
 //! | call | answers |
 //! |---|---|
 //! | `GET /v1/routes[?routingKey=K]` | `{"version","routes"}`, `ETag`, `304` on `If-None-Match` |
+//! | `GET /v1/routes?since=V` | `{"version","since","upserts","deletes"}`; `304` when `V` is current; `410` when `V` is not in the history |
 //! | `PUT /v1/sandboxes/{name}` | `201` created / `200` replaced or unchanged, the stored sandbox |
 //! | `GET /v1/sandboxes`, `GET /v1/sandboxes/{name}` | list / one (`404`) |
 //! | `DELETE /v1/sandboxes/{name}` | `204` / `404` |
@@ -35,9 +36,9 @@ use tower::{BoxError, ServiceBuilder};
 use crate::auth::Auth;
 use crate::error::{error_response, ApiError, FieldError};
 use crate::kube_auth::{Access, Verb};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TableRead};
 use crate::model::{validate_name, validate_routing_key, SandboxSpec};
-use crate::service::{PutOutcome, RouteService, WriteError};
+use crate::service::{DeltaAnswer, PutOutcome, RouteService, WriteError};
 use crate::store::StoreError;
 use sandbox_router_core::consumption::Consumer;
 use sandbox_router_core::destination::{is_dns1123_label, is_dns_name};
@@ -200,6 +201,21 @@ async fn access_log(State(state): State<AppState>, request: Request, next: Next)
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RoutesQuery {
     routing_key: Option<String>,
+    since: Option<String>,
+}
+
+/// The `since` of `GET /v1/routes?since=V`: a table version.
+fn parse_since(since: &str) -> Result<u64, FieldError> {
+    let digits = !since.is_empty() && since.bytes().all(|b| b.is_ascii_digit());
+    digits
+        .then(|| since.parse::<u64>().ok())
+        .flatten()
+        .ok_or_else(|| {
+            FieldError::new(
+                "since",
+                "must be a table version (an unsigned 64-bit integer, as in `version`)",
+            )
+        })
 }
 
 async fn get_routes(
@@ -212,28 +228,72 @@ async fn get_routes(
     if let Some(key) = &query.routing_key {
         validate_routing_key(key)?;
     }
+    let since = query.since.as_deref().map(parse_since).transpose()?;
+    if since.is_some() && query.routing_key.is_some() {
+        return Err(FieldError::new(
+            "since",
+            "cannot be combined with routingKey (a delta is of the whole table)",
+        )
+        .into());
+    }
     state.authorize(&headers, LIST).await?;
     let snapshot = state.service()?.snapshot();
     let etag = format!("\"{}\"", snapshot.version());
     let etag_header = HeaderValue::from_str(&etag).map_err(|_| ApiError::Internal)?;
+    let metrics = state.metrics();
+    if let Some(since) = since {
+        return Ok(match snapshot.delta(since) {
+            DeltaAnswer::NotModified => {
+                metrics.table_read(TableRead::DeltaNotModified, 0);
+                (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response()
+            }
+            DeltaAnswer::Gone => {
+                metrics.table_read(TableRead::Gone, 0);
+                let (oldest, held) = snapshot.history();
+                tracing::debug!(since, ?oldest, held, "delta asked for a version not held");
+                ApiError::Gone(format!(
+                    "since: version {since} is not in this server's history \
+                     (too old, or from another server or process): take the full table, GET {ROUTES_PATH}"
+                ))
+                .into_response()
+            }
+            DeltaAnswer::Changes(body) => {
+                metrics.table_read(TableRead::Delta, body.len());
+                json_with_etag(etag_header, body)
+            }
+        });
+    }
     if if_none_match_matches(&headers, &etag) {
+        if query.routing_key.is_none() {
+            metrics.table_read(TableRead::FullNotModified, 0);
+        }
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response());
+    }
+    if query.routing_key.is_none() {
+        metrics.table_read(TableRead::Full, snapshot.routes_json().len());
     }
     let body = match &query.routing_key {
         None => snapshot.routes_json(),
         Some(key) => snapshot.routes_json_for_key(key),
     };
-    Ok((
+    Ok(json_with_etag(etag_header, body))
+}
+
+/// The path of the full table, for messages.
+const ROUTES_PATH: &str = "/v1/routes";
+
+fn json_with_etag(etag: HeaderValue, body: Bytes) -> Response {
+    (
         [
             (
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             ),
-            (header::ETAG, etag_header),
+            (header::ETAG, etag),
         ],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// RFC 9110 section 13.1.2: `*` matches any current representation; else

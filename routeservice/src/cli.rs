@@ -20,6 +20,7 @@ use sandbox_router_core::signed_key::{self, Secret};
 use crate::api::RequestLimits;
 use crate::client::{Client, ClientError, Stored};
 use crate::connections::ConnectionLimits;
+use crate::mesh_routes::{RouteObjects, RoutingPolicy};
 use crate::model::{SandboxRoute, SandboxSpec};
 use crate::server::{self, LogFormat, ServeConfig, StoreKind};
 
@@ -125,6 +126,20 @@ pub struct SignArgs {
     pub query_parameter: String,
 }
 
+/// A header name as the filter's `routeHeader` takes it: lower-case token
+/// characters.
+fn parse_route_header(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("must be a lower-case HTTP header name (like x-sandbox-route)".to_owned())
+    }
+}
+
 /// `30m`, `2h`, `1h30m`, `7d`: humantime's format, at least one second.
 fn parse_ttl(text: &str) -> Result<Duration, String> {
     let ttl = humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 30m, 2h, 7d)"))?;
@@ -148,6 +163,25 @@ pub struct ServeArgs {
     /// (the filter sends no token: give it none of these reads).
     #[arg(long, env = "ROUTESERVICE_AUTH_READS")]
     pub auth_reads: bool,
+    /// With --store kubernetes: the routing objects written for each
+    /// Sandbox. `httproute` (header mode): an HTTPRoute per forked Service
+    /// port, attached to the baseline Service, owned by the Sandbox;
+    /// `none` (authority mode, or routes written by hand). Forks are
+    /// checked either way (`ForkServiceMissing`).
+    #[arg(long, env = "ROUTESERVICE_ROUTE_OBJECTS", value_enum, default_value_t = RouteObjects::Httproute)]
+    pub route_objects: RouteObjects,
+    /// With --store kubernetes: the filter's `routeHeader`, which the
+    /// HTTPRoutes match.
+    #[arg(long, env = "ROUTESERVICE_ROUTE_HEADER", default_value = "x-sandbox-route", value_parser = parse_route_header)]
+    pub route_header: String,
+    /// With --store kubernetes: the cluster's DNS domain (Service hosts are
+    /// `<name>.<namespace>.svc.<domain>`).
+    #[arg(
+        long,
+        env = "ROUTESERVICE_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
     /// Directory of the database (`routes.redb`); created if missing.
     #[arg(
         long,
@@ -267,6 +301,11 @@ pub fn run(cli: Cli) -> ExitCode {
                 max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
             },
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+            routing: RoutingPolicy {
+                objects: args.route_objects,
+                route_header: args.route_header,
+                cluster_domain: args.cluster_domain,
+            },
         }),
         Command::Crd => crd(),
         Command::List(client) => finish(list(&client)),

@@ -64,6 +64,9 @@ pub enum ApiError {
     /// 409: the request fights another sandbox over a request.
     #[error("{0}")]
     Conflict(FieldError),
+    /// 410: `GET /v1/routes?since=V` for a version not in the history.
+    #[error("{0}")]
+    Gone(String),
     /// 408: the request was not complete (its body had not arrived) and
     /// answered within the request timeout.
     #[error("request not received and answered within {} s: send the body at once", .timeout.as_secs_f64())]
@@ -93,6 +96,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

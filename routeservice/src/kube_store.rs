@@ -27,14 +27,17 @@ use futures_util::StreamExt as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt as _;
-use kube::Client;
+use kube::{Client, Resource as _};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 
 use sandbox_router_crd::{ReadyReason, Sandbox, SandboxStatus, CONDITION_READY};
 
+use crate::kube_routes::{self, RouteWriter, ViewCache, ViewEvent};
+use crate::mesh_routes::{self, ClusterView, DesiredRoute, RouteObjects, RoutingPolicy};
 use crate::model::{validate_name, SandboxRoute, SandboxSpec, StoredSandbox};
 use crate::store::{Batch, Committed, Feed, FeedState, Store, StoreError, Stored};
 
@@ -66,8 +69,19 @@ pub struct Index {
     pub verdicts: BTreeMap<String, Verdict>,
     /// Expired objects to delete.
     pub expired: Vec<String>,
-    /// The earliest expiry still to come: the table changes then.
+    /// The earliest instant the table changes by itself: an expiry, or a
+    /// sandbox whose routes have settled in the mesh.
     pub next_expiry: Option<Timestamp>,
+    /// The routing objects that should exist (header mode), including
+    /// those of sandboxes waiting for them ([`ReadyReason::RoutesPending`]).
+    pub routes: Vec<DesiredRoute>,
+}
+
+/// What the index needs to check forks and plan routing objects.
+#[derive(Debug, Clone, Copy)]
+pub struct MeshContext<'a> {
+    pub view: &'a ClusterView,
+    pub policy: &'a RoutingPolicy,
 }
 
 fn creation(object: &Sandbox) -> Option<Timestamp> {
@@ -104,8 +118,20 @@ fn to_model(name: &str, object: &Sandbox) -> Result<SandboxSpec, String> {
     Ok(spec)
 }
 
-/// The served table of `objects` at `now` (see the module doc).
+/// The served table of `objects` at `now` (see the module doc), with no
+/// check of the cluster's Services and no routing objects.
 pub fn index(objects: &BTreeMap<String, Sandbox>, now: Timestamp) -> Index {
+    index_in(objects, None, now)
+}
+
+/// The served table of `objects` at `now`; with `mesh`, a sandbox is
+/// served only once its forks exist and its routing objects are written
+/// ([`crate::mesh_routes`]).
+pub fn index_in(
+    objects: &BTreeMap<String, Sandbox>,
+    mesh: Option<MeshContext<'_>>,
+    now: Timestamp,
+) -> Index {
     let mut order: Vec<(&String, &Sandbox)> = objects
         .iter()
         .filter(|(_, o)| o.metadata.deletion_timestamp.is_none())
@@ -170,6 +196,8 @@ pub fn index(objects: &BTreeMap<String, Sandbox>, now: Timestamp) -> Index {
             verdict(ReadyReason::Conflict, message, expires_at);
             continue;
         }
+        // The pairs are its, served or not yet: the oldest sandbox keeps a
+        // pair while it waits for a fork or its routing objects.
         for route in &spec.routes {
             claimed.insert(
                 (spec.routing_key.clone(), route.baseline.clone()),
@@ -177,11 +205,37 @@ pub fn index(objects: &BTreeMap<String, Sandbox>, now: Timestamp) -> Index {
             );
         }
         let count = spec.routes.len();
-        verdict(
-            ReadyReason::RoutesApplied,
-            format!("{count} route(s) served by the RouteService"),
-            expires_at,
-        );
+        let mut message = format!("{count} route(s) served by the RouteService");
+        if let Some(MeshContext { view, policy }) = mesh {
+            let plans = match mesh_routes::plan(name, &spec, view, policy) {
+                Ok(plans) => plans,
+                Err(problem) => {
+                    verdict(problem.reason, problem.message, expires_at);
+                    continue;
+                }
+            };
+            let uid = object.metadata.uid.as_deref().unwrap_or_default();
+            let desired = mesh_routes::http_routes(name, uid, &plans, policy);
+            let ready_at = mesh_routes::ready_at(&desired, view);
+            let pending = desired.len();
+            out.routes.extend(desired);
+            if let Some(at) = ready_at.filter(|at| *at > now) {
+                // Wake up then: the table changes by itself at that instant.
+                out.next_expiry = Some(out.next_expiry.map_or(at, |next| next.min(at)));
+            }
+            if ready_at.is_none_or(|at| at > now) {
+                verdict(
+                    ReadyReason::RoutesPending,
+                    format!(
+                        "writing {pending} HTTPRoute(s); served once the mesh has accepted them"
+                    ),
+                    expires_at,
+                );
+                continue;
+            }
+            message = mesh_routes::describe(&plans);
+        }
+        verdict(ReadyReason::RoutesApplied, message, expires_at);
         out.stored.sandboxes.insert(
             name.clone(),
             StoredSandbox {
@@ -264,7 +318,18 @@ pub fn desired_status(object: &Sandbox, verdict: &Verdict, now: Timestamp) -> Sa
 struct Cache {
     objects: BTreeMap<String, Sandbox>,
     seq: u64,
+    /// The first list of Sandboxes is in, and the view's watches have
+    /// theirs (a table computed before would drop every sandbox whose fork
+    /// was not listed yet).
     synced: bool,
+}
+
+/// What the loop checks and writes besides the table (`--route-objects`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshOptions {
+    pub policy: RoutingPolicy,
+    /// `reportingInstance` of the Events it writes (the pod's name).
+    pub instance: String,
 }
 
 /// Sandboxes as Kubernetes objects.
@@ -289,11 +354,19 @@ impl std::fmt::Debug for KubeStore {
 impl KubeStore {
     /// Starts watching Sandboxes through `client` on the current runtime.
     /// [`Store::load`] waits for the first full list.
-    pub fn start(client: Client, server: String) -> Self {
-        let api: Api<Sandbox> = Api::all(client);
+    /// With `mesh`, it also checks forks and writes routing objects
+    /// ([`crate::mesh_routes`]).
+    pub fn start(client: Client, server: String, mesh: Option<MeshOptions>) -> Self {
+        let api: Api<Sandbox> = Api::all(client.clone());
         let cache = Arc::new(RwLock::new(Cache::default()));
         let (feed_tx, feed) = watch::channel(Arc::new(FeedState::default()));
-        tokio::spawn(watch_loop(api.clone(), Arc::clone(&cache), feed_tx));
+        tokio::spawn(watch_loop(
+            client,
+            api.clone(),
+            Arc::clone(&cache),
+            feed_tx,
+            mesh,
+        ));
         KubeStore {
             api,
             runtime: tokio::runtime::Handle::current(),
@@ -502,7 +575,8 @@ impl Store for KubeStore {
             .map_err(|_| {
                 StoreError::Unavailable(format!(
                     "no list of Sandboxes from {} within {timeout:?} (is the CRD applied, and may \
-                     this identity list sandboxes.sandbox-router.dev?)",
+                     this identity list sandboxes.sandbox-router.dev, services, \
+                     virtualservices and httproutes? see its ClusterRole)",
                     self.server
                 ))
             })?
@@ -539,28 +613,77 @@ struct Pending {
     deletes: HashMap<String, Instant>,
 }
 
+/// One event of the loop's watches.
+#[allow(clippy::large_enum_variant)] // moved once, one at a time (see ViewEvent)
+enum Change {
+    Sandbox(watcher::Result<Event<Sandbox>>),
+    View(ViewEvent),
+}
+
+/// How often the loop looks again with no event (failed writes are retried).
+const RESYNC: Duration = Duration::from_secs(10);
+
+/// What the loop writes with.
+struct Writers {
+    api: Api<Sandbox>,
+    recorder: Recorder,
+    routes: Option<RouteWriter>,
+}
+
 /// Keeps the cache and the feed up to date; writes status; deletes what
-/// expired. Runs until the process stops (the watcher retries with backoff).
+/// expired; with `mesh`, keeps the view of Services (and VirtualServices
+/// and HTTPRoutes) and writes HTTPRoutes. Runs until the process stops
+/// (each watcher retries with backoff).
 async fn watch_loop(
+    client: Client,
     api: Api<Sandbox>,
     cache: Arc<RwLock<Cache>>,
     feed: watch::Sender<Arc<FeedState>>,
+    mesh: Option<MeshOptions>,
 ) {
-    let stream = watcher::watcher(api.clone(), watcher::Config::default()).default_backoff();
-    let mut stream = std::pin::pin!(stream);
+    let sandboxes = watcher::watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .map(Change::Sandbox)
+        .boxed();
+    let mut streams = vec![sandboxes];
+    let mut view = mesh.as_ref().map(|m| ViewCache::new(&m.policy));
+    if let Some(mesh) = &mesh {
+        streams.extend(
+            kube_routes::view_streams(&client, &mesh.policy)
+                .into_iter()
+                .map(|s| s.map(Change::View).boxed()),
+        );
+    }
+    let mut stream = futures_util::stream::select_all(streams);
+    let reporter = Reporter {
+        controller: "sandbox-router-routeservice".to_owned(),
+        instance: mesh.as_ref().map(|m| m.instance.clone()),
+    };
+    let mut writers = Writers {
+        api: api.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        routes: mesh
+            .as_ref()
+            .filter(|m| m.policy.objects == RouteObjects::Httproute)
+            .map(|_| RouteWriter::new(client.clone())),
+    };
+    let policy = mesh.map(|m| m.policy);
     let mut building: Option<BTreeMap<String, Sandbox>> = None;
+    let mut sandboxes_synced = false;
     let mut pending = Pending::default();
     let mut next_expiry: Option<Timestamp> = None;
     loop {
-        let until_expiry = next_expiry.map_or(Duration::from_secs(3600), |at| {
+        let until_expiry = next_expiry.map_or(RESYNC, |at| {
             let left = at.duration_since(Timestamp::now());
             // Just past the instant, so the index sees it as expired.
-            Duration::try_from(left).unwrap_or(Duration::ZERO) + Duration::from_millis(10)
+            (Duration::try_from(left).unwrap_or(Duration::ZERO) + Duration::from_millis(10))
+                .min(RESYNC)
         });
         let event = tokio::select! {
             event = stream.next() => event,
             () = tokio::time::sleep(until_expiry) => {
-                next_expiry = publish(&api, &cache, &feed, &mut pending, false);
+                let mesh = mesh_context(view.as_ref(), policy.as_ref());
+                next_expiry = publish(&mut writers, &cache, &feed, &mut pending, mesh, false);
                 continue;
             }
         };
@@ -568,46 +691,67 @@ async fn watch_loop(
             tracing::error!("the Sandbox watch ended");
             return;
         };
-        let event = match event {
-            Ok(event) => event,
-            Err(e) => {
+        let changed = match event {
+            Change::View(event) => match (view.as_mut(), policy.as_ref()) {
+                (Some(view), Some(policy)) => view.apply(event, &policy.route_header),
+                _ => false,
+            },
+            Change::Sandbox(Err(e)) => {
                 // The backoff waits before the next attempt; the cache
                 // (and so the table) stays as it was meanwhile.
                 tracing::warn!(error = %e, "Sandbox watch failed; retrying");
-                continue;
+                false
             }
-        };
-        let changed = {
-            let mut cache = cache.write().unwrap_or_else(PoisonError::into_inner);
-            match event {
-                Event::Init => {
-                    building = Some(BTreeMap::new());
-                    false
-                }
-                Event::InitApply(object) => {
-                    if let Some(building) = building.as_mut() {
-                        building.insert(object_name(&object), object);
+            Change::Sandbox(Ok(event)) => {
+                let mut cache = cache.write().unwrap_or_else(PoisonError::into_inner);
+                match event {
+                    Event::Init => {
+                        building = Some(BTreeMap::new());
+                        false
                     }
-                    false
-                }
-                Event::InitDone => {
-                    cache.objects = building.take().unwrap_or_default();
-                    cache.synced = true;
-                    true
-                }
-                Event::Apply(object) => {
-                    cache.objects.insert(object_name(&object), object);
-                    true
-                }
-                Event::Delete(object) => {
-                    cache.objects.remove(&object_name(&object));
-                    true
+                    Event::InitApply(object) => {
+                        if let Some(building) = building.as_mut() {
+                            building.insert(object_name(&object), object);
+                        }
+                        false
+                    }
+                    Event::InitDone => {
+                        cache.objects = building.take().unwrap_or_default();
+                        sandboxes_synced = true;
+                        true
+                    }
+                    Event::Apply(object) => {
+                        cache.objects.insert(object_name(&object), object);
+                        true
+                    }
+                    Event::Delete(object) => {
+                        cache.objects.remove(&object_name(&object));
+                        true
+                    }
                 }
             }
         };
-        if changed {
-            next_expiry = publish(&api, &cache, &feed, &mut pending, true);
+        let all_synced = sandboxes_synced && view.as_ref().is_none_or(ViewCache::synced);
+        if all_synced {
+            cache.write().unwrap_or_else(PoisonError::into_inner).synced = true;
         }
+        if changed {
+            let mesh = mesh_context(view.as_ref(), policy.as_ref());
+            next_expiry = publish(&mut writers, &cache, &feed, &mut pending, mesh, true);
+        }
+    }
+}
+
+fn mesh_context<'a>(
+    view: Option<&'a ViewCache>,
+    policy: Option<&'a RoutingPolicy>,
+) -> Option<MeshContext<'a>> {
+    match (view, policy) {
+        (Some(view), Some(policy)) => Some(MeshContext {
+            view: &view.view,
+            policy,
+        }),
+        _ => None,
     }
 }
 
@@ -616,13 +760,14 @@ fn object_name(object: &Sandbox) -> String {
 }
 
 /// Indexes the cache, sends the state on the feed (when the cache changed
-/// or the table did), and starts the status writes and deletions the index
-/// calls for. The next expiry to wake up for.
+/// or the table did), and starts the status writes, deletions and routing
+/// object writes the index calls for. The next expiry to wake up for.
 fn publish(
-    api: &Api<Sandbox>,
+    writers: &mut Writers,
     cache: &RwLock<Cache>,
     feed: &watch::Sender<Arc<FeedState>>,
     pending: &mut Pending,
+    mesh: Option<MeshContext<'_>>,
     cache_changed: bool,
 ) -> Option<Timestamp> {
     let now = Timestamp::now();
@@ -631,19 +776,21 @@ fn publish(
         if !cache.synced {
             return None;
         }
-        let index = index(&cache.objects, now);
+        let index = index_in(&cache.objects, mesh, now);
         let table_changed = feed.borrow().stored.as_ref() != &index.stored;
-        if !(cache_changed || table_changed) {
-            return index.next_expiry;
+        if cache_changed || table_changed {
+            cache.seq += 1;
+            let state = FeedState {
+                seq: cache.seq,
+                stored: Arc::new(index.stored.clone()),
+            };
+            feed.send_replace(Arc::new(state));
         }
-        cache.seq += 1;
-        let state = FeedState {
-            seq: cache.seq,
-            stored: Arc::new(index.stored.clone()),
-        };
-        feed.send_replace(Arc::new(state));
         (index, cache.objects.clone())
     };
+    if let (Some(routes), Some(mesh)) = (writers.routes.as_mut(), mesh) {
+        routes.reconcile(&index.routes, mesh.view);
+    }
     pending
         .status
         .retain(|name, _| objects.contains_key(name.as_str()));
@@ -663,7 +810,7 @@ fn publish(
             continue;
         }
         pending.status.insert(name.clone(), key);
-        let api = api.clone();
+        let api = writers.api.clone();
         let name = name.clone();
         let resource_version = object.metadata.resource_version.clone();
         tokio::spawn(async move {
@@ -696,13 +843,42 @@ fn publish(
             continue;
         };
         pending.deletes.insert(name.clone(), Instant::now());
-        tracing::info!(sandbox = %name, "sandbox expired: deleting it");
-        let api = api.clone();
+        let api = writers.api.clone();
+        let recorder = writers.recorder.clone();
         let name = name.clone();
         let params = delete_params(object.metadata.uid.clone());
+        let reference = object.object_ref(&());
+        let note = index
+            .verdicts
+            .get(&name)
+            .and_then(|v| v.expires_at)
+            .map_or_else(
+                || "expired: deleted by the RouteService".to_owned(),
+                |at| {
+                    let lifetime = object
+                        .spec
+                        .ttl
+                        .as_deref()
+                        .map_or_else(|| "expiresAt".to_owned(), |ttl| format!("ttl {ttl}"));
+                    format!("expired at {at} ({lifetime}): deleted by the RouteService")
+                },
+            );
         tokio::spawn(async move {
             match api.delete(&name, &params).await {
-                Ok(_) => {}
+                Ok(_) => {
+                    // Only the replica whose delete went through says so.
+                    tracing::info!(sandbox = %name, "{note}");
+                    let event = KubeEvent {
+                        type_: EventType::Normal,
+                        reason: ReadyReason::Expired.as_str().to_owned(),
+                        note: Some(note),
+                        action: "Delete".to_owned(),
+                        secondary: None,
+                    };
+                    if let Err(e) = recorder.publish(&event, &reference).await {
+                        tracing::warn!(sandbox = %name, error = %e, "cannot write the Expired event");
+                    }
+                }
                 // Another replica was first (or it was re-created: the
                 // next event decides again).
                 Err(kube::Error::Api(s)) if s.is_conflict() || s.is_not_found() => {}
@@ -817,6 +993,110 @@ mod tests {
         let three = index(&objects(vec![a]), now());
         assert_ne!(one.stored.version, three.stored.version);
         assert!(one.stored.version <= VERSION_MASK);
+    }
+
+    fn mesh_view(services: &[&str]) -> ClusterView {
+        ClusterView {
+            services: services
+                .iter()
+                .map(|name| {
+                    (
+                        mesh_routes::ServiceKey {
+                            namespace: "ns".into(),
+                            name: (*name).into(),
+                        },
+                        mesh_routes::ServiceInfo {
+                            ports: [8080].into_iter().collect(),
+                        },
+                    )
+                })
+                .collect(),
+            ..ClusterView::default()
+        }
+    }
+
+    const A: &str = "a.ns.svc.cluster.local";
+    const A_X: &str = "a-x.ns.svc.cluster.local";
+    const A_Y: &str = "a-y.ns.svc.cluster.local";
+
+    /// Header mode: served only once its HTTPRoute is seen as written, so a
+    /// marked request never finds the table ahead of the mesh.
+    #[test]
+    fn a_sandbox_is_served_once_its_routes_are_written() {
+        let mut o = object("x", "k", &[(A, A_X)], "2026-01-01T00:00:00Z");
+        o.metadata.uid = Some("uid-x".into());
+        let all = objects(vec![o]);
+        let policy = RoutingPolicy::default();
+        let mut view = mesh_view(&["a", "a-x"]);
+        let mesh = Some(MeshContext {
+            view: &view,
+            policy: &policy,
+        });
+        let pending = index_in(&all, mesh, now());
+        assert!(pending.stored.sandboxes.is_empty());
+        assert_eq!(pending.verdicts["x"].reason, ReadyReason::RoutesPending);
+        assert_eq!(pending.routes.len(), 1);
+        let route = &pending.routes[0];
+        assert_eq!(route.name, "sandbox-x.a.8080");
+        view.routes.insert(
+            (route.namespace.clone(), route.name.clone()),
+            mesh_routes::ObservedRoute {
+                spec_hash: Some(route.spec_hash.clone()),
+                uid: Some("r1".into()),
+                accepted_at: Some("2026-05-31T23:59:00Z".parse().unwrap()),
+                seen_at: Some("2026-05-31T23:59:00Z".parse().unwrap()),
+            },
+        );
+        let mesh = Some(MeshContext {
+            view: &view,
+            policy: &policy,
+        });
+        let served = index_in(&all, mesh, now());
+        assert_eq!(served.stored.sandboxes.keys().collect::<Vec<_>>(), ["x"]);
+        assert_eq!(served.verdicts["x"].reason, ReadyReason::RoutesApplied);
+        assert!(served.verdicts["x"]
+            .message
+            .contains("1 HTTPRoute(s) written"));
+        assert_eq!(served.routes, pending.routes);
+    }
+
+    /// A sandbox waiting for its fork keeps its pair: a younger sandbox of
+    /// the same key and baseline does not take it meanwhile.
+    #[test]
+    fn a_sandbox_waiting_for_its_fork_keeps_its_pair() {
+        let all = objects(vec![
+            object("old", "k", &[(A, A_X)], "2026-01-01T00:00:00Z"),
+            object("young", "k", &[(A, A_Y)], "2026-01-02T00:00:00Z"),
+        ]);
+        let policy = RoutingPolicy {
+            objects: RouteObjects::None,
+            ..RoutingPolicy::default()
+        };
+        let view = mesh_view(&["a", "a-y"]);
+        let mesh = Some(MeshContext {
+            view: &view,
+            policy: &policy,
+        });
+        let index = index_in(&all, mesh, now());
+        assert!(index.stored.sandboxes.is_empty());
+        assert_eq!(
+            index.verdicts["old"].reason,
+            ReadyReason::ForkServiceMissing
+        );
+        assert_eq!(
+            index.verdicts["old"].message,
+            "spec.routes[0].target: Service ns/a-x does not exist"
+        );
+        assert_eq!(index.verdicts["young"].reason, ReadyReason::Conflict);
+        // Authority mode writes nothing.
+        assert!(index.routes.is_empty());
+        let view = mesh_view(&["a", "a-x", "a-y"]);
+        let mesh = Some(MeshContext {
+            view: &view,
+            policy: &policy,
+        });
+        let index = index_in(&all, mesh, now());
+        assert_eq!(index.stored.sandboxes.keys().collect::<Vec<_>>(), ["old"]);
     }
 
     #[test]

@@ -74,6 +74,44 @@ pub struct Metrics {
     commits: Mutex<Histogram>,
     commit_failures: AtomicU64,
     connections: Connections,
+    /// Answers of `GET /v1/routes` (no `routingKey`), by [`TableRead`]: count, body bytes.
+    table_reads: [(AtomicU64, AtomicU64); TableRead::ALL.len()],
+}
+
+/// How a read of the whole table was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableRead {
+    /// `200` with the full table.
+    Full,
+    /// `304` to `If-None-Match`.
+    FullNotModified,
+    /// `200` with a delta (`?since=V`).
+    Delta,
+    /// `304` to `?since=V`: `V` is current.
+    DeltaNotModified,
+    /// `410` to `?since=V`: `V` not in the history.
+    Gone,
+}
+
+impl TableRead {
+    const ALL: [TableRead; 5] = [
+        TableRead::Full,
+        TableRead::FullNotModified,
+        TableRead::Delta,
+        TableRead::DeltaNotModified,
+        TableRead::Gone,
+    ];
+
+    /// The `answer` label.
+    fn label(self) -> &'static str {
+        match self {
+            TableRead::Full => "full",
+            TableRead::FullNotModified => "full_not_modified",
+            TableRead::Delta => "delta",
+            TableRead::DeltaNotModified => "delta_not_modified",
+            TableRead::Gone => "gone",
+        }
+    }
 }
 
 /// Connection counts ([`crate::connections`]).
@@ -103,6 +141,18 @@ impl Metrics {
             .entry(route.to_owned())
             .or_default()
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one answer to a read of the whole table, of `bytes` body bytes.
+    pub fn table_read(&self, answer: TableRead, bytes: usize) {
+        let index = TableRead::ALL
+            .iter()
+            .position(|a| *a == answer)
+            .unwrap_or_default();
+        if let Some((count, sent)) = self.table_reads.get(index) {
+            count.fetch_add(1, Ordering::Relaxed);
+            sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
     }
 
     /// A connection was accepted and is being served.
@@ -174,6 +224,39 @@ impl Metrics {
              routeservice_store_commit_failures_total {}\n",
             self.commit_failures.load(Ordering::Relaxed)
         );
+        out.push_str(
+            "# HELP routeservice_table_reads_total Reads of the whole table (GET /v1/routes without routingKey), by answer: full, full_not_modified, delta (?since=V), delta_not_modified, gone (410).\n\
+             # TYPE routeservice_table_reads_total counter\n",
+        );
+        for (answer, (count, _)) in TableRead::ALL.iter().zip(&self.table_reads) {
+            let _ = writeln!(
+                out,
+                "routeservice_table_reads_total{{answer=\"{}\"}} {}",
+                answer.label(),
+                count.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP routeservice_table_read_bytes_total Body bytes sent for reads of the whole table, by answer.\n\
+             # TYPE routeservice_table_read_bytes_total counter\n",
+        );
+        for (answer, (_, sent)) in TableRead::ALL.iter().zip(&self.table_reads) {
+            let _ = writeln!(
+                out,
+                "routeservice_table_read_bytes_total{{answer=\"{}\"}} {}",
+                answer.label(),
+                sent.load(Ordering::Relaxed)
+            );
+        }
+        if let Some(snapshot) = snapshot {
+            let (_, held) = snapshot.history();
+            let _ = write!(
+                out,
+                "# HELP routeservice_table_history_versions Versions held for ?since= deltas (older ones get 410).\n\
+                 # TYPE routeservice_table_history_versions gauge\n\
+                 routeservice_table_history_versions {held}\n"
+            );
+        }
         let connections = &self.connections;
         let _ = write!(
             out,

@@ -21,7 +21,8 @@ use crate::api::{app, AppState, RequestLimits};
 use crate::auth::Auth;
 use crate::connections::{self, ConnectionLimits};
 use crate::kube_auth::KubeAuth;
-use crate::kube_store::KubeStore;
+use crate::kube_store::{KubeStore, MeshOptions};
+use crate::mesh_routes::RoutingPolicy;
 use crate::metrics::Metrics;
 use crate::redb_store::RedbStore;
 use crate::service::{RouteService, Seed, WriteError};
@@ -77,6 +78,9 @@ pub struct ServeConfig {
     pub requests: RequestLimits,
     pub connections: ConnectionLimits,
     pub drain_timeout: Duration,
+    /// With the Kubernetes store: the routing objects it writes and how the
+    /// mesh routes a marked request.
+    pub routing: RoutingPolicy,
 }
 
 /// A configuration that is refused, with what to do about it.
@@ -262,7 +266,16 @@ async fn run(config: ServeConfig, auth: AuthPlan, seed: Option<Seed>) -> Result<
             tracing::info!(%server, "store: Sandbox objects of the Kubernetes API");
             (
                 auth,
-                Opened::Kubernetes(Box::new(KubeStore::start(client, server))),
+                Opened::Kubernetes(Box::new(KubeStore::start(
+                    client,
+                    server,
+                    Some(MeshOptions {
+                        policy: config.routing.clone(),
+                        instance: std::env::var("POD_NAME")
+                            .or_else(|_| std::env::var("HOSTNAME"))
+                            .unwrap_or_else(|_| "routeservice".to_owned()),
+                    }),
+                ))),
             )
         }
     };
@@ -441,6 +454,7 @@ mod tests {
             log_format: LogFormat::Text,
             requests: RequestLimits::default(),
             connections: ConnectionLimits::default(),
+            routing: RoutingPolicy::default(),
             drain_timeout: Duration::from_secs(1),
         }
     }

@@ -15,8 +15,15 @@
 //!   returns once the feed has brought it back (read your writes).
 //! - A snapshot carries the full-table JSON of `GET /v1/routes`, serialised
 //!   once per version.
+//! - A snapshot carries the [`ChangeLog`] of the versions before it: which
+//!   (routing key, baseline) pairs each of the last commits touched. That is
+//!   what `GET /v1/routes?since=V` answers from: every pair touched after
+//!   `V`, as it is now (an upsert) or gone (a delete), so applying the delta
+//!   to the table at `V` gives exactly the table now. The log is bounded
+//!   ([`HISTORY_VERSIONS`], [`HISTORY_MIN_ROUTES`]) and starts empty in
+//!   every process: a version it does not hold is answered `410 Gone`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -45,6 +52,102 @@ pub struct Snapshot {
     routes: BTreeMap<(String, String), Arc<RouteEntry>>,
     /// `{"version":..,"routes":[..]}` of all routes.
     routes_json: Bytes,
+    /// The versions before this one and what each change touched.
+    log: ChangeLog,
+    /// Delta bodies already made from this snapshot, by `since` (most
+    /// sidecars ask for the same one after a change).
+    deltas: Mutex<VecDeque<(u64, Bytes)>>,
+}
+
+/// At most this many versions are kept in the history of deltas. With the
+/// filter's default 5 s sync, a sidecar that missed fewer than this many
+/// changes gets a delta; one that missed more takes the full table.
+pub const HISTORY_VERSIONS: usize = 4096;
+
+/// The history keeps at most max(this, routes in the table) touched routes
+/// (summed over its versions). Past the table's size a delta is about as
+/// large as the full table, so forgetting older versions costs a lagging
+/// client nothing, and the history never holds more than about one table's
+/// worth of keys.
+pub const HISTORY_MIN_ROUTES: usize = 4096;
+
+/// How many delta bodies one snapshot keeps ready.
+const DELTA_CACHE: usize = 8;
+
+/// A (routing key, baseline) pair: what a route is known by.
+type Pair = (String, String);
+
+/// The history of the table: `versions[0]` is the oldest version a delta can
+/// start from; `changes[i]` is what took `versions[i]` to `versions[i + 1]`;
+/// the last of `versions` is the snapshot's own.
+///
+/// Versions are looked up by equality, never compared with `<`: a fed
+/// (Kubernetes) store's versions are content hashes, not ordered. The same
+/// version may appear twice (the table went back to an earlier content);
+/// its last place is used (the shortest delta, and the same content).
+#[derive(Debug, Clone, Default)]
+struct ChangeLog {
+    versions: VecDeque<u64>,
+    changes: VecDeque<Arc<[Pair]>>,
+    /// Pairs summed over `changes`.
+    pairs: usize,
+}
+
+impl ChangeLog {
+    fn starting_at(version: u64) -> Self {
+        ChangeLog {
+            versions: VecDeque::from([version]),
+            ..ChangeLog::default()
+        }
+    }
+
+    /// This log with one more change, from the last version to `version`,
+    /// trimmed to the bound for a table of `routes` routes.
+    fn then(&self, version: u64, touched: Vec<Pair>, routes: usize) -> Self {
+        let mut next = self.clone();
+        next.pairs += touched.len();
+        next.changes.push_back(touched.into());
+        next.versions.push_back(version);
+        let max_pairs = HISTORY_MIN_ROUTES.max(routes);
+        while next.changes.len() > HISTORY_VERSIONS
+            || (next.pairs > max_pairs && !next.changes.is_empty())
+        {
+            if let Some(dropped) = next.changes.pop_front() {
+                next.pairs -= dropped.len();
+            }
+            next.versions.pop_front();
+        }
+        next
+    }
+
+    /// The pairs touched after `since`, or `None` if `since` is not held.
+    fn touched_since(&self, since: u64) -> Option<BTreeSet<&Pair>> {
+        let at = self.versions.iter().rposition(|v| *v == since)?;
+        Some(
+            self.changes
+                .iter()
+                .skip(at)
+                .flat_map(|c| c.iter())
+                .collect(),
+        )
+    }
+
+    /// The oldest version a delta can start from.
+    fn oldest(&self) -> Option<u64> {
+        self.versions.front().copied()
+    }
+}
+
+/// The answer to `GET /v1/routes?since=V`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeltaAnswer {
+    /// `V` is the current version: nothing changed (`304`).
+    NotModified,
+    /// `V` is not in the history (too old, unknown, another process or
+    /// another store): take the full table (`410`).
+    Gone,
+    /// `{"version":W,"since":V,"upserts":[..],"deletes":[..]}`.
+    Changes(Bytes),
 }
 
 /// A route and its JSON.
@@ -68,6 +171,7 @@ impl Snapshot {
         version: u64,
         sandboxes: BTreeMap<String, Arc<StoredSandbox>>,
         routes: BTreeMap<(String, String), Arc<RouteEntry>>,
+        log: ChangeLog,
     ) -> Self {
         let routes_json = Bytes::from(list_json(version, routes.values()));
         Snapshot {
@@ -75,6 +179,8 @@ impl Snapshot {
             sandboxes,
             routes,
             routes_json,
+            log,
+            deltas: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -87,30 +193,107 @@ impl Snapshot {
     ) -> Self {
         let mut sandboxes = self.sandboxes.clone();
         let mut routes = self.routes.clone();
+        let mut touched = BTreeSet::new();
         let gone = deletes.iter().chain(upserts.iter().map(|(name, _)| name));
         for name in gone {
             if let Some(old) = sandboxes.remove(name) {
                 for route in &old.spec.routes {
-                    routes.remove(&(old.spec.routing_key.clone(), route.baseline.clone()));
+                    let pair = (old.spec.routing_key.clone(), route.baseline.clone());
+                    routes.remove(&pair);
+                    touched.insert(pair);
                 }
             }
         }
         for (name, sandbox) in upserts {
             for route in &sandbox.spec.routes {
+                let pair = (sandbox.spec.routing_key.clone(), route.baseline.clone());
+                touched.insert(pair.clone());
                 routes.insert(
-                    (sandbox.spec.routing_key.clone(), route.baseline.clone()),
+                    pair,
                     Arc::new(RouteEntry::new(sandbox.spec.route(&name, route))),
                 );
             }
             sandboxes.insert(name, Arc::new(sandbox));
         }
-        Snapshot::with_routes(version, sandboxes, routes)
+        let log = self
+            .log
+            .then(version, touched.into_iter().collect(), routes.len());
+        Snapshot::with_routes(version, sandboxes, routes, log)
     }
 
+    /// The snapshot of a store just loaded: its history starts here.
     fn from_stored(stored: Stored) -> Self {
         let Stored { version, sandboxes } = stored;
-        let empty = Snapshot::with_routes(0, BTreeMap::new(), BTreeMap::new());
-        empty.apply(version, sandboxes.into_iter().collect(), &[])
+        let empty =
+            Snapshot::with_routes(0, BTreeMap::new(), BTreeMap::new(), ChangeLog::default());
+        let loaded = empty.apply(version, sandboxes.into_iter().collect(), &[]);
+        Snapshot {
+            log: ChangeLog::starting_at(version),
+            ..loaded
+        }
+    }
+
+    /// `GET /v1/routes?since=V`: what changed after `since`. Made once per
+    /// (snapshot, `since`) for the last few `since` asked.
+    pub fn delta(&self, since: u64) -> DeltaAnswer {
+        if since == self.version {
+            return DeltaAnswer::NotModified;
+        }
+        let mut cache = self.deltas.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, body)) = cache.iter().find(|(v, _)| *v == since) {
+            return DeltaAnswer::Changes(body.clone());
+        }
+        let Some(touched) = self.log.touched_since(since) else {
+            return DeltaAnswer::Gone;
+        };
+        let body = Bytes::from(self.delta_json(since, &touched));
+        if cache.len() >= DELTA_CACHE {
+            cache.pop_front();
+        }
+        cache.push_back((since, body.clone()));
+        DeltaAnswer::Changes(body)
+    }
+
+    fn delta_json(&self, since: u64, touched: &BTreeSet<&Pair>) -> Vec<u8> {
+        let mut out = format!(
+            "{{\"version\":{},\"since\":{since},\"upserts\":[",
+            self.version
+        )
+        .into_bytes();
+        let mut deletes = Vec::new();
+        let mut first = true;
+        for pair in touched {
+            match self.routes.get(*pair) {
+                Some(entry) => {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    out.extend_from_slice(&entry.json);
+                }
+                None => deletes.push(*pair),
+            }
+        }
+        out.extend_from_slice(b"],\"deletes\":[");
+        for (i, (routing_key, baseline)) in deletes.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let json = serde_json::to_vec(&RouteRef {
+                routing_key,
+                baseline,
+            })
+            .unwrap_or_else(|_| b"null".to_vec());
+            out.extend_from_slice(&json);
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+
+    /// The oldest version `GET /v1/routes?since=` answers a delta for, and
+    /// how many versions the history holds.
+    pub fn history(&self) -> (Option<u64>, usize) {
+        (self.log.oldest(), self.log.changes.len())
     }
 
     pub fn version(&self) -> u64 {
@@ -202,6 +385,14 @@ impl Snapshot {
         };
         consumption::decide(consumer, key, fork.as_ref())
     }
+}
+
+/// One entry of a delta's `deletes`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RouteRef<'a> {
+    routing_key: &'a str,
+    baseline: &'a str,
 }
 
 /// `{"version":N,"routes":[fragment,fragment,...]}`.
@@ -842,5 +1033,313 @@ mod tests {
             snapshot.routes_json_for_key("nope"),
             &br#"{"version":2,"routes":[]}"#[..]
         );
+    }
+}
+
+#[cfg(test)]
+mod delta_tests {
+    use super::*;
+    use crate::model::SandboxRoute;
+    use crate::store::MemoryStore;
+
+    /// A small deterministic generator (no dependency needed).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((self.0 >> 33) % n as u64) as usize
+        }
+    }
+
+    type Table = BTreeMap<(String, String), Route>;
+
+    fn table_of(snapshot: &Snapshot) -> Table {
+        snapshot
+            .routes()
+            .map(|r| ((r.routing_key.clone(), r.baseline.clone()), r.clone()))
+            .collect()
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Delta {
+        version: u64,
+        since: u64,
+        upserts: Vec<Route>,
+        deletes: Vec<Ref>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Ref {
+        routing_key: String,
+        baseline: String,
+    }
+
+    /// `table` (at `since`) with the delta to `snapshot` applied.
+    fn apply(mut table: Table, since: u64, snapshot: &Snapshot) -> Option<Table> {
+        match snapshot.delta(since) {
+            DeltaAnswer::NotModified => Some(table),
+            DeltaAnswer::Gone => None,
+            DeltaAnswer::Changes(body) => {
+                let delta: Delta = serde_json::from_slice(&body).unwrap();
+                assert_eq!((delta.version, delta.since), (snapshot.version(), since));
+                for d in delta.deletes {
+                    assert!(!delta
+                        .upserts
+                        .iter()
+                        .any(|u| u.routing_key == d.routing_key && u.baseline == d.baseline));
+                    table.remove(&(d.routing_key, d.baseline));
+                }
+                for u in delta.upserts {
+                    table.insert((u.routing_key.clone(), u.baseline.clone()), u);
+                }
+                Some(table)
+            }
+        }
+    }
+
+    fn random_spec(rng: &mut Lcg) -> SandboxSpec {
+        let keys = ["k1", "k2", "k3"];
+        let baselines = ["a", "b", "c", "d"];
+        let n = 1 + rng.next(3);
+        let start = rng.next(baselines.len());
+        SandboxSpec {
+            routing_key: keys[rng.next(keys.len())].into(),
+            routes: (0..n)
+                .map(|i| {
+                    let b = baselines[(start + i) % baselines.len()];
+                    SandboxRoute {
+                        baseline: format!("{b}.ns"),
+                        target: format!("{b}-{}.ns", rng.next(3)),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The property: for every version V of a run and every later snapshot
+    /// W, the delta from V applied to the table at V is the table at W (or
+    /// the answer is 410, only for versions the history dropped).
+    #[test]
+    fn a_delta_applied_to_the_table_at_v_gives_the_table_at_w() {
+        for seed in 0..40u64 {
+            let mut rng = Lcg(seed);
+            let service = RouteService::open(Arc::new(MemoryStore::new())).unwrap();
+            let names = ["s1", "s2", "s3", "s4", "s5"];
+            let mut seen: Vec<(u64, Table)> = vec![(0, Table::new())];
+            for _ in 0..60 {
+                let name = names[rng.next(names.len())];
+                let _ = match rng.next(4) {
+                    0 => service.delete(name).map(|_| ()),
+                    1 => {
+                        let seed = Seed {
+                            sandboxes: (0..2)
+                                .map(|_| {
+                                    (
+                                        names[rng.next(names.len())].to_owned(),
+                                        random_spec(&mut rng),
+                                    )
+                                })
+                                .collect(),
+                        };
+                        service.apply_seed(&seed).map(|_| ())
+                    }
+                    _ => service.put(name, random_spec(&mut rng)).map(|_| ()),
+                };
+                let now = service.snapshot();
+                if seen.last().map(|(v, _)| *v) != Some(now.version()) {
+                    seen.push((now.version(), table_of(&now)));
+                }
+                for (v, at_v) in &seen {
+                    let applied = apply(at_v.clone(), *v, &now)
+                        .unwrap_or_else(|| panic!("seed {seed}: 410 for {v} within history"));
+                    assert_eq!(
+                        applied,
+                        table_of(&now),
+                        "seed {seed}: {v} -> {}",
+                        now.version()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_future_and_restarted_versions_are_gone() {
+        let store = Arc::new(MemoryStore::new());
+        let service = RouteService::open(store.clone()).unwrap();
+        let spec = |key: &str| SandboxSpec {
+            routing_key: key.into(),
+            routes: vec![SandboxRoute {
+                baseline: "a.ns".into(),
+                target: format!("a-{key}.ns"),
+            }],
+        };
+        service.put("s", spec("k")).unwrap();
+        service.put("t", spec("j")).unwrap();
+        let now = service.snapshot();
+        assert_eq!(now.version(), 2);
+        assert_eq!(now.delta(2), DeltaAnswer::NotModified);
+        assert!(matches!(now.delta(1), DeltaAnswer::Changes(_)));
+        assert_eq!(now.delta(3), DeltaAnswer::Gone, "a version not reached");
+        // Another process over the same store knows only its own versions.
+        let restarted = RouteService::open(store).unwrap();
+        assert_eq!(restarted.snapshot().delta(2), DeltaAnswer::NotModified);
+        assert_eq!(restarted.snapshot().delta(1), DeltaAnswer::Gone);
+        assert_eq!(restarted.snapshot().delta(0), DeltaAnswer::Gone);
+        let DeltaAnswer::Changes(body) = now.delta(1) else {
+            panic!("not a delta")
+        };
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"version":2,"since":1,"upserts":[{"routingKey":"j","sandbox":"t","baseline":"a.ns","target":"a-j.ns"}],"deletes":[]}"#
+        );
+        service.delete("s").unwrap();
+        let DeltaAnswer::Changes(body) = service.snapshot().delta(2) else {
+            panic!("not a delta")
+        };
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"version":3,"since":2,"upserts":[],"deletes":[{"routingKey":"k","baseline":"a.ns"}]}"#
+        );
+    }
+
+    #[test]
+    fn the_history_is_bounded() {
+        let log = (1..=(HISTORY_VERSIONS as u64 + 10)).fold(ChangeLog::starting_at(0), |log, v| {
+            log.then(v, vec![("k".into(), format!("b{v}"))], 10)
+        });
+        assert_eq!(log.changes.len(), HISTORY_VERSIONS);
+        assert_eq!(log.versions.len(), HISTORY_VERSIONS + 1);
+        assert!(log.touched_since(9).is_none());
+        assert_eq!(
+            log.touched_since(10).map(|t| t.len()),
+            Some(HISTORY_VERSIONS)
+        );
+        // A big change pushes out as many older ones as the table is large.
+        let big: Vec<Pair> = (0..HISTORY_MIN_ROUTES)
+            .map(|i| ("k".into(), format!("x{i}")))
+            .collect();
+        let log = log.then(1_000_000, big, 100);
+        assert_eq!(log.changes.len(), 1);
+        assert!(log.pairs <= HISTORY_MIN_ROUTES);
+        assert!(log.touched_since(HISTORY_VERSIONS as u64 + 10).is_some());
+        // Versions are found by equality: unordered (hash) versions work,
+        // and a version seen twice is taken at its last place.
+        let log = ChangeLog::starting_at(900)
+            .then(5, vec![("k".into(), "a".into())], 10)
+            .then(900, vec![("k".into(), "b".into())], 10)
+            .then(7, vec![("k".into(), "c".into())], 10);
+        assert_eq!(log.touched_since(900).unwrap().len(), 1);
+        assert_eq!(log.touched_since(5).unwrap().len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod fed_delta_tests {
+    use super::*;
+    use crate::model::SandboxRoute;
+
+    /// A fed store whose versions are content hashes (unordered, and equal
+    /// when the content comes back), as the Kubernetes store's are.
+    struct Hashed {
+        feed: tokio::sync::watch::Sender<Arc<FeedState>>,
+    }
+
+    impl Store for Hashed {
+        fn load(&self) -> Result<Stored, StoreError> {
+            Ok(self.feed.borrow().stored.as_ref().clone())
+        }
+        fn commit(&self, _: &Batch) -> Result<Committed, StoreError> {
+            Err(StoreError::Unsupported("read only"))
+        }
+        fn describe(&self) -> String {
+            "hashed".into()
+        }
+        fn feed(&self) -> Option<crate::store::Feed> {
+            Some(self.feed.subscribe())
+        }
+    }
+
+    fn state(seq: u64, sandboxes: &[(&str, &str)]) -> FeedState {
+        let sandboxes: BTreeMap<String, StoredSandbox> = sandboxes
+            .iter()
+            .map(|(name, baseline)| {
+                let spec = SandboxSpec {
+                    routing_key: (*name).into(),
+                    routes: vec![SandboxRoute {
+                        baseline: format!("{baseline}.ns"),
+                        target: format!("{baseline}-{name}.ns"),
+                    }],
+                };
+                ((*name).to_owned(), StoredSandbox { spec, version: 1 })
+            })
+            .collect();
+        // A stand-in for the content hash: unordered, equal for equal content.
+        let text = format!("{sandboxes:?}");
+        let version = text.bytes().fold(1_469_598_103_934_665_603u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(1_099_511_628_211)
+        }) >> 11;
+        FeedState {
+            seq,
+            stored: Arc::new(Stored { version, sandboxes }),
+        }
+    }
+
+    fn routes(snapshot: &Snapshot) -> Vec<Route> {
+        snapshot.routes().cloned().collect()
+    }
+
+    #[test]
+    fn deltas_of_a_fed_store_follow_versions_by_equality() {
+        let states = [
+            state(0, &[("a", "x")]),
+            state(1, &[("a", "x"), ("b", "y")]),
+            state(2, &[("a", "z"), ("b", "y")]),
+            // Back to the content of state 1: the same version again.
+            state(3, &[("a", "x"), ("b", "y")]),
+            state(4, &[("b", "y")]),
+        ];
+        assert_eq!(states[1].stored.version, states[3].stored.version);
+        let (feed, _) = tokio::sync::watch::channel(Arc::new(states[0].clone()));
+        let service = RouteService::open(Arc::new(Hashed { feed })).unwrap();
+        let mut seen = vec![(states[0].stored.version, routes(&service.snapshot()))];
+        for s in &states[1..] {
+            service.publish_fed(s);
+            seen.push((s.stored.version, routes(&service.snapshot())));
+        }
+        let now = service.snapshot();
+        for (version, table) in &seen {
+            let body = match now.delta(*version) {
+                DeltaAnswer::Changes(body) => body,
+                DeltaAnswer::NotModified => Bytes::from_static(br#"{"upserts":[],"deletes":[]}"#),
+                DeltaAnswer::Gone => panic!("410 from {version}"),
+            };
+            let delta: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let mut applied: BTreeMap<(String, String), Route> = table
+                .iter()
+                .map(|r| ((r.routing_key.clone(), r.baseline.clone()), r.clone()))
+                .collect();
+            for d in delta["deletes"].as_array().unwrap() {
+                applied.remove(&(
+                    d["routingKey"].as_str().unwrap().to_owned(),
+                    d["baseline"].as_str().unwrap().to_owned(),
+                ));
+            }
+            for u in delta["upserts"].as_array().unwrap() {
+                let r: Route = serde_json::from_value(u.clone()).unwrap();
+                applied.insert((r.routing_key.clone(), r.baseline.clone()), r);
+            }
+            assert_eq!(
+                applied.into_values().collect::<Vec<_>>(),
+                routes(&now),
+                "from {version}"
+            );
+        }
+        assert_eq!(now.delta(now.version()), DeltaAnswer::NotModified);
+        assert_eq!(now.delta(12345), DeltaAnswer::Gone);
     }
 }

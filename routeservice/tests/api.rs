@@ -1116,3 +1116,111 @@ async fn decisions_503_while_loading_and_counted_by_route() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn since_answers_what_changed_then_304_then_410() {
+    let h = harness();
+    h.put("pr-42", sandbox("pr-42", &[(CATALOG, CATALOG_FORK)]))
+        .await;
+    h.put("pr-7", sandbox("pr-7", &[(REVIEWS, "r7.demo")]))
+        .await;
+    // pr-42 now forks reviews instead of catalog.
+    h.put("pr-42", sandbox("pr-42", &[(REVIEWS, REVIEWS_FORK)]))
+        .await;
+    assert_eq!(h.version(), 3);
+
+    let delta = h.get("/v1/routes?since=2").await;
+    assert_eq!(delta.status, StatusCode::OK);
+    assert_eq!(delta.header(header::ETAG), Some("\"3\""));
+    assert_eq!(delta.header(header::CONTENT_TYPE), Some("application/json"));
+    assert_eq!(
+        delta.json(),
+        json!({"version": 3, "since": 2,
+            "upserts": [{"routingKey": "pr-42", "sandbox": "pr-42", "baseline": REVIEWS, "target": REVIEWS_FORK}],
+            "deletes": [{"routingKey": "pr-42", "baseline": CATALOG}]})
+    );
+    // From the empty table: everything is an upsert, the deleted pair too
+    // is named (deleting what a client does not hold is a no-op).
+    let from_zero = h.get("/v1/routes?since=0").await.json();
+    assert_eq!(from_zero["upserts"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        from_zero["deletes"],
+        json!([{"routingKey": "pr-42", "baseline": CATALOG}])
+    );
+
+    let current = h.get("/v1/routes?since=3").await;
+    assert_eq!(current.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(current.header(header::ETAG), Some("\"3\""));
+    assert!(current.body.is_empty());
+
+    for unknown in ["4", "99999", &u64::MAX.to_string()] {
+        let gone = h.get(&format!("/v1/routes?since={unknown}")).await;
+        assert_eq!(gone.status, StatusCode::GONE, "{unknown}");
+        assert!(gone.error().starts_with("since: "), "{}", gone.error());
+        assert!(gone.error().contains("full table"), "{}", gone.error());
+    }
+    // The full form is unchanged.
+    let full = h.get("/v1/routes").await.json();
+    assert_eq!(full["version"], 3);
+    assert_eq!(full["routes"].as_array().unwrap().len(), 2);
+
+    let text = String::from_utf8(h.get("/metrics").await.body).unwrap();
+    for line in [
+        "routeservice_table_reads_total{answer=\"delta\"} 2",
+        "routeservice_table_reads_total{answer=\"delta_not_modified\"} 1",
+        "routeservice_table_reads_total{answer=\"gone\"} 3",
+        "routeservice_table_reads_total{answer=\"full\"} 1",
+        "routeservice_table_reads_total{answer=\"full_not_modified\"} 0",
+        "routeservice_table_history_versions 3",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("routeservice_table_read_bytes_total{answer=\"delta\"} ")));
+}
+
+#[tokio::test]
+async fn since_410_after_a_restart_of_the_server() {
+    let h = harness();
+    h.put("pr-42", sandbox("pr-42", &[(CATALOG, CATALOG_FORK)]))
+        .await;
+    h.put("pr-7", sandbox("pr-7", &[(REVIEWS, "r7.demo")]))
+        .await;
+    // A new process over the same store: its history starts at version 2.
+    let restarted = RouteService::open(h.store.clone() as Arc<dyn Store>).unwrap();
+    let state = AppState::ready(restarted, Auth::token(TOKEN).unwrap());
+    let again = Harness {
+        app: app(state),
+        store: h.store.clone(),
+        service: h.service.clone(),
+    };
+    assert_eq!(
+        again.get("/v1/routes?since=1").await.status,
+        StatusCode::GONE
+    );
+    assert_eq!(
+        again.get("/v1/routes?since=2").await.status,
+        StatusCode::NOT_MODIFIED
+    );
+}
+
+#[tokio::test]
+async fn since_400_names_since() {
+    let h = harness();
+    for bad in ["", "-1", "x", "1.5", "18446744073709551616", "%201", "+1"] {
+        let answer = h.get(&format!("/v1/routes?since={bad}")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(answer.error().starts_with("since: "), "{}", answer.error());
+    }
+    let both = h.get("/v1/routes?since=0&routingKey=pr-42").await;
+    assert_eq!(both.status, StatusCode::BAD_REQUEST);
+    assert!(
+        both.error().starts_with("since: ") && both.error().contains("routingKey"),
+        "{}",
+        both.error()
+    );
+}

@@ -47,11 +47,21 @@ pub const CONDITION_READY: &str = "Ready";
 /// Why a Sandbox is (not) ready: `status.conditions[type=Ready].reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadyReason {
-    /// Its routes are in the RouteService's table.
+    /// Its routes are in the RouteService's table (and, in header mode, the
+    /// routing objects Istio needs are written).
     RoutesApplied,
-    /// A fork (target) Service does not exist.
+    /// Its routing objects (HTTPRoutes) are being written: it is served once
+    /// the API server has them.
+    RoutesPending,
+    /// A fork (target) Service does not exist, or lacks a port of its
+    /// baseline.
     ForkServiceMissing,
-    /// Another Sandbox forks the same (routing key, baseline) pair first.
+    /// A baseline Service does not exist (header mode: an HTTPRoute needs
+    /// it as its parent).
+    BaselineServiceMissing,
+    /// Another Sandbox forks the same (routing key, baseline) pair first, or
+    /// (header mode) an app team's VirtualService routes the baseline host
+    /// and has no rule for this sandbox.
     Conflict,
     /// Its `ttl` or `expiresAt` has passed: it is out of the table and is
     /// being deleted.
@@ -65,7 +75,9 @@ impl ReadyReason {
     pub fn as_str(self) -> &'static str {
         match self {
             ReadyReason::RoutesApplied => "RoutesApplied",
+            ReadyReason::RoutesPending => "RoutesPending",
             ReadyReason::ForkServiceMissing => "ForkServiceMissing",
+            ReadyReason::BaselineServiceMissing => "BaselineServiceMissing",
             ReadyReason::Conflict => "Conflict",
             ReadyReason::Expired => "Expired",
             ReadyReason::Invalid => "Invalid",
@@ -151,7 +163,8 @@ pub struct SandboxSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxStatus {
-    /// `Ready`, with a reason: RoutesApplied, ForkServiceMissing, Conflict, Expired or Invalid.
+    /// `Ready`, with a reason: RoutesApplied, RoutesPending, ForkServiceMissing,
+    /// BaselineServiceMissing, Conflict, Expired or Invalid.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -32,6 +32,8 @@ pub const EXCHANGE: &str = "orders";
 const PREFETCH: u16 = 200;
 /// Erlang boots slowly on a loaded 2-core machine (about 10 s).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(90);
+/// One attempt to connect and declare, at start.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 
 /// A running RabbitMQ node and its `epmd`.
@@ -105,15 +107,22 @@ impl RabbitServer {
                     log_tail(&self.log_path(), 10)
                 )));
             }
+            // Each attempt is bounded: a connection made while the node
+            // boots can hang in the AMQP handshake (seen once: a run waited
+            // 10 minutes with the listener up and no connection logged).
             let declared = self.runtime.block_on(async {
-                let (connection, channel) = self.channel().await?;
-                client::declare_exchange(&channel, EXCHANGE).await?;
-                connection.close(200, "declared".into()).await?;
-                Ok::<(), Error>(())
+                tokio::time::timeout(ATTEMPT_TIMEOUT, async {
+                    let (connection, channel) = self.channel().await?;
+                    client::declare_exchange(&channel, EXCHANGE).await?;
+                    connection.close(200, "declared".into()).await?;
+                    Ok::<(), Error>(())
+                })
+                .await
             });
             let last = match declared {
-                Ok(()) => return Ok(()),
-                Err(error) => error.to_string(),
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer within {ATTEMPT_TIMEOUT:?}"),
             };
             if Instant::now() > deadline {
                 return Err(Error::Timeout(format!(

@@ -197,6 +197,7 @@ fn start_route_service() -> Result<RouteService> {
         seed: Some(sandbox_router_e2e::repo_root().join("routeservice/demo/seed.json")),
         token: token(),
         kubeconfig: None,
+        args: Vec::new(),
     };
     RouteService::start(options).context("starting the RouteService")
 }

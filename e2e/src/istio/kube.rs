@@ -1,10 +1,10 @@
 //! A Kubernetes control plane with no nodes: etcd and kube-apiserver on
 //! loopback, and kubectl to talk to it.
 //!
-//! No kubelet, scheduler or controller-manager: the mesh's workloads are
-//! host processes, declared to Kubernetes as selector-less Services with
-//! EndpointSlices that name their loopback addresses, which is all istiod
-//! reads. The API server itself runs its own controllers (default
+//! No kubelet or scheduler: the mesh's workloads are host processes,
+//! declared to Istio with WorkloadEntries. kube-controller-manager runs on
+//! demand ([`KubeControlPlane::start_garbage_collector`]) with its garbage
+//! collector only, so owner references do what they do in a cluster. The API server itself runs its own controllers (default
 //! namespaces, ClusterIP allocation, the `kubernetes` Service) and serves
 //! TokenRequest/TokenReview, which the mesh's identity needs.
 
@@ -49,17 +49,51 @@ impl Default for KubePorts {
 /// Running etcd + kube-apiserver.
 #[derive(Debug)]
 pub struct KubeControlPlane {
-    // Field order is drop order: the API server stops before its store.
+    // Field order is drop order: the controller manager, then the API
+    // server, then its store.
+    controller_manager: Option<MeshProcess>,
     apiserver: MeshProcess,
     etcd: MeshProcess,
     kubeconfig: PathBuf,
     kubectl: PathBuf,
+    /// [`LOCK_FILE`], held while the control plane runs.
+    _lock: std::fs::File,
+}
+
+/// The local control plane's ports are fixed: one run at a time per host.
+/// Every run takes this lock before it starts etcd (and waits for it), so
+/// two test binaries, a `make istio-up` and a `make e2e-istio`, or two
+/// checkouts never fight over a port.
+pub const LOCK_FILE: &str = "/tmp/sandbox-router-local-mesh.lock";
+
+fn take_lock() -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .with_context(|| format!("opening {LOCK_FILE}"))?;
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!(
+                "local mesh: another local mesh runs on this host; waiting for it ({LOCK_FILE})"
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {LOCK_FILE}"));
+        }
+    }
+    file.lock()
+        .with_context(|| format!("locking {LOCK_FILE}"))?;
+    Ok(file)
 }
 
 impl KubeControlPlane {
     /// Starts etcd and the API server in `dir` and waits until the API
     /// server is ready (`/readyz`) and has its default namespaces.
     pub fn start(tools: &Tools, pki: &Pki, ports: KubePorts, dir: &Path) -> Result<Self> {
+        let lock = take_lock()?;
         let etcd = start_etcd(tools, ports, dir)?;
         let peer_url = format!("http://127.0.0.1:{}", ports.etcd_client);
         etcd.wait_until("etcd serving", Duration::from_secs(60), || {
@@ -112,10 +146,12 @@ impl KubeControlPlane {
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_yaml(pki, ports.apiserver)?)?;
         let plane = Self {
+            controller_manager: None,
             apiserver,
             etcd,
             kubeconfig,
             kubectl: tools.kubectl.clone(),
+            _lock: lock,
         };
         plane
             .apiserver
@@ -128,6 +164,26 @@ impl KubeControlPlane {
                 Ok(plane.kubectl().args(["get", "namespace", "default"]).ok())
             })?;
         Ok(plane)
+    }
+
+    /// Starts kube-controller-manager with only its garbage collector:
+    /// objects whose owner (by uid) is gone are deleted, as in a cluster.
+    pub fn start_garbage_collector(&mut self, tools: &Tools, dir: &Path) -> Result<()> {
+        let mut command = Command::new(&tools.kube_controller_manager);
+        command
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .arg("--controllers=garbagecollector")
+            .arg("--leader-elect=false")
+            // Its own serving port is of no use here: 0 turns it off.
+            .arg("--secure-port=0")
+            .arg("--v=1");
+        let process = MeshProcess::spawn(
+            "kube-controller-manager",
+            command,
+            &dir.join("kube-controller-manager.log"),
+        )?;
+        self.controller_manager = Some(process);
+        Ok(())
     }
 
     /// The admin kubeconfig.
@@ -143,6 +199,9 @@ impl KubeControlPlane {
     /// Fails if etcd or the API server has exited.
     pub fn check_running(&self) -> Result<()> {
         self.etcd.check_running()?;
+        if let Some(process) = &self.controller_manager {
+            process.check_running()?;
+        }
         self.apiserver.check_running()
     }
 }

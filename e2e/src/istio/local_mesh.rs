@@ -108,6 +108,20 @@ pub const DEMO_WORKLOADS: [(&str, &str, &str, [u8; 4]); 4] = [
 /// The RouteService's address (`istio-config/base/`).
 pub const ROUTESERVICE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 10);
 
+/// Where the RouteService keeps sandboxes in the local mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeshStore {
+    /// One replica with a redb file, seeded with the demo's sandbox (the
+    /// default: `istio-config/overlays/demo`).
+    Redb,
+    /// `--store kubernetes` (`istio-config/overlays/kubernetes`): this many
+    /// replicas on 127.0.1.10, .11, ..., each behind the `routeservice`
+    /// Service, with the RouteService's own ServiceAccount and RBAC, writing
+    /// HTTPRoutes; and the API server's garbage collector running. No seed:
+    /// sandboxes are Sandbox objects.
+    Kubernetes { replicas: u8 },
+}
+
 /// Where to put the run and what to deliver.
 #[derive(Debug, Clone)]
 pub struct LocalMeshOptions {
@@ -117,6 +131,7 @@ pub struct LocalMeshOptions {
     pub oci_archive: PathBuf,
     /// The tag to push it as.
     pub oci_tag: String,
+    pub store: MeshStore,
 }
 
 impl LocalMeshOptions {
@@ -127,6 +142,7 @@ impl LocalMeshOptions {
             dir,
             oci_archive: target.join("oci/sandbox-router.tar"),
             oci_tag: "0.1.0".to_owned(),
+            store: MeshStore::Redb,
         }
     }
 }
@@ -142,6 +158,8 @@ pub struct LocalMesh {
     authority_caller: Proxy,
     caller: Proxy,
     routeservice: RouteService,
+    /// With [`MeshStore::Kubernetes`], the replicas after the first.
+    more_routeservices: Vec<RouteService>,
     upstreams: Vec<Upstream>,
     istiod: Istiod,
     registry: Registry,
@@ -172,7 +190,7 @@ impl LocalMesh {
             eprintln!("local mesh: killed {stale} Envoy(s) left behind by an earlier run");
         }
         let pki = Pki::generate(&dir)?;
-        let kube = KubeControlPlane::start(&tools, &pki, KubePorts::default(), &dir)?;
+        let mut kube = KubeControlPlane::start(&tools, &pki, KubePorts::default(), &dir)?;
         lap("etcd + kube-apiserver", &mut timings);
         apply_crds(&kube)?;
         lap("CRDs established", &mut timings);
@@ -209,17 +227,34 @@ impl LocalMesh {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let routeservice = RouteService::start(routeservice::Options {
-            data_dir: dir.join("routeservice-data"),
-            log_dir: dir.clone(),
-            ip: IpAddr::V4(ROUTESERVICE_IP),
-            port: SERVICE_PORT,
-            seed: Some(crate::repo_root().join("istio-config/overlays/demo/seed.json")),
-            token: ROUTESERVICE_TOKEN.to_owned(),
-            kubeconfig: None,
-        })?;
+        let (routeservice, more_routeservices) = match options.store {
+            MeshStore::Redb => (
+                RouteService::start(routeservice::Options {
+                    data_dir: dir.join("routeservice-data"),
+                    log_dir: dir.clone(),
+                    ip: IpAddr::V4(ROUTESERVICE_IP),
+                    port: SERVICE_PORT,
+                    seed: Some(crate::repo_root().join("istio-config/overlays/demo/seed.json")),
+                    token: ROUTESERVICE_TOKEN.to_owned(),
+                    kubeconfig: None,
+                    args: Vec::new(),
+                })?,
+                Vec::new(),
+            ),
+            MeshStore::Kubernetes { replicas } => {
+                kube.start_garbage_collector(&tools, &dir)?;
+                start_kube_routeservices(&kube, &dir, replicas)?
+            }
+        };
         for workload in workloads() {
-            write_workload_entry(&kube, &workload)?;
+            write_workload_entry(&kube, &workload, &format!("{}-local", workload.service))?;
+        }
+        for (i, replica) in more_routeservices.iter().enumerate() {
+            let mut workload = routeservice_workload();
+            if let IpAddr::V4(ip) = replica.addr().ip() {
+                workload.ip = ip;
+            }
+            write_workload_entry(&kube, &workload, &format!("routeservice-local-{}", i + 2))?;
         }
         lap("workloads + WorkloadEntries", &mut timings);
 
@@ -271,6 +306,7 @@ impl LocalMesh {
             authority_caller,
             caller,
             routeservice,
+            more_routeservices,
             upstreams,
             istiod,
             registry,
@@ -379,6 +415,18 @@ impl LocalMesh {
         &mut self.routeservice
     }
 
+    /// Every RouteService replica (one but with [`MeshStore::Kubernetes`]).
+    pub fn routeservices(&self) -> impl Iterator<Item = &RouteService> {
+        std::iter::once(&self.routeservice).chain(self.more_routeservices.iter())
+    }
+
+    /// Replica `i` (0 is [`Self::routeservice`]), to kill and restart it.
+    pub fn routeservice_replica_mut(&mut self, i: usize) -> Option<&mut RouteService> {
+        std::iter::once(&mut self.routeservice)
+            .chain(self.more_routeservices.iter_mut())
+            .nth(i)
+    }
+
     /// istiod.
     pub fn istiod(&self) -> &Istiod {
         &self.istiod
@@ -456,12 +504,14 @@ impl LocalMesh {
         for process in self.processes() {
             process.check_running()?;
         }
-        if !self.routeservice.is_running() {
-            bail!(
-                "the RouteService exited; log {}:\n{}",
-                self.routeservice.log_path().display(),
-                self.routeservice.log_tail(30)
-            );
+        for routeservice in self.routeservices() {
+            if !routeservice.is_running() {
+                bail!(
+                    "a RouteService exited; log {}:\n{}",
+                    routeservice.log_path().display(),
+                    routeservice.log_tail(30)
+                );
+            }
         }
         Ok(())
     }
@@ -491,16 +541,79 @@ pub fn workloads() -> Vec<Workload> {
                 ("version".to_owned(), (*variant).to_owned()),
             ],
         })
-        .chain(std::iter::once(Workload {
-            service: "routeservice".to_owned(),
-            namespace: ROUTESERVICE_NAMESPACE.to_owned(),
-            ip: ROUTESERVICE_IP,
-            labels: vec![(
-                "app.kubernetes.io/name".to_owned(),
-                "routeservice".to_owned(),
-            )],
-        }))
+        .chain(std::iter::once(routeservice_workload()))
         .collect()
+}
+
+/// The RouteService's workload (its first replica).
+fn routeservice_workload() -> Workload {
+    Workload {
+        service: "routeservice".to_owned(),
+        namespace: ROUTESERVICE_NAMESPACE.to_owned(),
+        ip: ROUTESERVICE_IP,
+        labels: vec![(
+            "app.kubernetes.io/name".to_owned(),
+            "routeservice".to_owned(),
+        )],
+    }
+}
+
+/// A kubeconfig like the admin's, with `token` as its user.
+pub fn kubeconfig_with_token(admin: &Path, token: &str, to: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(admin)?;
+    std::fs::write(to, text.replace(super::kube::ADMIN_TOKEN, token))?;
+    Ok(())
+}
+
+/// A token of ServiceAccount `sandbox-system/<account>`, as a pod gets one.
+pub fn service_account_token(kube: &KubeControlPlane, account: &str) -> Result<String> {
+    Ok(kube
+        .kubectl()
+        .args(["-n", ROUTESERVICE_NAMESPACE, "create", "token", account])
+        .args(["--duration=2h"])
+        .run()?
+        .trim()
+        .to_owned())
+}
+
+/// `routeservice serve --store kubernetes` replicas as the
+/// `istio-config/overlays/kubernetes` Deployment runs them: the shipped
+/// RBAC, the `routeservice` ServiceAccount's token, one loopback address
+/// each. Their writes through the API send the `sandbox-tooling` token.
+fn start_kube_routeservices(
+    kube: &KubeControlPlane,
+    dir: &Path,
+    replicas: u8,
+) -> Result<(RouteService, Vec<RouteService>)> {
+    kube.kubectl()
+        .args(["apply", "-f"])
+        .arg_path(&crate::repo_root().join("istio-config/overlays/kubernetes/rbac.yaml"))
+        .run()?;
+    let kubeconfig = dir.join("routeservice.kubeconfig");
+    kubeconfig_with_token(
+        kube.kubeconfig(),
+        &service_account_token(kube, "routeservice")?,
+        &kubeconfig,
+    )?;
+    let writer = service_account_token(kube, "sandbox-tooling")?;
+    let mut started = Vec::new();
+    for i in 0..replicas.max(1) {
+        let [a, b, c, d] = ROUTESERVICE_IP.octets();
+        let ip = Ipv4Addr::new(a, b, c, d.saturating_add(i));
+        started.push(RouteService::start(routeservice::Options {
+            data_dir: dir.join(format!("routeservice-{i}")),
+            log_dir: dir.join(format!("routeservice-{i}")),
+            ip: IpAddr::V4(ip),
+            port: SERVICE_PORT,
+            seed: None,
+            token: writer.clone(),
+            kubeconfig: Some(kubeconfig.clone()),
+            args: Vec::new(),
+        })?);
+    }
+    let mut started = started.into_iter();
+    let first = started.next().context("at least one replica")?;
+    Ok((first, started.collect()))
 }
 
 /// Istio's CRDs from the pinned module and the Gateway API's, server-side
@@ -525,7 +638,11 @@ fn apply_crds(kube: &KubeControlPlane) -> Result<()> {
 /// Service: Istio selects WorkloadEntries with a Kubernetes Service's
 /// selector, as it selects Pods (how VMs join a mesh). An EndpointSlice
 /// cannot do it: Kubernetes refuses loopback endpoint addresses.
-fn write_workload_entry(kube: &KubeControlPlane, workload: &Workload) -> Result<()> {
+pub fn write_workload_entry(
+    kube: &KubeControlPlane,
+    workload: &Workload,
+    name: &str,
+) -> Result<()> {
     let labels: String = workload
         .labels
         .iter()
@@ -535,7 +652,7 @@ fn write_workload_entry(kube: &KubeControlPlane, workload: &Workload) -> Result<
         "apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata:
-  name: {service}-local
+  name: {name}
   namespace: {namespace}
 spec:
   address: {ip}
@@ -543,7 +660,6 @@ spec:
 {labels}  ports:
     http: {SERVICE_PORT}
 ",
-        service = workload.service,
         namespace = workload.namespace,
         ip = workload.ip,
     );

@@ -10,13 +10,16 @@
 //! - [`registry`]: the OCI registry and skopeo;
 //! - [`istiod`]: the control plane;
 //! - [`agent`]: sidecars and the gateway (pilot-agent + Envoy);
-//! - [`local_mesh`]: all of it put together, as `make istio-up` runs it.
+//! - [`local_mesh`]: all of it put together, as `make istio-up` runs it;
+//! - [`probe`]: what the tests ask of it (who served a request, how long
+//!   until a change shows).
 
 pub mod agent;
 pub mod istiod;
 pub mod kube;
 pub mod local_mesh;
 pub mod pki;
+pub mod probe;
 pub mod process;
 pub mod registry;
 pub mod tools;

@@ -1,6 +1,7 @@
 //! Where the mesh's upstream binaries are.
 //!
-//! istiod, pilot-agent, kube-apiserver, kubectl and etcd are built from
+//! istiod, pilot-agent, kube-apiserver, kube-controller-manager, kubectl
+//! and etcd are built from
 //! their own Go modules, pinned in `e2e/istio/tools/go.mod`, by
 //! `make istio-tools` into `.tools/istio/bin` (`ISTIO_TOOLS_BIN` overrides);
 //! the registry and skopeo are Debian's (`docker-registry`, `skopeo`), and
@@ -16,6 +17,8 @@ pub struct Tools {
     pub pilot_discovery: PathBuf,
     pub pilot_agent: PathBuf,
     pub kube_apiserver: PathBuf,
+    /// Run with its garbage collector only (owner references).
+    pub kube_controller_manager: PathBuf,
     pub kubectl: PathBuf,
     pub etcd: PathBuf,
     pub registry: PathBuf,
@@ -38,6 +41,7 @@ impl Tools {
         let pilot_discovery = built("pilot-discovery");
         let pilot_agent = built("pilot-agent");
         let kube_apiserver = built("kube-apiserver");
+        let kube_controller_manager = built("kube-controller-manager");
         let kubectl = built("kubectl");
         let etcd = built("etcd");
         let mut system = |name: &str, package: &str| {
@@ -63,6 +67,7 @@ impl Tools {
             pilot_discovery,
             pilot_agent,
             kube_apiserver,
+            kube_controller_manager,
             kubectl,
             etcd,
             registry,
