@@ -2,13 +2,16 @@
 //! A key that only the RouteService knows pauses the request until the
 //! answer or `timeoutMs` (fail open).
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, Bytes};
+use sandbox_router_core::carrier::Carrier;
 use sandbox_router_core::config::FilterConfig;
 use sandbox_router_core::decision::{self, Decision, Inspection, KeyOutcome, Query, Step};
 use sandbox_router_core::destination::RouteBefore;
+use sandbox_router_core::recovery::{Direction, Recorded};
 use sandbox_router_core::routes_api::{self, BadAnswer, MAX_BODY_BYTES};
 use sandbox_router_core::routing_key::RoutingKey;
 use sandbox_router_core::worker_routes::Answer;
@@ -16,7 +19,7 @@ use sandbox_router_core::worker_routes::Answer;
 use crate::edge;
 use crate::host;
 use crate::metrics::Counter;
-use crate::worker::{Worker, OUTCOME_STATE, SANDBOX_STATE};
+use crate::worker::{Worker, KEY_DROPPED, OUTCOME_STATE, SANDBOX_STATE};
 use sandbox_router_core::edge::BAGGAGE;
 
 pub struct RequestFilter {
@@ -28,6 +31,19 @@ pub struct RequestFilter {
     call: Option<Lookup>,
     /// A `Set-Cookie` for the response (a signed key from a preview link).
     set_cookie: Option<String>,
+    /// Came through the inbound listener (`recovery`): nothing decided.
+    inbound: bool,
+}
+
+/// Where the key of an outbound request came from, as far as recovery goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// Its own (or none, with nothing recorded for its trace).
+    Untouched,
+    /// Recovered from its trace and added to its `baggage`.
+    Recovered,
+    /// None, though its trace came in with one (`enabled: false`).
+    Dropped,
 }
 
 struct Lookup {
@@ -44,6 +60,7 @@ impl RequestFilter {
             parked: false,
             call: None,
             set_cookie: None,
+            inbound: false,
         }
     }
 
@@ -53,6 +70,13 @@ impl RequestFilter {
     /// present, whose last line wins); then decides as with the whole map.
     fn on_request(&mut self) -> Action {
         let config = Rc::clone(&self.worker.config);
+        // Only with `recovery` does the filter ask which listener this is
+        // (one property read): without it, every request is outbound.
+        if config.recovery.is_some() && host::listener_direction() == Direction::Inbound {
+            self.inbound = true;
+            self.on_inbound(&config);
+            return Action::Continue;
+        }
         if config.strips_incoming_keys() || config.signed_key_verifier.is_some() {
             return self.on_request_with_map();
         }
@@ -66,11 +90,13 @@ impl RequestFilter {
             baggage.unwrap_or_default(),
             route_header.unwrap_or_default(),
         ];
-        let inspection = decision::inspect(&config, &headers);
+        let mut inspection = decision::inspect(&config, &headers);
         if matches!(inspection.key, KeyOutcome::NoKey) && self.other_carriers_present() {
             return self.on_request_with_map();
         }
-        let mut changed = false;
+        let recovery = self.recover(&config, &mut inspection);
+        // A `baggage` line was added: route selection may depend on it.
+        let mut changed = recovery == Recovery::Recovered;
         if inspection.spoofed_route_header {
             changed |= host::remove_request_header(&config.route_header).is_ok();
             self.worker.metrics.increment(Counter::SpoofedHeaderRemoved);
@@ -79,7 +105,121 @@ impl RequestFilter {
             KeyOutcome::Valid(..) => host::request_header(":authority"),
             _ => None,
         };
-        self.decide(&config, inspection, authority.as_deref(), changed)
+        let action = self.decide(&config, inspection, authority.as_deref(), changed);
+        if recovery == Recovery::Dropped {
+            host::set_filter_state(OUTCOME_STATE, KEY_DROPPED);
+        }
+        action
+    }
+
+    /// The inbound side of a sidecar (`recovery` on, Envoy's
+    /// `xds.listener_direction` inbound): the request is not decided, marked or
+    /// counted as an outcome (it was routed by the caller's sidecar, and a
+    /// route header it carries is left to the app, whose own outbound calls
+    /// have it removed); if it has a valid routing key, each trace id it
+    /// carries is recorded with that key.
+    fn on_inbound(&self, config: &FilterConfig) {
+        let (Some(recovery), Some(store)) = (&config.recovery, &self.worker.recovery) else {
+            return;
+        };
+        let Some(key) = self.inbound_key(config) else {
+            return;
+        };
+        let now = host::now_ms();
+        let mut stored = false;
+        for header in &recovery.trace_headers {
+            let Some(id) = host::request_header(header.name()).and_then(|v| header.parse(&v))
+            else {
+                continue;
+            };
+            match store.record(&host::HostSharedData, &id, &key, now) {
+                Recorded::Stored => self.worker.metrics.increment(Counter::RecoveryRecorded),
+                Recorded::Evicted => {
+                    self.worker.metrics.increment(Counter::RecoveryRecorded);
+                    self.worker.metrics.increment(Counter::RecoveryEvicted);
+                }
+                Recorded::Fresh | Recorded::Lost => continue,
+            }
+            stored = true;
+        }
+        if stored {
+            store.note_recorded(&host::HostSharedData, now);
+        }
+    }
+
+    /// The valid routing key of an inbound request, read as on the outbound
+    /// side (baggage first; the whole map only when another carrier is there).
+    fn inbound_key(&self, config: &FilterConfig) -> Option<String> {
+        let baggage = host::request_header_lines(BAGGAGE).map(|lines| (BAGGAGE, lines));
+        let headers = [baggage.unwrap_or_default()];
+        match decision::inspect(config, &headers).key {
+            KeyOutcome::Valid(key, _) => return Some(key.into_owned()),
+            KeyOutcome::Invalid(..) => return None,
+            KeyOutcome::NoKey => {}
+        }
+        if !self.other_carriers_present() {
+            return None;
+        }
+        let headers = host::request_headers();
+        match decision::inspect(config, &headers).key {
+            KeyOutcome::Valid(key, _) => Some(key.into_owned()),
+            _ => None,
+        }
+    }
+
+    /// An outbound request without a routing key, with `recovery` on: if
+    /// one of its trace ids came in with a key (recorded by the inbound
+    /// side), `enabled` gives the key back (a `baggage` member appended, so
+    /// the next hops have it too, and the request decided with it: counted
+    /// `key_recovered`); otherwise it is counted `key_dropped` (the caller
+    /// then sets the outcome `key_dropped`). Reads nothing without
+    /// `recovery`, or when the request has a key.
+    fn recover(&self, config: &FilterConfig, inspection: &mut Inspection<'_>) -> Recovery {
+        let (Some(recovery), Some(store)) = (&config.recovery, &self.worker.recovery) else {
+            return Recovery::Untouched;
+        };
+        if !matches!(inspection.key, KeyOutcome::NoKey) {
+            return Recovery::Untouched;
+        }
+        let now = host::now_ms();
+        // Nothing recorded lately (most sidecars, most of the time): one
+        // shared-data read, no trace header read.
+        if !store.may_hold(&host::HostSharedData, now) {
+            return Recovery::Untouched;
+        }
+        let found = recovery.trace_headers.iter().find_map(|header| {
+            let id = header.parse(&host::request_header(header.name())?)?;
+            Some((store.find(&host::HostSharedData, &id, now)?, header.name()))
+        });
+        // The table holds validated keys only (decoding checks again).
+        let Some((key, header)) = found else {
+            return Recovery::Untouched;
+        };
+        if !recovery.enabled {
+            self.worker.metrics.increment(Counter::KeyDropped);
+            if log::log_enabled!(log::Level::Debug) {
+                let authority = host::request_header(":authority").unwrap_or_default();
+                log::debug!(
+                    "sandbox-router: routing key {key} dropped by the app before {} (trace id from {header})",
+                    String::from_utf8_lossy(&authority)
+                );
+            }
+            return Recovery::Dropped;
+        }
+        let Some(baggage_key) = config.carriers.baggage_keys.first() else {
+            return Recovery::Untouched;
+        };
+        // A valid key is RFC 3986 unreserved: a baggage value as it is.
+        let member = format!("{baggage_key}={key}");
+        if let Err(status) = host::add_request_header(BAGGAGE, member.as_bytes()) {
+            log::warn!("sandbox-router: could not add {BAGGAGE}: {status:?}");
+            return Recovery::Untouched;
+        }
+        self.worker.metrics.increment(Counter::KeyRecovered);
+        self.worker.mark_recovered(self.context_id);
+        log::debug!("sandbox-router: routing key {key} recovered from {header}");
+        inspection.key = KeyOutcome::Valid(Cow::Owned(key), Carrier::Baggage);
+        Recovery::Recovered
     }
 
     /// Whether a legacy or plain carrier header is present (only asked when
@@ -102,7 +242,9 @@ impl RequestFilter {
             edge::admit_signed_key(&config, &mut headers, &self.worker.metrics);
         changed |= admitted;
         self.set_cookie = set_cookie;
-        let inspection = decision::inspect(&config, &headers);
+        let mut inspection = decision::inspect(&config, &headers);
+        let recovery = self.recover(&config, &mut inspection);
+        changed |= recovery == Recovery::Recovered;
         if inspection.spoofed_route_header {
             changed |= host::remove_request_header(&config.route_header).is_ok();
             self.worker.metrics.increment(Counter::SpoofedHeaderRemoved);
@@ -111,7 +253,11 @@ impl RequestFilter {
             .iter()
             .find(|(name, _)| name == ":authority")
             .map(|(_, value)| value.as_slice());
-        self.decide(&config, inspection, authority, changed)
+        let action = self.decide(&config, inspection, authority, changed);
+        if recovery == Recovery::Dropped {
+            host::set_filter_state(OUTCOME_STATE, KEY_DROPPED);
+        }
+        action
     }
 
     fn decide(
@@ -308,6 +454,9 @@ impl HttpContext for RequestFilter {
     /// through here too): check a marked request before the caller sees
     /// the response.
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.inbound {
+            return Action::Continue;
+        }
         self.worker.check(self.context_id);
         if let Some(cookie) = self.set_cookie.take() {
             let _ = host::add_response_header("set-cookie", &cookie);

@@ -5,6 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, Bytes, MapType, Status};
+use sandbox_router_core::recovery::{Direction, SharedData};
 
 /// Request headers as Envoy holds them: names lower case, values raw bytes.
 /// (The SDK's `String` getter panics on a value that is not UTF-8, which a
@@ -266,4 +267,33 @@ pub fn resume_request() {
 
 pub fn set_tick_period(period_ms: u64) {
     let _ = hostcalls::set_tick_period(Duration::from_millis(period_ms));
+}
+
+/// Which listener the current request came through: Envoy's attribute
+/// `xds.listener_direction`, the listener's `traffic_direction` (an int64:
+/// 1 inbound, 2 outbound), which Istio sets on every sidecar listener.
+/// Envoy 1.40 answers it in an HTTP filter; its older name
+/// `listener_direction` answers nothing there (checked in a real Envoy
+/// 1.40, `e2e/tests/recovery.rs`) and is asked only if the first is
+/// missing. `Unspecified` where neither says: the filter then treats the
+/// request as outbound.
+pub fn listener_direction() -> Direction {
+    let property = |path: Vec<&str>| hostcalls::get_property(path).ok().flatten();
+    let bytes = property(vec!["xds", "listener_direction"])
+        .or_else(|| property(vec!["listener_direction"]));
+    Direction::from_property(bytes.as_deref())
+}
+
+/// The Envoy-wide shared data (one table for every worker VM of the plugin,
+/// and for both listeners of a sidecar), for the recovery table.
+pub struct HostSharedData;
+
+impl SharedData for HostSharedData {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        shared_data(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        set_shared_data(key, value, cas).is_ok()
+    }
 }

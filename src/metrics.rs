@@ -56,6 +56,16 @@ pub enum Counter {
     /// Signed routing keys refused at the edge (malformed, bad signature,
     /// expired, too far ahead): stripped, the request decided with no key.
     SignedKeyRejected,
+    /// Outbound requests without a routing key that got it back from their
+    /// trace id (`recovery.enabled`), beside their outcome counter.
+    KeyRecovered,
+    /// Outbound requests without a routing key whose trace id came in with
+    /// one (`recovery` present, `enabled: false`): where a key was lost.
+    KeyDropped,
+    /// Trace ids recorded with their key by the inbound side.
+    RecoveryRecorded,
+    /// Recorded trace ids that pushed out an older live one (table full).
+    RecoveryEvicted,
     /// Table syncs: new table, not modified (304), failed.
     SyncOk,
     SyncNotModified,
@@ -102,7 +112,7 @@ pub enum Gauge {
     ConfigValid,
 }
 
-const COUNTERS: [(Counter, &str); 27] = [
+const COUNTERS: [(Counter, &str); 31] = [
     (Counter::Routed, "sandbox_router.routed"),
     (Counter::RouteMissing, "sandbox_router.route_missing"),
     (Counter::ForkUnknown, "sandbox_router.fork_unknown"),
@@ -133,6 +143,13 @@ const COUNTERS: [(Counter, &str); 27] = [
         Counter::SignedKeyRejected,
         "sandbox_router.signed_key_rejected",
     ),
+    (Counter::KeyRecovered, "sandbox_router.key_recovered"),
+    (Counter::KeyDropped, "sandbox_router.key_dropped"),
+    (
+        Counter::RecoveryRecorded,
+        "sandbox_router.recovery_recorded",
+    ),
+    (Counter::RecoveryEvicted, "sandbox_router.recovery_evicted"),
     (Counter::SyncOk, "sandbox_router.sync_ok"),
     (Counter::SyncNotModified, "sandbox_router.sync_not_modified"),
     (Counter::SyncError, "sandbox_router.sync_error"),

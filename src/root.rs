@@ -107,6 +107,7 @@ impl RootContext for Root {
         self.mode = Some(Mode::Routing(Rc::new(Worker::new(
             Rc::new(config),
             metrics,
+            &host::plugin_name(),
         ))));
         true
     }

@@ -13,6 +13,7 @@ use sandbox_router_core::decision::{Check, Decision, Marking, Query};
 use sandbox_router_core::key_cache::CachePolicy;
 use sandbox_router_core::legacy::LegacyFormat;
 use sandbox_router_core::lookup_budget::LookupBudget;
+use sandbox_router_core::recovery::Store;
 use sandbox_router_core::route_check::{self, Miss, Unreachable};
 use sandbox_router_core::worker_routes::WorkerRoutes;
 
@@ -32,11 +33,25 @@ pub struct Worker {
     /// `uberctx-<key>` and `ot-baggage-<key>` for every baggage key (when
     /// `legacyHeaders` is on), made once instead of per request.
     pub legacy_header_names: Vec<String>,
+    /// The trace id -> key table, when `recovery` is configured.
+    pub recovery: Option<Store>,
+    /// Requests decided with a recovered key (their outcome reads
+    /// `key_recovered` when routed or baseline).
+    /// (A few at a time: requests in flight on this worker with a recovered key.)
+    recovered: RefCell<Vec<u32>>,
 }
 
 /// Filter state names (Envoy prefixes them with `wasm.`).
 pub const OUTCOME_STATE: &str = "sandbox_router.outcome";
 pub const SANDBOX_STATE: &str = "sandbox_router.sandbox";
+
+/// The outcome of a request decided with a recovered key that went to its
+/// sandbox or, with no sandbox for that destination, to baseline (a miss,
+/// a fail-open keeps its own name).
+pub const KEY_RECOVERED: &str = "key_recovered";
+/// The outcome of a request without a key whose trace id came in with one
+/// (`recovery.enabled: false`); counted `no_key` and `key_dropped`.
+pub const KEY_DROPPED: &str = "key_dropped";
 
 /// A marked request waiting for its check.
 struct Marked {
@@ -46,7 +61,7 @@ struct Marked {
 }
 
 impl Worker {
-    pub fn new(config: Rc<FilterConfig>, metrics: Rc<Metrics>) -> Self {
+    pub fn new(config: Rc<FilterConfig>, metrics: Rc<Metrics>, plugin_name: &str) -> Self {
         let policy = config.route_service.as_ref().map_or(
             CachePolicy {
                 ttl_ms: 0,
@@ -77,7 +92,13 @@ impl Worker {
         } else {
             Vec::new()
         };
+        let recovery = config
+            .recovery
+            .as_ref()
+            .map(|r| Store::new(plugin_name, r.max_entries, r.ttl_ms));
         Worker {
+            recovery,
+            recovered: RefCell::new(Vec::new()),
             config,
             metrics,
             routes: RefCell::new(routes),
@@ -120,8 +141,16 @@ impl Worker {
             Decision::Routed(marking) => Some(marking.target.sandbox.as_str()),
             _ => None,
         };
-        self.record(counter, sandbox);
+        self.record(context_id, counter, sandbox);
         changed
+    }
+
+    /// Request `context_id` is decided with a key recovered from its trace.
+    pub fn mark_recovered(&self, context_id: u32) {
+        let mut recovered = self.recovered.borrow_mut();
+        if !recovered.contains(&context_id) {
+            recovered.push(context_id);
+        }
     }
 
     /// Counts the current request's outcome and exposes it where Envoy's
@@ -129,9 +158,13 @@ impl Worker {
     /// `wasm.sandbox_router.outcome` and, for a sandbox's request,
     /// `wasm.sandbox_router.sandbox`). A marked request is recorded again
     /// once checked: the later outcome replaces the first.
-    pub fn record(&self, counter: Counter, sandbox: Option<&str>) {
+    pub fn record(&self, context_id: u32, counter: Counter, sandbox: Option<&str>) {
         self.metrics.increment(counter);
-        if let Some(outcome) = counter.outcome() {
+        let recovered = matches!(counter, Counter::Routed | Counter::Baseline)
+            && self.recovered.borrow().contains(&context_id);
+        if recovered {
+            host::set_filter_state(OUTCOME_STATE, KEY_RECOVERED);
+        } else if let Some(outcome) = counter.outcome() {
             host::set_filter_state(OUTCOME_STATE, outcome);
         }
         if let Some(sandbox) = sandbox {
@@ -146,7 +179,7 @@ impl Worker {
         let (stored, _) = host::shared_data(&key);
         if let Some(known) = stored.and_then(|b| Unreachable::fresh(&b, host::now_ms())) {
             // Found unreachable a moment ago: leave the request untouched.
-            self.record(miss_counter(known.miss), Some(sandbox));
+            self.record(context_id, miss_counter(known.miss), Some(sandbox));
             return false;
         }
         self.marked.borrow_mut().insert(
@@ -178,9 +211,9 @@ impl Worker {
             after.as_deref(),
         );
         match verdict {
-            Ok(()) => self.record(Counter::Routed, Some(&marked.sandbox)),
+            Ok(()) => self.record(context_id, Counter::Routed, Some(&marked.sandbox)),
             Err(miss) => {
-                self.record(miss_counter(miss), Some(&marked.sandbox));
+                self.record(context_id, miss_counter(miss), Some(&marked.sandbox));
                 self.remember(&marked, miss, after.as_deref());
             }
         }
@@ -211,6 +244,7 @@ impl Worker {
     /// Forgets request `context_id` (ended).
     pub fn forget(&self, context_id: u32) {
         self.marked.borrow_mut().remove(&context_id);
+        self.recovered.borrow_mut().retain(|id| *id != context_id);
     }
 
     fn mark(&self, marking: &Marking<'_>) -> bool {

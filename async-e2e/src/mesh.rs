@@ -135,6 +135,7 @@ fn bootstrap(endpoints: Endpoints, timings: Timings, files: &RunFiles) -> Result
             vm_env: Vec::new(),
         },
         access_log: files.access_log(),
+        inbound: None,
         route_service: Some(service(
             ROUTE_SERVICE,
             ROUTE_SERVICE_NAMESPACE,

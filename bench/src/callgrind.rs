@@ -295,6 +295,9 @@ impl KeepAlive {
         if let Some(baggage) = &scenario.baggage {
             let _ = write!(request, "baggage: {baggage}\r\n");
         }
+        for (name, value) in &scenario.headers {
+            let _ = write!(request, "{name}: {value}\r\n");
+        }
         request.push_str("\r\n");
         Ok(KeepAlive {
             reader: BufReader::new(stream.try_clone()?),

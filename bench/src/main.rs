@@ -246,9 +246,14 @@ impl Settings {
         for name in &self.only {
             scenarios::by_name(name)?;
         }
+        let wanted = |name: &str| {
+            self.only
+                .iter()
+                .any(|n| n == name || scenarios::needs(n) == Some(name))
+        };
         Ok(scenarios
             .into_iter()
-            .filter(|s| s.name == "wasm_floor" || self.only.iter().any(|n| n == s.name))
+            .filter(|s| s.name == "wasm_floor" || wanted(s.name))
             .collect())
     }
 }
@@ -509,10 +514,11 @@ pub fn check_scenarios(rig: &Rig, patient: bool) -> Result<Vec<report::Check>> {
         // Under valgrind a worker may be busy for minutes (starting and
         // syncing its plugins): wait for the right answer.
         let deadline = Instant::now() + Duration::from_secs(if patient { 900 } else { 0 });
-        let mut got = served_by(addr, scenario.host, baggage.as_deref());
+        let send = || served_by(addr, scenario.host, baggage.as_deref(), &scenario.headers);
+        let mut got = send();
         while got.as_ref().map_or(true, |got| *got != want) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_secs(5));
-            got = served_by(addr, scenario.host, baggage.as_deref());
+            got = send();
         }
         let got = got?;
         if got != want {
@@ -534,7 +540,7 @@ pub fn check_scenarios(rig: &Rig, patient: bool) -> Result<Vec<report::Check>> {
         return Ok(checks);
     };
     for probe in scenarios::regex_probes() {
-        let got = served_by(vs, scenarios::HOST, Some(probe))?;
+        let got = served_by(vs, scenarios::HOST, Some(probe), &[])?;
         checks.push(report::Check {
             scenario: "vs_regex probe".into(),
             baggage: probe.to_owned(),
@@ -554,10 +560,18 @@ fn abbreviate(text: &str) -> String {
 
 /// Who answered: the `x-served-by` header of an upstream, or the body of a
 /// `direct_response`.
-fn served_by(addr: SocketAddr, host: &str, baggage: Option<&str>) -> Result<String> {
+fn served_by(
+    addr: SocketAddr,
+    host: &str,
+    baggage: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<String> {
     let mut request = Request::get("/").header("host", host);
     if let Some(baggage) = baggage {
         request = request.header("baggage", baggage);
+    }
+    for (name, value) in headers {
+        request = request.header(name, value);
     }
     // A busy Envoy (under valgrind) may answer later than the client waits.
     let response = match request.send(addr) {

@@ -16,6 +16,17 @@ pub const HOST: &str = "catalog.demo.svc.cluster.local";
 pub const FORK_HOST: &str = "catalog-pr-421.demo.svc.cluster.local";
 pub const BAGGAGE_KEY: &str = "sd-routing-key";
 const ROUTE_HEADER: &str = "x-sandbox-route";
+/// The trace the `recovery_*` scenarios record (inbound) and recover
+/// (outbound) the key of.
+pub const TRACEPARENT_RECORDED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+/// A trace nobody recorded.
+pub const TRACEPARENT_UNKNOWN: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+/// The `x-request-id` sent with [`TRACEPARENT_RECORDED`] (recorded too).
+pub const REQUEST_ID_RECORDED: &str = "6d1f0e8a-3b7c-4c2e-9f1a-bench-recorded";
+/// The `x-request-id` sent with [`TRACEPARENT_UNKNOWN`].
+pub const REQUEST_ID_UNKNOWN: &str = "6d1f0e8a-3b7c-4c2e-9f1a-bench-unknown";
+/// The plugin name the `recovery_*` listeners share, so they share the table.
+const RECOVERY_PLUGIN: &str = "recovery";
 /// What a per-sandbox VirtualService matches on `baggage` (Istio `regex`,
 /// RE2, whole-value match).
 pub const VS_REGEX: &str = ".*sd-routing-key=pr-421.*";
@@ -64,6 +75,21 @@ pub struct Scenario {
     /// Synced from the RouteService holding [`crate::SANDBOXES_LARGE`]
     /// sandboxes instead of [`crate::SANDBOXES`].
     pub large_table: bool,
+    /// Headers sent besides `host` and `baggage` (trace headers).
+    pub headers: Vec<(&'static str, &'static str)>,
+    /// The router plugin has a `recovery` block (`enabled: true`); its
+    /// listener is an inbound one when this says so.
+    recovery: Option<Side>,
+}
+
+/// Which listener of a sidecar a `recovery` scenario plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Inbound,
+    Outbound,
+    /// Outbound, with a table of its own that nothing records into (a
+    /// sidecar whose inbound side saw no keyed request lately).
+    OutboundIdle,
 }
 
 impl Scenario {
@@ -78,7 +104,29 @@ impl Scenario {
             script: None,
             path: "/".into(),
             large_table: false,
+            headers: Vec::new(),
+            recovery: None,
         }
+    }
+
+    fn traced(mut self, recorded: bool) -> Self {
+        self.headers = if recorded {
+            vec![
+                ("traceparent", TRACEPARENT_RECORDED),
+                ("x-request-id", REQUEST_ID_RECORDED),
+            ]
+        } else {
+            vec![
+                ("traceparent", TRACEPARENT_UNKNOWN),
+                ("x-request-id", REQUEST_ID_UNKNOWN),
+            ]
+        };
+        self
+    }
+
+    fn recovery(mut self, side: Side) -> Self {
+        self.recovery = Some(side);
+        self
     }
 
     pub fn router_plugin(&self) -> bool {
@@ -142,7 +190,59 @@ pub fn all() -> Vec<Scenario> {
         plain_up,
         floor_up,
         router_up,
+        // Recovery (issue 14): the no-key request as `router_no_key` plus a
+        // `traceparent` and an `x-request-id`, without and with a `recovery`
+        // block (both trace ids unknown: four shared-data reads); the inbound
+        // side recording a keyed request's trace ids (refreshing them every
+        // quarter TTL, else two reads each); the outbound side recovering a
+        // key from the trace the inbound side recorded (it runs first in
+        // every round) and routing it.
+        Scenario::new(
+            "router_no_key_traced",
+            router,
+            Some(baggage_no_key()),
+            Expect::Baseline,
+        )
+        .traced(false),
+        Scenario::new(
+            "recovery_no_key",
+            router,
+            Some(baggage_no_key()),
+            Expect::Baseline,
+        )
+        .traced(false)
+        .recovery(Side::Outbound),
+        Scenario::new(
+            "recovery_no_key_idle",
+            router,
+            Some(baggage_no_key()),
+            Expect::Baseline,
+        )
+        .traced(false)
+        .recovery(Side::OutboundIdle),
+        Scenario::new(
+            "recovery_inbound",
+            router,
+            Some(baggage_300()),
+            Expect::Baseline,
+        )
+        .traced(true)
+        .recovery(Side::Inbound),
+        Scenario::new(
+            "recovery_hit",
+            router,
+            Some(baggage_no_key()),
+            Expect::Sandbox,
+        )
+        .traced(true)
+        .recovery(Side::Outbound),
     ]
+}
+
+/// A scenario that needs another one's listener: `recovery_hit` recovers
+/// what `recovery_inbound` recorded.
+pub fn needs(name: &str) -> Option<&'static str> {
+    (name == "recovery_hit").then_some("recovery_inbound")
 }
 
 pub fn by_name(name: &str) -> Result<Scenario> {
@@ -353,6 +453,14 @@ fn listener(setup: &Setup, scenario: &Scenario, port: u16) -> Value {
             if let (true, Some(object)) = (authority, config.as_object_mut()) {
                 object.insert("mode".into(), json!("authority"));
             }
+            if let (Some(_), Some(object)) = (scenario.recovery, config.as_object_mut()) {
+                // The longest TTL: the entry `recovery_inbound` records stays
+                // for the whole bench.
+                object.insert(
+                    "recovery".into(),
+                    json!({"enabled": true, "ttlMs": 3_600_000}),
+                );
+            }
             // Under valgrind, RouteService calls from Envoy mostly time out:
             // the plugin starts from the same table as its bootstrap
             // (`routes`), which answers exactly as the synced table does.
@@ -371,16 +479,28 @@ fn listener(setup: &Setup, scenario: &Scenario, port: u16) -> Value {
                     rs.insert("syncIntervalMs".into(), json!(3_600_000));
                 }
             }
-            filters.push(wasm(scenario.name, &setup.router_wasm, &config.to_string()));
+            let name = match scenario.recovery {
+                Some(Side::Inbound | Side::Outbound) => RECOVERY_PLUGIN,
+                Some(Side::OutboundIdle) | None => scenario.name,
+            };
+            filters.push(wasm(name, &setup.router_wasm, &config.to_string()));
         }
     }
     filters.push(json!({
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
     }));
+    // Envoy's `xds.listener_direction` tells a `recovery` plugin which side it
+    // is on (the other scenarios keep the listener as it was).
+    let direction = match scenario.recovery {
+        Some(Side::Inbound) => json!("INBOUND"),
+        Some(Side::Outbound | Side::OutboundIdle) => json!("OUTBOUND"),
+        None => json!("UNSPECIFIED"),
+    };
     json!({
         "name": scenario.name,
         "address": address(port),
+        "traffic_direction": direction,
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {

@@ -37,6 +37,9 @@ pub fn run(
     if let Some(baggage) = &scenario.baggage {
         command.args(["-H", &format!("baggage: {baggage}")]);
     }
+    for (name, value) in &scenario.headers {
+        command.args(["-H", &format!("{name}: {value}")]);
+    }
     if let Some(script) = &scenario.script {
         command.arg("-s").arg(script);
     }

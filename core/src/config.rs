@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::baggage::is_tchar;
 use crate::carrier::KeyCarriers;
 use crate::destination::{is_dns1123_label, is_dns_name};
+use crate::recovery::{TraceHeader, DEFAULT_TRACE_HEADERS};
 use crate::route_table::{InvalidRouteAt, Route, RouteTable};
 use crate::signed_key::{Secret, Verifier};
 
@@ -29,6 +30,31 @@ pub struct PluginConfig {
     /// filter decided (`routed; sandbox=pr-42`), for debugging with curl.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_header: Option<String>,
+    /// Recovering a routing key an application dropped, from the trace id
+    /// ([`crate::recovery`]); absent: off, and no trace header is read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryConfig>,
+}
+
+/// `recovery`: the filter on the inbound listener records trace id -> key;
+/// on the outbound one a request without a key whose trace id was recorded
+/// gets it back (`enabled`), or is only counted (`key_dropped`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// `true`: recover the key. `false`: record and detect only (count
+    /// `key_dropped`).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where the trace id is read, in order (the four known headers).
+    #[serde(default = "defaults::trace_headers")]
+    pub trace_headers: Vec<String>,
+    /// How long a recorded trace id is remembered.
+    #[serde(default = "defaults::recovery_ttl_ms")]
+    pub ttl_ms: u64,
+    /// Slots of the table (shared by every worker of the Envoy).
+    #[serde(default = "defaults::recovery_max_entries")]
+    pub max_entries: u64,
 }
 
 impl Default for PluginConfig {
@@ -43,6 +69,7 @@ impl Default for PluginConfig {
             routes: Vec::new(),
             edge: None,
             response_header: None,
+            recovery: None,
         }
     }
 }
@@ -190,6 +217,18 @@ mod defaults {
     }
     pub fn lookup_burst() -> u64 {
         100
+    }
+    pub fn trace_headers() -> Vec<String> {
+        super::DEFAULT_TRACE_HEADERS
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect()
+    }
+    pub fn recovery_ttl_ms() -> u64 {
+        30_000
+    }
+    pub fn recovery_max_entries() -> u64 {
+        20_000
     }
 }
 
@@ -341,6 +380,8 @@ pub mod limits {
     /// One minute to 31 days.
     pub const MAX_TTL_SECONDS: RangeInclusive<u64> = 60..=2_678_400;
     pub const MAX_CARRIERS: usize = 16;
+    pub const RECOVERY_TTL_MS: RangeInclusive<u64> = 1..=3_600_000;
+    pub const RECOVERY_MAX_ENTRIES: RangeInclusive<u64> = 1..=1_000_000;
 }
 
 /// The validated configuration the filter runs with.
@@ -362,6 +403,18 @@ pub struct FilterConfig {
     /// `edge.signedKeys` with its secrets read: set by
     /// [`FilterConfig::from_json_with_env`], `None` otherwise.
     pub signed_key_verifier: Option<Verifier>,
+    /// `recovery`, validated; `None` when absent.
+    pub recovery: Option<Recovery>,
+}
+
+/// The validated `recovery` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub enabled: bool,
+    /// At least one, no duplicates.
+    pub trace_headers: Vec<TraceHeader>,
+    pub ttl_ms: u64,
+    pub max_entries: u32,
 }
 
 impl Default for FilterConfig {
@@ -379,6 +432,7 @@ impl Default for FilterConfig {
             edge: None,
             response_header: None,
             signed_key_verifier: None,
+            recovery: None,
         }
     }
 }
@@ -566,6 +620,18 @@ impl PluginConfig {
         if let Some(signed_keys) = self.edge.as_ref().and_then(|e| e.signed_keys.as_ref()) {
             signed_keys.validate()?;
         }
+        let recovery = match &self.recovery {
+            Some(_) if self.edge.is_some() => {
+                // A gateway has no inbound side of an app to learn keys
+                // from, and must not give keys to requests from outside.
+                return Err(invalid(
+                    "recovery",
+                    "is not supported at the mesh's edge (`edge` is set)",
+                ));
+            }
+            Some(recovery) => Some(recovery.validate()?),
+            None => None,
+        };
         let static_routes = RouteTable::new(&self.routes).map_err(|e: InvalidRouteAt| {
             invalid(
                 format!("routes[{}].{}", e.index, e.source.field),
@@ -592,6 +658,53 @@ impl PluginConfig {
             edge: self.edge,
             response_header: self.response_header,
             signed_key_verifier: None,
+            recovery,
+        })
+    }
+}
+
+impl RecoveryConfig {
+    fn validate(&self) -> Result<Recovery, ConfigError> {
+        const FIELD: &str = "recovery.traceHeaders";
+        if self.trace_headers.is_empty() {
+            return Err(invalid(FIELD, "must name at least one header"));
+        }
+        let mut trace_headers = Vec::with_capacity(self.trace_headers.len());
+        for (index, name) in self.trace_headers.iter().enumerate() {
+            let header = TraceHeader::from_name(name).ok_or_else(|| {
+                invalid(
+                    format!("{FIELD}[{index}]"),
+                    format!("must be one of {}", DEFAULT_TRACE_HEADERS.join(", ")),
+                )
+            })?;
+            if trace_headers.contains(&header) {
+                return Err(invalid(format!("{FIELD}[{index}]"), "is listed twice"));
+            }
+            trace_headers.push(header);
+        }
+        let ranges = [
+            ("recovery.ttlMs", self.ttl_ms, limits::RECOVERY_TTL_MS),
+            (
+                "recovery.maxEntries",
+                self.max_entries,
+                limits::RECOVERY_MAX_ENTRIES,
+            ),
+        ];
+        for (field, value, range) in ranges {
+            if !range.contains(&value) {
+                let problem = format!(
+                    "{value} is out of range {}..={}",
+                    range.start(),
+                    range.end()
+                );
+                return Err(invalid(field, problem));
+            }
+        }
+        Ok(Recovery {
+            enabled: self.enabled,
+            trace_headers,
+            ttl_ms: self.ttl_ms,
+            max_entries: u32::try_from(self.max_entries).unwrap_or(u32::MAX),
         })
     }
 }
@@ -1143,6 +1256,54 @@ mod tests {
             error.starts_with("routes[6].target: invalid type"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn recovery_is_off_unless_configured_and_checked_naming_the_field() {
+        assert_eq!(FilterConfig::from_json(b"{}").unwrap().recovery, None);
+        let config = FilterConfig::from_json(br#"{"recovery": {}}"#).unwrap();
+        assert_eq!(
+            config.recovery,
+            Some(Recovery {
+                enabled: false,
+                trace_headers: TraceHeader::ALL.to_vec(),
+                ttl_ms: 30_000,
+                max_entries: 20_000,
+            })
+        );
+        let config = FilterConfig::from_json(
+            br#"{"recovery": {"enabled": true, "traceHeaders": ["X-Request-Id", "traceparent"], "ttlMs": 1, "maxEntries": 1000000}}"#,
+        )
+        .unwrap();
+        let recovery = config.recovery.unwrap();
+        assert!(recovery.enabled);
+        assert_eq!(
+            recovery.trace_headers,
+            [TraceHeader::RequestId, TraceHeader::Traceparent]
+        );
+        for (json, want) in [
+            (r#"{"recovery": {"enable": true}}"#, "recovery.enable: unknown field `enable`"),
+            (r#"{"recovery": {"enabled": 1}}"#, "recovery.enabled: invalid type"),
+            (r#"{"recovery": {"traceHeaders": []}}"#, "recovery.traceHeaders: must name at least one"),
+            (
+                r#"{"recovery": {"traceHeaders": ["traceparent", "x-b3-spanid"]}}"#,
+                "recovery.traceHeaders[1]: must be one of traceparent, x-b3-traceid, uber-trace-id, x-request-id",
+            ),
+            (
+                r#"{"recovery": {"traceHeaders": ["traceparent", "TRACEPARENT"]}}"#,
+                "recovery.traceHeaders[1]: is listed twice",
+            ),
+            (r#"{"recovery": {"ttlMs": 0}}"#, "recovery.ttlMs: 0 is out of range 1..=3600000"),
+            (
+                r#"{"recovery": {"maxEntries": 1000001}}"#,
+                "recovery.maxEntries: 1000001 is out of range 1..=1000000",
+            ),
+            (r#"{"recovery": {"maxEntries": -1}}"#, "recovery.maxEntries: invalid value"),
+            (r#"{"recovery": {}, "edge": {}}"#, "recovery: is not supported at the mesh's edge"),
+        ] {
+            let got = error(json);
+            assert!(got.starts_with(want), "{json}: {got}");
+        }
     }
 
     #[test]

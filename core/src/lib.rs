@@ -22,6 +22,7 @@
 //! - [`lookup_budget`]: at most so many RouteService lookups a second per worker;
 //! - [`table_sync`]: one table fetch per Envoy, shared by every worker;
 //! - [`worker_routes`]: what a worker knows, and when it must ask;
+//! - [`recovery`]: the routing key of a trace whose app dropped it;
 //! - [`consumption`]: which message-queue consumer processes a message;
 //! - [`handover`]: the grace after a sandbox change, so no message goes to nobody;
 //! - [`signed_key`], [`signed_carrier`], [`signed_admission`]: routing keys
@@ -40,6 +41,7 @@ pub mod inflight;
 pub mod key_cache;
 pub mod legacy;
 pub mod lookup_budget;
+pub mod recovery;
 pub mod route_check;
 pub mod route_knowledge;
 pub mod route_table;

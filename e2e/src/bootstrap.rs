@@ -179,10 +179,30 @@ pub struct SidecarBootstrap {
     /// iptables redirect keeps. Here the client dials the listener itself,
     /// so that would loop; a fixed address stands in for "outside the mesh".
     pub passthrough: SocketAddr,
+    /// The sidecar's inbound side, in front of the workload's own app (for
+    /// `recovery`, which needs the plugin on both listeners of one Envoy).
+    pub inbound: Option<InboundListener>,
 }
 
 /// Name of the outbound listener, as Istio names it.
 pub const LISTENER_NAME: &str = "0.0.0.0_8080";
+
+/// Name of the inbound listener (Istio's, with traffic interception).
+pub const INBOUND_LISTENER_NAME: &str = "virtualInbound";
+
+/// Istio's cluster for the app behind the sidecar, port 8080.
+pub const INBOUND_CLUSTER: &str = "inbound|8080||";
+
+/// An inbound listener shaped like Istio's: `traffic_direction: INBOUND`
+/// (Envoy's `xds.listener_direction` 1), every request to the app's cluster,
+/// the same plugin (so the same VM and the same shared data) in its chain.
+#[derive(Debug, Clone)]
+pub struct InboundListener {
+    /// Port on 127.0.0.1 (`0`: any free port).
+    pub port: u16,
+    /// Where the app listens.
+    pub app: SocketAddr,
+}
 
 impl SidecarBootstrap {
     /// The bootstrap as JSON (Envoy reads JSON as YAML).
@@ -194,15 +214,71 @@ impl SidecarBootstrap {
             .map(cluster)
             .collect();
         clusters.extend([passthrough_cluster(self.passthrough), blackhole_cluster()]);
+        let mut listeners = vec![self.listener()];
+        if let Some(inbound) = &self.inbound {
+            listeners.push(self.inbound_listener(inbound));
+            clusters.push(json!({
+                "name": INBOUND_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": "10s",
+                "load_assignment": load_assignment(INBOUND_CLUSTER, inbound.app),
+            }));
+        }
         json!({
             "node": self.node(),
             "admin": {
                 "address": socket_address(self.admin_port),
             },
             "static_resources": {
-                "listeners": [self.listener()],
+                "listeners": listeners,
                 "clusters": clusters,
             },
+        })
+    }
+
+    fn inbound_listener(&self, inbound: &InboundListener) -> Value {
+        let hcm = json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "inbound_0.0.0.0_8080",
+            "use_remote_address": false,
+            "normalize_path": true,
+            "request_id_extension": {"typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig",
+                "use_request_id_for_trace_sampling": true,
+            }},
+            "route_config": {
+                "name": INBOUND_CLUSTER,
+                "validate_clusters": false,
+                "virtual_hosts": [{
+                    "name": "inbound|http|8080",
+                    "domains": ["*"],
+                    "routes": [{
+                        "match": {"prefix": "/"},
+                        "route": {"cluster": INBOUND_CLUSTER, "timeout": "0s", "max_grpc_timeout": "0s"},
+                        "decorator": {"operation": "frontend.demo.svc.cluster.local:8080/*"},
+                        "name": "default",
+                    }],
+                }],
+            },
+            "access_log": [access_log(&self.access_log)],
+            "http_filters": [
+                wasm_filter(&self.plugin),
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                },
+            ],
+        });
+        json!({
+            "name": INBOUND_LISTENER_NAME,
+            "address": socket_address(inbound.port),
+            "traffic_direction": "INBOUND",
+            "filter_chains": [{
+                "filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": hcm,
+                }],
+            }],
         })
     }
 

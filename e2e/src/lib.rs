@@ -5,6 +5,7 @@
 //! - [`child`]: a process that cannot outlive the harness;
 //! - [`envoy`]: finding, starting, probing and stopping Envoy;
 //! - [`envoy_log`]: spotting plugin failures in Envoy's log;
+//! - [`app`]: an app that forwards only some headers on its own calls;
 //! - [`bootstrap`]: the Istio-shaped Envoy configuration;
 //! - [`upstream`]: echoing upstream servers;
 //! - [`client`]: the raw HTTP/1.1 client;
@@ -13,6 +14,7 @@
 //! - [`supervisor`]: a RouteService restarted with backoff when it exits;
 //! - [`fake_routeservice`]: a scripted RouteService that misbehaves.
 
+pub mod app;
 pub mod bootstrap;
 pub mod child;
 pub mod client;

@@ -17,7 +17,8 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
 
 use crate::bootstrap::{
-    HeaderRoute, MeshService, SidecarBootstrap, WasmPlugin, Workload, LISTENER_NAME,
+    HeaderRoute, InboundListener, MeshService, SidecarBootstrap, WasmPlugin, Workload,
+    INBOUND_LISTENER_NAME, LISTENER_NAME,
 };
 use crate::envoy::{self, Envoy, RunFiles};
 use crate::upstream::{Identity, Upstream};
@@ -207,6 +208,9 @@ pub struct MeshOptions {
     pub ecds: bool,
     /// The plugin VM's environment variables (`vmConfig.env`).
     pub plugin_env: Vec<(String, String)>,
+    /// The caller's own app, behind an inbound listener of the same Envoy
+    /// that runs the same plugin ([`DemoMesh::inbound_listener`]).
+    pub inbound_app: Option<SocketAddr>,
 }
 
 impl MeshOptions {
@@ -223,6 +227,7 @@ impl MeshOptions {
             route_service: None,
             ecds: false,
             plugin_env: Vec::new(),
+            inbound_app: None,
         }
     }
 
@@ -240,6 +245,7 @@ impl MeshOptions {
             route_service: None,
             ecds: false,
             plugin_env: Vec::new(),
+            inbound_app: None,
         })
     }
 }
@@ -264,6 +270,7 @@ pub struct DemoMesh {
     upstreams: Vec<Upstream>,
     passthrough: Upstream,
     listener: SocketAddr,
+    inbound_listener: Option<SocketAddr>,
     mode: Mode,
     plugin: WasmPlugin,
 }
@@ -280,11 +287,16 @@ impl DemoMesh {
         } = launch(options)?;
         envoy.wait_until_ready()?;
         let listener = envoy.listener_addr(LISTENER_NAME)?;
+        let inbound_listener = match options.inbound_app {
+            Some(_) => Some(envoy.listener_addr(INBOUND_LISTENER_NAME)?),
+            None => None,
+        };
         Ok(Self {
             envoy,
             upstreams,
             passthrough,
             listener,
+            inbound_listener,
             mode: options.mode,
             plugin,
         })
@@ -304,6 +316,12 @@ impl DemoMesh {
     /// Where callers send requests (the outbound listener).
     pub fn listener(&self) -> SocketAddr {
         self.listener
+    }
+
+    /// The inbound listener in front of the caller's app, when the mesh
+    /// was started with [`MeshOptions::inbound_app`].
+    pub fn inbound_listener(&self) -> Option<SocketAddr> {
+        self.inbound_listener
     }
 
     /// The Envoy process.
@@ -513,6 +531,9 @@ pub fn sidecar_bootstrap(
             vm_env: options.plugin_env.clone(),
         },
         access_log: files.access_log(),
+        inbound: options
+            .inbound_app
+            .map(|app| InboundListener { port: 0, app }),
         route_service: options.route_service.map(|endpoint| MeshService {
             name: "routeservice".to_owned(),
             namespace: "sandbox-system".to_owned(),

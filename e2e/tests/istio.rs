@@ -890,3 +890,89 @@ fn a_service_of_your_own_routes_to_its_fork_as_the_docs_walk_through() {
             .run();
     }
 }
+
+/// Issue 14, part 1: an app that forwards only `traceparent` (the relay),
+/// behind a real sidecar whose WasmPlugin (`match: CLIENT_AND_SERVER`,
+/// `recovery.enabled`) runs on the inbound listener istiod generates from the
+/// Sidecar's `ingress` and on its outbound listeners: the relay's call to
+/// `catalog` gets the key back and reaches the fork.
+#[test]
+fn an_app_that_drops_baggage_gets_its_key_back_through_the_real_sidecar() {
+    let mesh = mesh();
+    let relay = mesh.relay();
+    // What istiod generated: an INBOUND listener with the plugin in it.
+    let dump = relay.config_dump().unwrap();
+    let inbound = find_listener(&dump, &mesh.relay_inbound_listener())
+        .unwrap_or_else(|| panic!("no inbound listener {}", mesh.relay_inbound_listener()));
+    assert_eq!(
+        inbound.get("traffic_direction").and_then(Value::as_str),
+        Some("INBOUND"),
+        "{inbound}"
+    );
+    let filters = find_http_filters(inbound);
+    assert!(
+        filters
+            .iter()
+            .any(|f| f.contains("sandbox-router-recovery")),
+        "{filters:?}"
+    );
+    let traceparent = "00-5f2a9c3e8d7b6a5f4e3d2c1b0a998877-1a2b3c4d5e6f7081-01";
+    let before = counter(relay, "sandbox_router.key_recovered");
+    let response = get(
+        mesh.relay_inbound_http(),
+        "relay.demo.svc.cluster.local:8080",
+        &[("baggage", &baggage(KEY)), ("traceparent", traceparent)],
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        response.header("x-onward-served-by").as_deref(),
+        Some("catalog/pr-42"),
+        "relay counters: recorded {} recovered {} no_key {}\n{}",
+        counter(relay, "sandbox_router.recovery_recorded"),
+        counter(relay, "sandbox_router.key_recovered"),
+        counter(relay, "sandbox_router.no_key"),
+        relay.log_tail(30)
+    );
+    let echo = Echo::parse(&response.body).unwrap();
+    assert_eq!(
+        echo.header("baggage").as_deref(),
+        Some("sd-routing-key=pr-42")
+    );
+    assert_eq!(counter(relay, "sandbox_router.key_recovered"), before + 1);
+    assert!(counter(relay, "sandbox_router.recovery_recorded") >= 1);
+
+    // A trace that came in without a key: nothing to recover, baseline.
+    let response = get(
+        mesh.relay_inbound_http(),
+        "relay.demo.svc.cluster.local:8080",
+        &[(
+            "traceparent",
+            "00-6f2a9c3e8d7b6a5f4e3d2c1b0a998877-1a2b3c4d5e6f7081-01",
+        )],
+    );
+    assert_eq!(
+        response.header("x-onward-served-by").as_deref(),
+        Some("catalog/baseline")
+    );
+    assert_eq!(counter(relay, "sandbox_router.key_recovered"), before + 1);
+}
+
+fn find_listener<'a>(dump: &'a Value, name: &str) -> Option<&'a Value> {
+    dump.get("configs")?
+        .as_array()?
+        .iter()
+        .filter_map(|config| {
+            let listeners = config
+                .get("dynamic_listeners")
+                .or_else(|| config.get("static_listeners"))?;
+            listeners.as_array()
+        })
+        .flatten()
+        .filter_map(|entry| {
+            entry
+                .get("active_state")
+                .and_then(|state| state.get("listener"))
+                .or_else(|| entry.get("listener"))
+        })
+        .find(|listener| listener.get("name").and_then(Value::as_str) == Some(name))
+}

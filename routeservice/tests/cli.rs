@@ -275,7 +275,7 @@ fn check_config_names_the_field_and_exits_non_zero() {
         format!(
             "{}: invalid configuration: routeHeaderz: unknown field `routeHeaderz`, expected one of \
              `routingKey`, `mode`, `routeHeader`, `trustIncomingRouteHeader`, `namespace`, \
-             `routeService`, `routes`, `edge`, `responseHeader`",
+             `routeService`, `routes`, `edge`, `responseHeader`, `recovery`",
             unknown.display()
         )
     );

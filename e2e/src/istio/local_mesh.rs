@@ -28,6 +28,7 @@ use super::pki::Pki;
 use super::process::{self, MeshProcess};
 use super::registry::{PushedImage, Registry};
 use super::tools::Tools;
+use crate::app::ForwardingApp;
 use crate::routeservice::{self, RouteService};
 use crate::upstream::{Identity, Upstream};
 
@@ -57,6 +58,17 @@ pub const AUTHORITY_CALLER: &str = "frontend-authority";
 pub const CALLER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 /// Where the authority-mode caller's outbound listeners bind.
 pub const AUTHORITY_CALLER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// A workload whose app drops `baggage` (it forwards only `traceparent` on
+/// its call to `catalog`), with the plugin on both sides of its sidecar and
+/// `recovery` on: its own WasmPlugin (an overlay of the same base, `match:
+/// CLIENT_AND_SERVER`) and a Sidecar with an `ingress` listener.
+pub const RELAY: &str = "relay";
+/// Where the relay's outbound listeners bind.
+pub const RELAY_OUTBOUND_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+/// Where the relay's inbound listener binds (Sidecar `ingress[].bind`).
+pub const RELAY_INBOUND_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
+/// Where the relay's app listens (Sidecar `ingress[].defaultEndpoint`).
+pub const RELAY_APP_PORT: u16 = 18080;
 /// The registry.
 pub const REGISTRY_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 5000);
 /// The RouteService's token in the local mesh.
@@ -140,6 +152,8 @@ impl LocalMeshOptions {
 #[derive(Debug)]
 pub struct LocalMesh {
     // Field order is drop order.
+    relay: Proxy,
+    _relay_app: ForwardingApp,
     gateway: Proxy,
     authority_caller: Proxy,
     caller: Proxy,
@@ -266,7 +280,28 @@ impl LocalMesh {
             &dir,
         )?;
         let gateway = Proxy::start(&tools, &kube, &istiod, gateway_spec(&insecure), &dir)?;
+        let relay_app = ForwardingApp::start_at(
+            SocketAddr::from(([127, 0, 0, 1], RELAY_APP_PORT)),
+            "catalog.demo.svc.cluster.local:8080",
+            &["traceparent"],
+            "x-sandbox-route",
+        )?;
+        relay_app.set_onward(SocketAddr::new(IpAddr::V4(RELAY_OUTBOUND_IP), SERVICE_PORT));
+        let relay = Proxy::start(
+            &tools,
+            &kube,
+            &istiod,
+            caller_spec(
+                RELAY,
+                &[("sandbox-router/recovery", "true")],
+                300,
+                &insecure,
+            ),
+            &dir,
+        )?;
         let mut mesh = Self {
+            relay,
+            _relay_app: relay_app,
             gateway,
             authority_caller,
             caller,
@@ -300,7 +335,16 @@ impl LocalMesh {
             .wait_for_listener(&listener, timeout)?;
         self.gateway
             .wait_for_listener(&format!("0.0.0.0_{GATEWAY_PORT}"), timeout)?;
-        for proxy in [&self.caller, &self.authority_caller, &self.gateway] {
+        self.relay
+            .wait_for_listener(&format!("{RELAY_OUTBOUND_IP}_{SERVICE_PORT}"), timeout)?;
+        self.relay
+            .wait_for_listener(&self.relay_inbound_listener(), timeout)?;
+        for proxy in [
+            &self.caller,
+            &self.authority_caller,
+            &self.gateway,
+            &self.relay,
+        ] {
             proxy.process().wait_until(
                 "the plugin's metrics defined (module pulled and started)",
                 timeout,
@@ -338,6 +382,22 @@ impl LocalMesh {
     /// The authority-mode caller's sidecar.
     pub fn authority_caller(&self) -> &Proxy {
         &self.authority_caller
+    }
+
+    /// The relay's sidecar (`recovery` on, the plugin on both listeners).
+    pub fn relay(&self) -> &Proxy {
+        &self.relay
+    }
+
+    /// Where the relay's sidecar takes requests for its app (its inbound
+    /// listener).
+    pub fn relay_inbound_http(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(RELAY_INBOUND_IP), SERVICE_PORT)
+    }
+
+    /// The name istiod gives the relay's inbound listener.
+    pub fn relay_inbound_listener(&self) -> String {
+        format!("{RELAY_INBOUND_IP}_{SERVICE_PORT}")
     }
 
     /// The ingress gateway.
@@ -415,6 +475,7 @@ impl LocalMesh {
             &self.authority_sidecar_http().to_string(),
         );
         line("GATEWAY_HTTP", &self.gateway_http().to_string());
+        line("RELAY_HTTP", &self.relay_inbound_http().to_string());
         line("ROUTESERVICE_URL", &self.routeservice.url());
         line("ROUTESERVICE_TOKEN", ROUTESERVICE_TOKEN);
         line("REGISTRY", &self.registry.host());
@@ -455,13 +516,14 @@ impl LocalMesh {
         Ok(())
     }
 
-    fn processes(&self) -> [&MeshProcess; 5] {
+    fn processes(&self) -> [&MeshProcess; 6] {
         [
             self.istiod.process(),
             self.registry.process(),
             self.caller.process(),
             self.authority_caller.process(),
             self.gateway.process(),
+            self.relay.process(),
         ]
     }
 }
@@ -667,7 +729,31 @@ patches:
             signed_keys = relative_to(&repo.join("wasmplugin/signed-keys"), &gateway),
         ),
     )?;
-    for overlay in [&header, &authority, &gateway] {
+    let recovery = overlays.join("wasmplugin-recovery");
+    write_kustomization(
+        &recovery,
+        &repo.join("wasmplugin"),
+        &format!(
+            "nameSuffix: -recovery
+patches:
+  - target: {{kind: WasmPlugin, name: sandbox-router}}
+    patch: |-
+      - op: replace
+        path: /spec/url
+        value: {url}
+      - op: replace
+        path: /spec/selector/matchLabels
+        value: {{sandbox-router/recovery: \"true\"}}
+      - op: replace
+        path: /spec/match
+        value: [{{mode: CLIENT_AND_SERVER}}]
+      - op: add
+        path: /spec/pluginConfig/recovery
+        value: {{enabled: true}}
+"
+        ),
+    )?;
+    for overlay in [&header, &authority, &gateway, &recovery] {
         kube.kubectl()
             .args(["apply", "-k"])
             .arg_path(overlay)
@@ -689,6 +775,31 @@ spec:
       app: {AUTHORITY_CALLER}
   egress:
     - bind: {AUTHORITY_CALLER_IP}
+      hosts: [\"./*\", \"istio-system/*\", \"sandbox-system/*\"]
+"
+        ))
+        .run()?;
+    // The relay: outbound listeners on its own address, and an inbound
+    // listener (no interception: a Sidecar `ingress` makes one) in front of
+    // its app.
+    kube.kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(format!(
+            "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: {RELAY}
+  namespace: {NAMESPACE}
+spec:
+  workloadSelector:
+    labels:
+      app: {RELAY}
+  ingress:
+    - port: {{number: {SERVICE_PORT}, protocol: HTTP, name: http}}
+      bind: {RELAY_INBOUND_IP}
+      defaultEndpoint: 127.0.0.1:{RELAY_APP_PORT}
+  egress:
+    - bind: {RELAY_OUTBOUND_IP}
       hosts: [\"./*\", \"istio-system/*\", \"sandbox-system/*\"]
 "
         ))
