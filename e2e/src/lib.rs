@@ -12,7 +12,8 @@
 //! - [`mesh`]: the demo mesh (INTERFACES section 8) put together;
 //! - [`routeservice`]: the real RouteService as a child process;
 //! - [`supervisor`]: a RouteService restarted with backoff when it exits;
-//! - [`fake_routeservice`]: a scripted RouteService that misbehaves.
+//! - [`fake_routeservice`]: a scripted RouteService that misbehaves;
+//! - [`zipkin`]: a Zipkin collector, and the tracing that sends it spans.
 
 pub mod app;
 pub mod bootstrap;
@@ -26,6 +27,7 @@ pub mod mesh;
 pub mod routeservice;
 pub mod supervisor;
 pub mod upstream;
+pub mod zipkin;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -211,6 +211,10 @@ pub struct MeshOptions {
     /// The caller's own app, behind an inbound listener of the same Envoy
     /// that runs the same plugin ([`DemoMesh::inbound_listener`]).
     pub inbound_app: Option<SocketAddr>,
+    /// A Zipkin collector ([`crate::zipkin::Collector`]): the outbound
+    /// listener then traces every request to it, with the plugin's decision
+    /// as span tags ([`crate::zipkin::hcm_tracing`]).
+    pub zipkin_collector: Option<SocketAddr>,
 }
 
 impl MeshOptions {
@@ -228,6 +232,7 @@ impl MeshOptions {
             ecds: false,
             plugin_env: Vec::new(),
             inbound_app: None,
+            zipkin_collector: None,
         }
     }
 
@@ -246,6 +251,7 @@ impl MeshOptions {
             ecds: false,
             plugin_env: Vec::new(),
             inbound_app: None,
+            zipkin_collector: None,
         })
     }
 }
@@ -389,6 +395,9 @@ pub fn launch(options: &MeshOptions) -> Result<Launched> {
     }
     let mut config = bootstrap.to_json();
     add_cluster_ip_domains(&mut config, &bootstrap.services);
+    if let Some(collector) = options.zipkin_collector {
+        add_zipkin_tracing(&mut config, collector)?;
+    }
     let envoy = Envoy::spawn(&config, files)?;
     Ok(Launched {
         envoy,
@@ -396,6 +405,28 @@ pub fn launch(options: &MeshOptions) -> Result<Launched> {
         passthrough,
         plugin: bootstrap.plugin,
     })
+}
+
+/// Traces the outbound listener's requests to the Zipkin collector at
+/// `collector` (see [`MeshOptions::zipkin_collector`]).
+fn add_zipkin_tracing(config: &mut Value, collector: SocketAddr) -> Result<()> {
+    let hcm = config
+        .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| anyhow::anyhow!("no outbound HTTP connection manager"))?;
+    hcm.insert("tracing".to_owned(), crate::zipkin::hcm_tracing());
+    config
+        .pointer_mut("/static_resources/clusters")
+        .and_then(Value::as_array_mut)
+        .ok_or_else(|| anyhow::anyhow!("no clusters"))?
+        .push(crate::zipkin::cluster(collector));
+    if let Some(bootstrap) = config.as_object_mut() {
+        bootstrap.insert(
+            "layered_runtime".to_owned(),
+            crate::zipkin::flush_at_once_runtime(),
+        );
+    }
+    Ok(())
 }
 
 /// Adds each service's [`cluster_ip`] to the domains of its virtual host, as
