@@ -12,8 +12,13 @@
 //!   `<route header>: <sandbox>` to the fork, owned by the Sandbox. istiod
 //!   merges the HTTPRoutes of one Service and sorts header matches before
 //!   anything else, so sandboxes compose with each other and with an app
-//!   team's own HTTPRoutes; requests without the header are routed as
-//!   before.
+//!   team's own HTTPRoutes. An HTTPRoute attached to a Service takes all of
+//!   its traffic (what no rule matches gets 404, seen through istiod), so
+//!   ours also routes everything else to the baseline, unless an app team's
+//!   own HTTPRoute for that Service does.
+//! - **Served once the mesh has the route**: a sandbox is served [`SETTLE`]
+//!   after istiod accepted its HTTPRoutes (their `status`), or
+//!   [`ACCEPT_WAIT`] after they were written ([`ready_at`]).
 //! - **A VirtualService for the same host is not merged** with HTTPRoutes:
 //!   istiod keeps one of them for a host and drops the other, silently
 //!   (docs/kubernetes.md). So where an app team's VirtualService routes the
