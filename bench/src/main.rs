@@ -74,18 +74,21 @@ pub struct Settings {
     pub callgrind: bool,
 }
 
+/// `$name` as a number, `default` when unset or empty.
+pub(crate) fn env_number(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Ok(text) if !text.is_empty() => text
+            .parse()
+            .with_context(|| format!("{name}={text} is not a number")),
+        _ => Ok(default),
+    }
+}
+
 impl Settings {
     /// `need_floor`: the `wasm_floor` fixture must be built (every mode but
     /// `--sync`).
     fn from_env(smoke: bool, need_floor: bool) -> Result<Self> {
-        let number = |name: &str, default: u64| -> Result<u64> {
-            match std::env::var(name) {
-                Ok(text) if !text.is_empty() => text
-                    .parse()
-                    .with_context(|| format!("{name}={text} is not a number")),
-                _ => Ok(default),
-            }
-        };
+        let number = env_number;
         let cpus = report::online_cpus();
         let cpu = |name: &str, default: &str| -> Option<String> {
             if cpus < 2 {

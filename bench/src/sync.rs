@@ -50,14 +50,7 @@ struct Sizes {
 }
 
 pub fn run(settings: &Settings) -> Result<()> {
-    let number = |name: &str, default: u64| -> Result<u64> {
-        match std::env::var(name) {
-            Ok(text) if !text.is_empty() => text
-                .parse()
-                .with_context(|| format!("{name}={text} is not a number")),
-            _ => Ok(default),
-        }
-    };
+    let number = crate::env_number;
     let sizes: Vec<usize> = std::env::var("BENCH_SYNC_SIZES")
         .unwrap_or_else(|_| "10000,100000".to_owned())
         .split(',')

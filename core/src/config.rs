@@ -353,6 +353,22 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError 
     }
 }
 
+/// The first of `(field, value, range)` whose value is outside its range,
+/// as the error naming that field.
+fn check_ranges(ranges: &[(&str, u64, std::ops::RangeInclusive<u64>)]) -> Result<(), ConfigError> {
+    for (field, value, range) in ranges {
+        if !range.contains(value) {
+            let problem = format!(
+                "{value} is out of range {}..={}",
+                range.start(),
+                range.end()
+            );
+            return Err(invalid(*field, problem));
+        }
+    }
+    Ok(())
+}
+
 /// Headers the route header may not be: pseudo-headers and headers whose
 /// meaning Envoy or HTTP fixes, and the carriers the key is read from.
 const RESERVED_HEADERS: &[&str] = &[
@@ -690,16 +706,7 @@ impl RecoveryConfig {
                 limits::RECOVERY_MAX_ENTRIES,
             ),
         ];
-        for (field, value, range) in ranges {
-            if !range.contains(&value) {
-                let problem = format!(
-                    "{value} is out of range {}..={}",
-                    range.start(),
-                    range.end()
-                );
-                return Err(invalid(field, problem));
-            }
-        }
+        check_ranges(&ranges)?;
         Ok(Recovery {
             enabled: self.enabled,
             trace_headers,
@@ -748,17 +755,11 @@ impl SignedKeysConfig {
                 "needs `cookie` (the name of the cookie to set)",
             ));
         }
-        if !limits::MAX_TTL_SECONDS.contains(&self.max_ttl_seconds) {
-            return Err(invalid(
-                format!("{FIELD}.maxTtlSeconds"),
-                format!(
-                    "{} is out of range {}..={}",
-                    self.max_ttl_seconds,
-                    limits::MAX_TTL_SECONDS.start(),
-                    limits::MAX_TTL_SECONDS.end()
-                ),
-            ));
-        }
+        check_ranges(&[(
+            &format!("{FIELD}.maxTtlSeconds"),
+            self.max_ttl_seconds,
+            limits::MAX_TTL_SECONDS,
+        )])?;
         Ok(())
     }
 
@@ -900,16 +901,7 @@ impl RouteServiceConfig {
                 limits::LOOKUP_BURST,
             ),
         ];
-        for (field, value, range) in ranges {
-            if !range.contains(&value) {
-                let problem = format!(
-                    "{value} is out of range {}..={}",
-                    range.start(),
-                    range.end()
-                );
-                return Err(invalid(field, problem));
-            }
-        }
+        check_ranges(&ranges)?;
         Ok(())
     }
 }
