@@ -59,6 +59,20 @@ fn closed_by(stream: &mut TcpStream, deadline: Instant) -> (bool, Vec<u8>) {
     }
 }
 
+/// Whether a keep-alive `GET /healthz` on `stream` is answered `200`
+/// (a refused connection is closed without an answer).
+fn served(stream: &mut TcpStream) -> bool {
+    let request = b"GET /healthz HTTP/1.1\r\nHost: routeservice\r\n\r\n";
+    if stream.write_all(request).is_err() {
+        return false;
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"HTTP/1.1 200"))
+}
+
 /// One value of the server's `/metrics`.
 fn metric(server: &Server, name: &str) -> u64 {
     let text = ureq::get(format!("{}/metrics", server.url()))
@@ -238,12 +252,19 @@ fn connections_past_the_limit_are_refused_and_counted() {
             "60",
         ],
     );
-    // `wait_ready`'s connection may still be closing: wait for it.
-    let settle = Instant::now() + Duration::from_secs(5);
-    while metric(&server, "routeservice_connections_open") > 1 && Instant::now() < settle {
-        std::thread::sleep(Duration::from_millis(20));
+    // A connection the server has not finished closing yet (`wait_ready`'s,
+    // a `/metrics` read) still counts, so one of ours may be refused while
+    // it lingers. Hold LIMIT connections each proven served by a keep-alive
+    // request; then the server holds exactly these and must refuse the next.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut held: Vec<TcpStream> = Vec::new();
+    while held.len() < LIMIT {
+        assert!(Instant::now() < deadline, "only {} served", held.len());
+        let mut stream = connect(&server);
+        if served(&mut stream) {
+            held.push(stream);
+        }
     }
-    let mut held: Vec<TcpStream> = (0..LIMIT).map(|_| connect(&server)).collect();
     let mut over = connect(&server);
     let (closed, sent) = closed_by(&mut over, Instant::now() + Duration::from_secs(5));
     assert!(
