@@ -244,15 +244,19 @@ impl Settings {
                 .collect());
         }
         if self.only.is_empty() {
-            return Ok(scenarios);
+            return Ok(scenarios.into_iter().filter(|s| !s.is_probe()).collect());
         }
         for name in &self.only {
-            scenarios::by_name(name)?;
+            if name != "probes" {
+                scenarios::by_name(name)?;
+            }
         }
+        let probes = self.only.iter().any(|n| n == "probes");
         let wanted = |name: &str| {
             self.only
                 .iter()
                 .any(|n| n == name || scenarios::needs(n) == Some(name))
+                || (probes && name.starts_with("probe_"))
         };
         Ok(scenarios
             .into_iter()

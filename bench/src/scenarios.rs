@@ -57,8 +57,28 @@ enum Kind {
     Floor,
     Lua,
     VsRegex,
-    Router { authority: bool },
+    Router {
+        authority: bool,
+    },
+    /// The floor plus `PROBE_CALLS` host calls of one kind per request.
+    Probe(&'static str),
 }
+
+/// The host calls `probe_<name>` makes (`bench/wasm-floor`'s probes).
+pub const PROBES: &[&str] = &[
+    "header_absent",
+    "header_present",
+    "header_attribute",
+    "cluster_property",
+    "increment_metric",
+    "set_filter_state",
+    "shared_data",
+    "set_header",
+    "clear_route_cache",
+    "clock",
+];
+/// Host calls per request of a `probe_*` scenario.
+pub const PROBE_CALLS: u32 = 10;
 
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -129,6 +149,12 @@ impl Scenario {
         self
     }
 
+    /// A `probe_*` scenario: measured only when asked for by name (or by
+    /// `BENCH_SCENARIOS=probes`), and only by `make bench-callgrind`.
+    pub fn is_probe(&self) -> bool {
+        matches!(self.kind, Kind::Probe(_))
+    }
+
     pub fn router_plugin(&self) -> bool {
         matches!(self.kind, Kind::Router { .. })
     }
@@ -161,7 +187,12 @@ pub fn all() -> Vec<Scenario> {
     router_up.upstream = true;
     let mut hit_100k = Scenario::new("router_hit_100k", router, hit.clone(), Expect::Sandbox);
     hit_100k.large_table = true;
-    vec![
+    let probes: Vec<Scenario> = PROBES
+        .iter()
+        .zip(PROBE_NAMES)
+        .map(|(probe, name)| Scenario::new(name, Kind::Probe(probe), hit.clone(), Expect::Baseline))
+        .collect();
+    let mut all = vec![
         Scenario::new("plain", Kind::Plain, hit.clone(), Expect::Baseline),
         Scenario::new("wasm_floor", Kind::Floor, hit.clone(), Expect::Baseline),
         Scenario::new("lua", Kind::Lua, hit.clone(), Expect::Sandbox),
@@ -236,8 +267,24 @@ pub fn all() -> Vec<Scenario> {
         )
         .traced(true)
         .recovery(Side::Outbound),
-    ]
+    ];
+    all.extend(probes);
+    all
 }
+
+/// The scenario names of [`PROBES`], in the same order.
+const PROBE_NAMES: [&str; 10] = [
+    "probe_header_absent",
+    "probe_header_present",
+    "probe_header_attribute",
+    "probe_cluster_property",
+    "probe_increment_metric",
+    "probe_set_filter_state",
+    "probe_shared_data",
+    "probe_set_header",
+    "probe_clear_route_cache",
+    "probe_clock",
+];
 
 /// A scenario that needs another one's listener: `recovery_hit` recovers
 /// what `recovery_inbound` recorded.
@@ -414,6 +461,11 @@ fn listener(setup: &Setup, scenario: &Scenario, port: u16) -> Value {
     match scenario.kind {
         Kind::Plain | Kind::VsRegex => {}
         Kind::Floor => filters.push(wasm(scenario.name, &setup.floor_wasm, "")),
+        Kind::Probe(probe) => filters.push(wasm(
+            scenario.name,
+            &setup.floor_wasm,
+            &format!("{probe} {PROBE_CALLS}"),
+        )),
         Kind::Lua => filters.push(json!({
             "name": "envoy.filters.http.lua",
             "typed_config": {

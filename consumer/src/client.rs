@@ -276,17 +276,40 @@ impl RouteClient {
 
     /// Waits until a table of at least version `at_least` is adopted (by a
     /// [`crate::SyncThread`] or another thread's refresh); returns its version.
+    /// Versions compare as numbers, which is what the RouteService's own
+    /// store gives (every change bumps it). With `--store kubernetes` a
+    /// version is a content hash with no order: use
+    /// [`RouteClient::wait_for_exact_version`] there.
     pub fn wait_for_version(&self, at_least: u64, timeout: Duration) -> Result<u64, WaitTimeout> {
+        self.wait_until(at_least, timeout, |version| version >= at_least)
+    }
+
+    /// Waits until the adopted table is exactly version `version` (any
+    /// store; the Kubernetes store's versions are content hashes).
+    pub fn wait_for_exact_version(
+        &self,
+        version: u64,
+        timeout: Duration,
+    ) -> Result<u64, WaitTimeout> {
+        self.wait_until(version, timeout, |adopted| adopted == version)
+    }
+
+    fn wait_until(
+        &self,
+        wanted: u64,
+        timeout: Duration,
+        done: impl Fn(u64) -> bool,
+    ) -> Result<u64, WaitTimeout> {
         let started = Instant::now();
         let mut view = lock(&self.view);
         loop {
-            if let Some(version) = view.knowledge.version().filter(|v| *v >= at_least) {
+            if let Some(version) = view.knowledge.version().filter(|v| done(*v)) {
                 return Ok(version);
             }
             let waited = started.elapsed();
             let Some(left) = timeout.checked_sub(waited).filter(|l| !l.is_zero()) else {
                 return Err(WaitTimeout {
-                    wanted: at_least,
+                    wanted,
                     have: view.knowledge.version(),
                     waited,
                 });

@@ -467,6 +467,15 @@ fn the_background_thread_syncs_and_callers_wait_for_a_version() {
         .wait_for_version(v + 10, Duration::from_millis(100))
         .unwrap_err();
     assert_eq!((late.wanted, late.have), (v + 10, Some(v)));
+    // By equality (hash versions): the version held, not a smaller one.
+    assert_eq!(
+        client.wait_for_exact_version(v, Duration::from_secs(1)),
+        Ok(v)
+    );
+    let other = client
+        .wait_for_exact_version(v - 1, Duration::from_millis(100))
+        .unwrap_err();
+    assert_eq!((other.wanted, other.have), (v - 1, Some(v)));
     sync.stop();
     let after = client.stats().not_modified;
     std::thread::sleep(Duration::from_millis(200));

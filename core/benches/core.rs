@@ -122,7 +122,7 @@ fn key_cache(c: &mut Criterion) {
             target: format!("catalog-{key}.demo.svc.cluster.local"),
         }])
         .unwrap();
-        cache.insert(&key, 1, routes, 0);
+        cache.insert(&key, routes, 0);
     }
     assert_eq!(cache.len(), 10_000);
     c.bench_function("key_cache/lookup_10k", |b| {

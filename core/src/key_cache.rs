@@ -23,9 +23,6 @@ pub struct CachePolicy {
 struct Entry {
     /// Empty for "no sandbox has this key".
     routes: RouteTable,
-    /// Table version of the answer, to drop it once a synced table as new
-    /// or newer has spoken for the key.
-    version: u64,
     expires_at_ms: u64,
     last_used: u64,
 }
@@ -90,7 +87,7 @@ impl KeyCache {
 
     /// Stores the RouteService's answer for `key` (an empty table caches
     /// "unknown key").
-    pub fn insert(&mut self, key: &str, version: u64, routes: RouteTable, now_ms: u64) {
+    pub fn insert(&mut self, key: &str, routes: RouteTable, now_ms: u64) {
         if self.policy.max_entries == 0 {
             return;
         }
@@ -105,21 +102,22 @@ impl KeyCache {
         self.uses = self.uses.wrapping_add(1);
         let entry = Entry {
             routes,
-            version,
             expires_at_ms: now_ms.saturating_add(ttl),
             last_used: self.uses,
         };
         self.entries.insert(key.to_owned(), entry);
     }
 
-    /// A synced table of `version` is now authoritative for every key it
-    /// could have seen: drop routes that are not newer (a key missing from
-    /// that table was deleted). "No such key" answers stay until their TTL:
-    /// the table already agrees with them, and a table that knows the key
-    /// is asked first anyway, so keeping them only saves lookups.
-    pub fn superseded_by(&mut self, version: u64) {
-        self.entries
-            .retain(|_, entry| entry.version > version || entry.routes.is_empty());
+    /// A newly synced table speaks for every key it holds, and a key it
+    /// does not hold may have been deleted since a lookup answered it: drop
+    /// every cached route. Versions are not compared: the Kubernetes store's
+    /// are content hashes, with no order, so "the answer is newer than the
+    /// table" cannot be told (a kept answer could route to a deleted fork
+    /// until its TTL); a key the table does not know is looked up again.
+    /// "No such key" answers stay until their TTL: they cannot route, and a
+    /// table that knows the key is asked first anyway.
+    pub fn superseded(&mut self) {
+        self.entries.retain(|_, entry| entry.routes.is_empty());
     }
 
     pub fn len(&self) -> usize {
@@ -182,7 +180,7 @@ mod tests {
     fn positive_answers_live_ttl() {
         let mut cache = KeyCache::new(POLICY);
         assert_eq!(cache.lookup("a", "svc.ns", 0), CacheLookup::Miss);
-        cache.insert("a", 1, table("a"), 0);
+        cache.insert("a", table("a"), 0);
         assert_eq!(
             routed(cache.lookup("a", "svc.ns", 999)).as_deref(),
             Some("a")
@@ -194,7 +192,7 @@ mod tests {
     #[test]
     fn negative_answers_live_negative_ttl() {
         let mut cache = KeyCache::new(POLICY);
-        cache.insert("gone", 1, RouteTable::default(), 50);
+        cache.insert("gone", RouteTable::default(), 50);
         assert_eq!(cache.lookup("gone", "svc.ns", 149), CacheLookup::Hit(None));
         assert_eq!(cache.lookup("gone", "svc.ns", 150), CacheLookup::Miss);
     }
@@ -202,10 +200,10 @@ mod tests {
     #[test]
     fn bounded_expired_first_then_least_recently_used() {
         let mut cache = KeyCache::new(POLICY);
-        cache.insert("a", 1, table("a"), 0);
-        cache.insert("b", 1, table("b"), 0);
+        cache.insert("a", table("a"), 0);
+        cache.insert("b", table("b"), 0);
         cache.lookup("a", "svc.ns", 1);
-        cache.insert("c", 1, table("c"), 2);
+        cache.insert("c", table("c"), 2);
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.lookup("b", "svc.ns", 3), CacheLookup::Miss);
         assert!(matches!(
@@ -214,10 +212,10 @@ mod tests {
         ));
 
         let mut cache = KeyCache::new(POLICY);
-        cache.insert("neg", 1, RouteTable::default(), 0);
-        cache.insert("a", 1, table("a"), 0);
+        cache.insert("neg", RouteTable::default(), 0);
+        cache.insert("a", table("a"), 0);
         cache.lookup("neg", "svc.ns", 1);
-        cache.insert("c", 1, table("c"), 500);
+        cache.insert("c", table("c"), 500);
         assert_eq!(cache.lookup("neg", "svc.ns", 501), CacheLookup::Miss);
         assert!(matches!(
             cache.lookup("a", "svc.ns", 501),
@@ -226,21 +224,19 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_synced_table_supersedes_older_answers() {
+    fn a_synced_table_supersedes_every_cached_route() {
         let mut cache = KeyCache::new(CachePolicy {
             max_entries: 10,
             ..POLICY
         });
-        cache.insert("old", 4, table("old"), 0);
-        cache.insert("new", 6, table("new"), 0);
-        cache.insert("unknown", 4, RouteTable::default(), 0);
-        cache.superseded_by(5);
+        cache.insert("old", table("old"), 0);
+        cache.insert("new", table("new"), 0);
+        cache.insert("unknown", RouteTable::default(), 0);
+        cache.superseded();
+        // Whatever the versions' order (hashes have none), both are dropped.
         assert_eq!(cache.lookup("old", "svc.ns", 1), CacheLookup::Miss);
+        assert_eq!(cache.lookup("new", "svc.ns", 1), CacheLookup::Miss);
         assert_eq!(cache.lookup("unknown", "svc.ns", 1), CacheLookup::Hit(None));
-        assert!(matches!(
-            cache.lookup("new", "svc.ns", 1),
-            CacheLookup::Hit(Some(_))
-        ));
     }
 
     #[test]
@@ -249,7 +245,7 @@ mod tests {
             max_entries: 0,
             ..POLICY
         });
-        cache.insert("a", 1, table("a"), 0);
+        cache.insert("a", table("a"), 0);
         assert!(cache.is_empty());
     }
 }

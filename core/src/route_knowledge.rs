@@ -106,7 +106,7 @@ impl RouteKnowledge {
         match answer {
             Some(answer) => {
                 self.breaker.record_success();
-                self.cache.insert(key, answer.version, answer.table, now_ms);
+                self.cache.insert(key, answer.table, now_ms);
             }
             None => self.breaker.record_failure(now_ms),
         }
@@ -116,7 +116,7 @@ impl RouteKnowledge {
     pub fn adopt(&mut self, version: u64, table: RouteTable) {
         self.table = table;
         self.version = Some(version);
-        self.cache.superseded_by(version);
+        self.cache.superseded();
     }
 
     /// Applies validated deltas, in order, to the synced table in place (no
@@ -128,7 +128,7 @@ impl RouteKnowledge {
             delta.apply_to(&mut self.table);
         }
         self.version = Some(version);
-        self.cache.superseded_by(version);
+        self.cache.superseded();
     }
 
     /// The table decisions are made from.

@@ -1,30 +1,152 @@
 //! `wasm_floor`: the cost any Rust proxy-wasm filter pays per request. It
 //! reads one request header (`baggage`) through the host and continues, so
 //! `make bench` can tell the Wasm floor apart from what sandbox-router adds.
+//!
+//! With a configuration `<probe> <count>` (the `probe_*` scenarios of
+//! `make bench-callgrind`), each request also makes `count` host calls of
+//! one kind, so that (probe - floor) / count is what one such call costs:
+//! the price list the filter's per-request work is made of. Without a
+//! configuration (the `wasm_floor` scenarios) it makes none.
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(FloorRoot) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(FloorRoot::default()) });
 }}
 
-struct FloorRoot;
+/// One kind of host call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// `get_header_map_value` of a header the request does not have.
+    HeaderAbsent,
+    /// `get_header_map_value` of `baggage` (300 bytes; what the floor reads once).
+    HeaderPresent,
+    /// `get_property(request.headers.baggage)`: every `baggage` line, joined.
+    HeaderAttribute,
+    /// `get_property(xds.cluster_name)`: the chosen route's cluster.
+    ClusterProperty,
+    /// `increment_metric` of a counter.
+    IncrementMetric,
+    /// `set_property` of a filter state value (an access-log field).
+    SetFilterState,
+    /// `get_shared_data` of a key that holds 40 bytes.
+    SharedData,
+    /// `set_header_map_value` of a request header.
+    SetHeader,
+    /// `call_foreign_function("clear_route_cache")`.
+    ClearRouteCache,
+    /// `get_current_time_nanoseconds`.
+    Clock,
+}
+
+impl Probe {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "header_absent" => Probe::HeaderAbsent,
+            "header_present" => Probe::HeaderPresent,
+            "header_attribute" => Probe::HeaderAttribute,
+            "cluster_property" => Probe::ClusterProperty,
+            "increment_metric" => Probe::IncrementMetric,
+            "set_filter_state" => Probe::SetFilterState,
+            "shared_data" => Probe::SharedData,
+            "set_header" => Probe::SetHeader,
+            "clear_route_cache" => Probe::ClearRouteCache,
+            "clock" => Probe::Clock,
+            _ => return None,
+        })
+    }
+
+    fn call(self, metric: u32) {
+        match self {
+            Probe::HeaderAbsent => {
+                std::hint::black_box(
+                    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-absent").ok(),
+                );
+            }
+            Probe::HeaderPresent => {
+                std::hint::black_box(
+                    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "baggage").ok(),
+                );
+            }
+            Probe::HeaderAttribute => {
+                std::hint::black_box(
+                    hostcalls::get_property(vec!["request", "headers", "baggage"]).ok(),
+                );
+            }
+            Probe::ClusterProperty => {
+                std::hint::black_box(hostcalls::get_property(vec!["xds", "cluster_name"]).ok());
+            }
+            Probe::IncrementMetric => {
+                let _ = hostcalls::increment_metric(metric, 1);
+            }
+            Probe::SetFilterState => {
+                let _ = hostcalls::set_property(vec!["probe.outcome"], Some(b"no_key"));
+            }
+            Probe::SharedData => {
+                std::hint::black_box(hostcalls::get_shared_data(SHARED_KEY).ok());
+            }
+            Probe::SetHeader => {
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-probe", Some("1"));
+            }
+            Probe::ClearRouteCache => {
+                let _ = hostcalls::call_foreign_function("clear_route_cache", None);
+            }
+            Probe::Clock => {
+                std::hint::black_box(hostcalls::get_current_time().ok());
+            }
+        }
+    }
+}
+
+const SHARED_KEY: &str = "wasm-floor.probe";
+
+#[derive(Default)]
+struct FloorRoot {
+    probe: Option<(Probe, u32)>,
+    metric: u32,
+}
 
 impl Context for FloorRoot {}
 
 impl RootContext for FloorRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&config);
+        let mut words = text.split_whitespace();
+        self.probe = words
+            .next()
+            .and_then(Probe::parse)
+            .zip(words.next().and_then(|n| n.parse().ok()));
+        if self.probe.is_some() {
+            self.metric = hostcalls::define_metric(MetricType::Counter, "wasm_floor.probe")
+                .unwrap_or_default();
+            let _ = hostcalls::set_shared_data(SHARED_KEY, Some(&[b'x'; 40]), None);
+        }
+        true
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Floor))
+        Some(Box::new(Floor {
+            probe: self.probe,
+            metric: self.metric,
+        }))
     }
 }
 
-struct Floor;
+struct Floor {
+    probe: Option<(Probe, u32)>,
+    metric: u32,
+}
 
 impl Context for Floor {}
 
@@ -32,6 +154,11 @@ impl HttpContext for Floor {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         // Read the header and look at it, so the read cannot be optimised away.
         std::hint::black_box(self.get_http_request_header("baggage"));
+        if let Some((probe, count)) = self.probe {
+            for _ in 0..count {
+                probe.call(self.metric);
+            }
+        }
         Action::Continue
     }
 }
