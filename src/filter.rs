@@ -35,6 +35,13 @@ pub struct RequestFilter {
     inbound: bool,
 }
 
+/// The request's `:authority`: already read (from the whole header map),
+/// or to be read from the host only if the decision needs it.
+enum Authority<'h> {
+    Read(Option<&'h [u8]>),
+    FromHost,
+}
+
 /// Where the key of an outbound request came from, as far as recovery goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Recovery {
@@ -101,11 +108,7 @@ impl RequestFilter {
             changed |= host::remove_request_header(&config.route_header).is_ok();
             self.worker.metrics.increment(Counter::SpoofedHeaderRemoved);
         }
-        let authority = match inspection.key {
-            KeyOutcome::Valid(..) => host::request_header(":authority"),
-            _ => None,
-        };
-        let action = self.decide(&config, inspection, authority.as_deref(), changed);
+        let action = self.decide(&config, inspection, Authority::FromHost, changed);
         if recovery == Recovery::Dropped {
             host::set_filter_state(OUTCOME_STATE, KEY_DROPPED);
         }
@@ -253,7 +256,7 @@ impl RequestFilter {
             .iter()
             .find(|(name, _)| name == ":authority")
             .map(|(_, value)| value.as_slice());
-        let action = self.decide(&config, inspection, authority, changed);
+        let action = self.decide(&config, inspection, Authority::Read(authority), changed);
         if recovery == Recovery::Dropped {
             host::set_filter_state(OUTCOME_STATE, KEY_DROPPED);
         }
@@ -264,7 +267,7 @@ impl RequestFilter {
         &mut self,
         config: &FilterConfig,
         inspection: Inspection<'_>,
-        authority: Option<&[u8]>,
+        authority: Authority<'_>,
         mut changed: bool,
     ) -> Action {
         // Only a keyed request needs the route Envoy chose.
@@ -275,6 +278,17 @@ impl RequestFilter {
             (Some(cluster), _) => RouteBefore::Cluster(cluster),
             (None, Some(a)) if a.names_routes() && !a.has_route() => RouteBefore::NoRoute,
             (None, _) => RouteBefore::NotSaid,
+        };
+        // In header mode Istio's cluster names the destination: `:authority`
+        // is read only when the decision needs it.
+        let read;
+        let authority = match authority {
+            Authority::Read(authority) => authority,
+            Authority::FromHost if decision::needs_authority(config, &inspection, &route) => {
+                read = host::request_header(":authority");
+                read.as_deref()
+            }
+            Authority::FromHost => None,
         };
         let action = match decision::prepare(config, inspection, route, authority) {
             Step::Decided(decision) => {

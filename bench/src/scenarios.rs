@@ -73,6 +73,8 @@ pub const PROBES: &[&str] = &[
     "increment_metric",
     "set_filter_state",
     "shared_data",
+    "shared_data_absent",
+    "header_map",
     "set_header",
     "clear_route_cache",
     "clock",
@@ -273,7 +275,7 @@ pub fn all() -> Vec<Scenario> {
 }
 
 /// The scenario names of [`PROBES`], in the same order.
-const PROBE_NAMES: [&str; 10] = [
+const PROBE_NAMES: [&str; 12] = [
     "probe_header_absent",
     "probe_header_present",
     "probe_header_attribute",
@@ -281,6 +283,8 @@ const PROBE_NAMES: [&str; 10] = [
     "probe_increment_metric",
     "probe_set_filter_state",
     "probe_shared_data",
+    "probe_shared_data_absent",
+    "probe_header_map",
     "probe_set_header",
     "probe_clear_route_cache",
     "probe_clock",

@@ -93,10 +93,11 @@ pub fn find_value<'a, I>(lines: I, key: &str) -> Option<Cow<'a, str>>
 where
     I: IntoIterator<Item = &'a [u8]> + Clone,
 {
-    if combined_len(lines.clone()) > MAX_TOTAL_BYTES {
+    let total = combined_len(lines.clone());
+    if total > MAX_TOTAL_BYTES {
         return None;
     }
-    if token(key.as_bytes()).is_none() || may_reach_member_limit(lines.clone()) {
+    if token(key.as_bytes()).is_none() || may_reach_member_limit(lines.clone(), total) {
         return members(lines)
             .filter(|m| m.key == key)
             .last()
@@ -134,13 +135,13 @@ fn names(element: &[u8], key: &[u8]) -> bool {
     rest.iter().find(|&&b| b != b' ' && b != b'\t') == Some(&b'=')
 }
 
-/// Whether the lines hold at least [`MAX_MEMBERS`] list elements, so the
-/// member limit might drop some. One byte count, no parsing; lines too
-/// short to hold that many valid members (each is at least `k=`) are not
-/// counted at all.
-fn may_reach_member_limit<'a>(lines: impl IntoIterator<Item = &'a [u8]> + Clone) -> bool {
+/// Whether the lines (`total` bytes joined) hold at least [`MAX_MEMBERS`]
+/// list elements, so the member limit might drop some. One byte count, no
+/// parsing; lines too short to hold that many valid members (each is at
+/// least `k=`) are not counted at all.
+fn may_reach_member_limit<'a>(lines: impl IntoIterator<Item = &'a [u8]>, total: usize) -> bool {
     const MIN_BYTES: usize = MAX_MEMBERS * 3 - 1;
-    if combined_len(lines.clone()) < MIN_BYTES {
+    if total < MIN_BYTES {
         return false;
     }
     let mut elements = 0usize;
@@ -637,7 +638,7 @@ mod tests {
             .collect();
         let line = line.join(",");
         assert!(line.len() >= MAX_MEMBERS * 3 - 1);
-        assert!(may_reach_member_limit([line.as_bytes()]));
+        assert!(may_reach_member_limit([line.as_bytes()], line.len()));
     }
 
     #[test]

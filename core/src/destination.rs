@@ -57,7 +57,7 @@ impl<'a> Authority<'a> {
         } else {
             self.host.clone()
         };
-        match lower.matches('.').count() {
+        match lower.bytes().filter(|&b| b == b'.').count() {
             0 => Cow::Owned(format!("{lower}.{namespace}.{CLUSTER_DOMAIN}")),
             1 => Cow::Owned(format!("{lower}.{CLUSTER_DOMAIN}")),
             _ if lower.ends_with(".svc") => Cow::Owned(format!("{lower}.cluster.local")),
@@ -110,6 +110,24 @@ pub fn resolve<'a>(
             .or_else(from_authority),
         RouteBefore::NotSaid => from_authority(),
     }
+}
+
+/// [`authority_port`] and [`Authority::parse`] of one `:authority`, with one
+/// UTF-8 check and one DNS-name check for the usual `name[:port]` (every
+/// keyed request); anything else (an IP literal, a bad name) takes the two
+/// as they are.
+pub fn parse_authority(authority: &[u8]) -> (Option<Option<&str>>, Option<Authority<'_>>) {
+    let Some(parsed) = Authority::parse(authority) else {
+        return (authority_port(authority), None);
+    };
+    // A DNS name with an all-digit port: `authority_port` agrees, but for
+    // the length of the port it also checks.
+    let port = match &parsed.port {
+        None => Some(None),
+        Some(Cow::Borrowed(port)) => (port.len() <= 5).then_some(Some(*port)),
+        Some(Cow::Owned(_)) => authority_port(authority),
+    };
+    (port, Some(parsed))
 }
 
 /// The port of an `:authority` whose host is a name or an IP literal
@@ -204,6 +222,53 @@ mod tests {
         let labels_ok = name.split('.').all(is_dns_label_ignore_case);
         let numeric = name.bytes().all(|b| b.is_ascii_digit() || b == b'.');
         !name.is_empty() && name.len() <= 253 && labels_ok && !numeric
+    }
+
+    #[test]
+    fn parse_authority_is_authority_port_and_authority_parse() {
+        let mut inputs: Vec<String> = [
+            "catalog.demo.svc.cluster.local",
+            "catalog.demo.svc.cluster.local:8080",
+            "catalog.demo.svc.cluster.local.:80",
+            "Catalog:80",
+            "catalog:",
+            "catalog:123456",
+            "catalog:8a",
+            "catalog:99999",
+            "10.96.0.10:8080",
+            "10.96.0.10",
+            "[fd00::1]:8080",
+            "[fd00::1]",
+            "a:b:80",
+            "-bad:80",
+            "",
+            ":80",
+            "1.2.3:80",
+            "caf\u{e9}:80",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        // Every string of up to three bytes of a small alphabet.
+        let alphabet = ["a", "1", ".", ":", "-", "[", "]"];
+        let mut short = vec![String::new()];
+        for _ in 0..3 {
+            let longer: Vec<String> = short
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            inputs.extend(longer.iter().cloned());
+            short = longer;
+        }
+        for input in &inputs {
+            let bytes = input.as_bytes();
+            assert_eq!(
+                parse_authority(bytes),
+                (authority_port(bytes), Authority::parse(bytes)),
+                "{input:?}"
+            );
+        }
+        inputs.push(String::from_utf8_lossy(b"\xff:80").into_owned());
+        assert_eq!(parse_authority(b"\xff:80"), (None, None));
     }
 
     #[test]

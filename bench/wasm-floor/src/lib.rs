@@ -34,6 +34,11 @@ enum Probe {
     SetFilterState,
     /// `get_shared_data` of a key that holds 40 bytes.
     SharedData,
+    /// `get_shared_data` of a key that holds nothing.
+    SharedDataAbsent,
+    /// `get_header_map_pairs`: every request header, as the SDK hands them
+    /// over (a `String` and a `Vec` per header).
+    HeaderMap,
     /// `set_header_map_value` of a request header.
     SetHeader,
     /// `call_foreign_function("clear_route_cache")`.
@@ -52,6 +57,8 @@ impl Probe {
             "increment_metric" => Probe::IncrementMetric,
             "set_filter_state" => Probe::SetFilterState,
             "shared_data" => Probe::SharedData,
+            "shared_data_absent" => Probe::SharedDataAbsent,
+            "header_map" => Probe::HeaderMap,
             "set_header" => Probe::SetHeader,
             "clear_route_cache" => Probe::ClearRouteCache,
             "clock" => Probe::Clock,
@@ -87,6 +94,12 @@ impl Probe {
             }
             Probe::SharedData => {
                 std::hint::black_box(hostcalls::get_shared_data(SHARED_KEY).ok());
+            }
+            Probe::SharedDataAbsent => {
+                std::hint::black_box(hostcalls::get_shared_data("wasm-floor.absent").ok());
+            }
+            Probe::HeaderMap => {
+                std::hint::black_box(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok());
             }
             Probe::SetHeader => {
                 let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-probe", Some("1"));
