@@ -200,6 +200,10 @@ impl Worker {
     /// log phase for a request that got no response; a no-op for a request
     /// that was not marked or was checked already.
     pub fn check(&self, context_id: u32) {
+        // Most requests were not marked: no hashing for them.
+        if self.marked.borrow().is_empty() {
+            return;
+        }
         let Some(marked) = self.marked.borrow_mut().remove(&context_id) else {
             return;
         };
@@ -243,8 +247,14 @@ impl Worker {
 
     /// Forgets request `context_id` (ended).
     pub fn forget(&self, context_id: u32) {
-        self.marked.borrow_mut().remove(&context_id);
-        self.recovered.borrow_mut().retain(|id| *id != context_id);
+        let mut marked = self.marked.borrow_mut();
+        if !marked.is_empty() {
+            marked.remove(&context_id);
+        }
+        let mut recovered = self.recovered.borrow_mut();
+        if !recovered.is_empty() {
+            recovered.retain(|id| *id != context_id);
+        }
     }
 
     fn mark(&self, marking: &Marking<'_>) -> bool {
