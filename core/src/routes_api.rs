@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::json;
 use crate::route_table::{InvalidRouteAt, Route, RouteTable};
 use crate::routing_key::RoutingKey;
 
@@ -135,8 +136,7 @@ pub fn parse_delta(body: &[u8], asked: u64) -> Result<Delta, BadAnswer> {
     if body.len() > MAX_BODY_BYTES {
         return Err(BadAnswer::TooLarge);
     }
-    let delta: Delta =
-        serde_json::from_slice(body).map_err(|e| BadAnswer::Malformed(e.to_string()))?;
+    let delta: Delta = json::from_slice(body).map_err(|e| BadAnswer::Malformed(e.to_string()))?;
     if delta.since != asked {
         return Err(BadAnswer::WrongBase {
             asked,
@@ -182,7 +182,7 @@ pub fn parse_routes(body: &[u8]) -> Result<RoutesAnswer, BadAnswer> {
         return Err(BadAnswer::TooLarge);
     }
     let mut invalid = None;
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut de = json::Deserializer::new(body);
     let parsed = serde::de::Deserializer::deserialize_map(
         &mut de,
         TableVisitor {
