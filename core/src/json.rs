@@ -65,13 +65,6 @@ impl Error {
         self
     }
 
-    fn at_position(mut self, position: (usize, usize)) -> Self {
-        if self.position.is_none() {
-            self.position = Some(position);
-        }
-        self
-    }
-
     /// `invalid type: <what>, expected <exp>` with `what` already written.
     #[inline(never)]
     fn invalid_type_text(what: &str, exp: &dyn de::Expected) -> Self {
@@ -734,7 +727,7 @@ impl Value {
     }
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn value(&mut self) -> Result<Value> {
         match self.skip_ws() {
             Some(b'n') => {
@@ -815,7 +808,7 @@ impl Reader<'_> {
 
     /// In an object, before a member: its key (and `:` consumed), or `None`
     /// when the object ended (its `}` consumed).
-    fn next_key(&mut self, first: bool) -> Result<Option<Cow<'_, str>>> {
+    fn next_key(&mut self, first: bool) -> Result<Option<Cow<'a, str>>> {
         match self.skip_ws() {
             Some(b'}') => {
                 self.pos += 1;
@@ -1150,289 +1143,241 @@ impl<'de> de::VariantAccess<'de> for VariantDeserializer<'de, '_> {
 
 // ------------------------------------------------ serde from the text
 
-/// `T` from a whole document, read as it streams (no [`Value`] in
-/// between), as `serde_json::from_slice` would give it.
-pub fn from_slice<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
-    let mut de = Deserializer::new(bytes);
-    let value = T::deserialize(&mut de)?;
-    de.end()?;
-    Ok(value)
+/// A document read as it streams, value by value, by code that knows its
+/// shape (the RouteService's answers: a full table is read straight into
+/// the index, with no tree in between). Not generic, so the `.wasm` holds
+/// one copy. Shapes are read the way serde's derives read them through
+/// `serde_json::from_slice` ([`Pull::fields`]).
+pub struct Pull<'a> {
+    reader: Reader<'a>,
 }
 
-/// A streaming deserializer over a document's text. Enums are read from
-/// values only (no type read from a stream has one).
-pub struct Deserializer<'de> {
-    reader: Reader<'de>,
+/// What a struct does with a key it does not know.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Unknown {
+    /// `deny_unknown_fields`: an error.
+    Refuse,
+    /// Skipped.
+    Skip,
 }
 
-/// The start of a value: a scalar whole, or the opening of a container.
-/// Reading it is not generic, so every visitor shares it (the `.wasm`
-/// holds one copy, not one per type read).
-enum Token<'de> {
-    Null,
-    Bool(bool),
-    Str(Cow<'de, str>),
-    Number(Number),
-    Seq,
-    Map,
-}
-
-impl<'de> Deserializer<'de> {
-    pub fn new(bytes: &'de [u8]) -> Self {
-        Deserializer {
+impl<'a> Pull<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Pull {
             reader: Reader::new(bytes),
         }
     }
 
-    /// After the value: only whitespace may follow.
+    /// After the document's value: only whitespace may follow.
     pub fn end(&mut self) -> Result<()> {
         self.reader.end()
     }
 
-    #[inline(never)]
-    fn token(&mut self) -> Result<Token<'de>> {
-        let reader = &mut self.reader;
-        let token = match reader.skip_ws() {
-            Some(b'n') => {
-                reader.pos += 1;
-                reader.literal(b"ull")?;
-                Token::Null
-            }
-            Some(b't') => {
-                reader.pos += 1;
-                reader.literal(b"rue")?;
-                Token::Bool(true)
-            }
-            Some(b'f') => {
-                reader.pos += 1;
-                reader.literal(b"alse")?;
-                Token::Bool(false)
-            }
+    /// An error about what was just read, with its position.
+    pub fn error(&self, message: &str) -> Error {
+        self.reader.error(message)
+    }
+
+    /// `invalid type: <the value at the reader>, expected <expected>`; the
+    /// value's first token is consumed.
+    fn invalid_type(&mut self, expected: &str) -> Error {
+        let what = match self.reader.skip_ws() {
+            Some(b'n') => self.reader.literal_at(b"null").map(|()| "null".to_owned()),
+            Some(b't') => self
+                .reader
+                .literal_at(b"true")
+                .map(|()| "boolean `true`".to_owned()),
+            Some(b'f') => self
+                .reader
+                .literal_at(b"false")
+                .map(|()| "boolean `false`".to_owned()),
             Some(b'"') => {
-                reader.pos += 1;
-                Token::Str(reader.string()?)
+                self.reader.pos += 1;
+                self.reader
+                    .string()
+                    .map(|s| format!("string {}", quoted(&s)))
             }
-            Some(b'-' | b'0'..=b'9') => Token::Number(reader.number()?),
+            Some(b'-' | b'0'..=b'9') => self.reader.number().map(|n| match n {
+                Number::U64(n) => format!("integer `{n}`"),
+                Number::I64(n) => format!("integer `{n}`"),
+                Number::Float(text) => format!("floating point `{text}`"),
+            }),
             Some(b'[') => {
-                reader.pos += 1;
-                reader.enter()?;
-                Token::Seq
+                self.reader.pos += 1;
+                Ok("sequence".to_owned())
             }
             Some(b'{') => {
-                reader.pos += 1;
-                reader.enter()?;
-                Token::Map
+                self.reader.pos += 1;
+                Ok("map".to_owned())
             }
-            Some(_) => return Err(reader.peek_error("expected value")),
-            None => return Err(reader.error("EOF while parsing a value")),
+            Some(_) => Err(self.reader.peek_error("expected value")),
+            None => Err(self.reader.error("EOF while parsing a value")),
         };
-        Ok(token)
-    }
-
-    /// A visitor's error gets the position it was found at.
-    #[inline(never)]
-    fn positioned(&self, error: Error) -> Error {
-        error.at_position(self.reader.position())
-    }
-
-    /// After a visitor read an array: its `]` (it may stop early, as a
-    /// struct read from an array does).
-    #[inline(never)]
-    fn end_seq(&mut self) -> Result<()> {
-        let reader = &mut self.reader;
-        reader.leave();
-        match reader.skip_ws() {
-            Some(b']') => {
-                reader.pos += 1;
-                Ok(())
-            }
-            Some(b',') => {
-                reader.pos += 1;
-                Err(match reader.skip_ws() {
-                    Some(b']') => reader.peek_error("trailing comma"),
-                    _ => reader.peek_error("trailing characters"),
-                })
-            }
-            Some(_) => Err(reader.peek_error("trailing characters")),
-            None => Err(reader.error("EOF while parsing a list")),
+        match what {
+            Ok(what) => self
+                .reader
+                .error(&format!("invalid type: {what}, expected {expected}")),
+            Err(e) => e,
         }
     }
 
-    /// After a visitor read an object: its `}`.
-    #[inline(never)]
-    fn end_map(&mut self) -> Result<()> {
-        let reader = &mut self.reader;
-        reader.leave();
-        match reader.skip_ws() {
-            Some(b'}') => {
-                reader.pos += 1;
-                Ok(())
-            }
-            Some(b',') => Err(reader.peek_error("trailing comma")),
-            Some(_) => Err(reader.peek_error("trailing characters")),
-            None => Err(reader.error("EOF while parsing an object")),
+    /// A string (`expected` names it in the error).
+    pub fn string(&mut self, expected: &str) -> Result<String> {
+        if self.reader.skip_ws() != Some(b'"') {
+            return Err(self.invalid_type(expected));
+        }
+        self.reader.pos += 1;
+        Ok(self.reader.string()?.into_owned())
+    }
+
+    /// A `u64`.
+    pub fn u64(&mut self) -> Result<u64> {
+        match self.reader.skip_ws() {
+            Some(b'-' | b'0'..=b'9') => {}
+            _ => return Err(self.invalid_type("u64")),
+        }
+        match self.reader.number()? {
+            Number::U64(n) => Ok(n),
+            Number::I64(n) => Err(self
+                .reader
+                .error(&format!("invalid value: integer `{n}`, expected u64"))),
+            Number::Float(text) => Err(self.reader.error(&format!(
+                "invalid type: floating point `{text}`, expected u64"
+            ))),
         }
     }
 
-    /// Before an element: whether there is one (its `,` consumed).
-    #[inline(never)]
-    fn has_element(&mut self, first: bool) -> Result<bool> {
-        let reader = &mut self.reader;
-        match reader.skip_ws() {
-            Some(b']') => Ok(false),
-            Some(b',') if !first => {
-                reader.pos += 1;
-                match reader.skip_ws() {
-                    Some(b']') => Err(reader.peek_error("trailing comma")),
-                    _ => Ok(true),
+    /// Skips a value, whatever it is.
+    pub fn skip(&mut self) -> Result<()> {
+        self.reader.skip_value()
+    }
+
+    /// The elements of an array (`expected` names it in the error), each
+    /// read by `element`.
+    pub fn array(
+        &mut self,
+        expected: &str,
+        element: &mut dyn FnMut(&mut Self, usize) -> Result<()>,
+    ) -> Result<()> {
+        if self.reader.skip_ws() != Some(b'[') {
+            return Err(self.invalid_type(expected));
+        }
+        self.reader.pos += 1;
+        self.reader.enter()?;
+        let mut index = 0;
+        while self.reader.next_element(index == 0)? {
+            element(self, index)?;
+            index += 1;
+        }
+        self.reader.leave();
+        Ok(())
+    }
+
+    /// The members of an object (`expected` names it in the error), each
+    /// read by `member` from its key; the last of duplicate keys is read
+    /// last.
+    pub fn object(
+        &mut self,
+        expected: &str,
+        member: &mut dyn FnMut(&mut Self, &str) -> Result<()>,
+    ) -> Result<()> {
+        if self.reader.skip_ws() != Some(b'{') {
+            return Err(self.invalid_type(expected));
+        }
+        self.reader.pos += 1;
+        self.reader.enter()?;
+        let mut first = true;
+        while let Some(key) = self.reader.next_key(first)? {
+            first = false;
+            member(self, &key)?;
+        }
+        self.reader.leave();
+        Ok(())
+    }
+
+    /// A struct as serde's derive reads one: an object whose keys are
+    /// `fields` (a duplicate refused, an unknown one as `unknown` says), or
+    /// an array of them in order. `field` reads the value of field `i`.
+    /// Fields missing at the end are refused in the order of `fields`
+    /// unless `optional` says they may be.
+    pub fn fields(
+        &mut self,
+        name: &str,
+        fields: &[&str],
+        unknown: Unknown,
+        optional: &dyn Fn(usize) -> bool,
+        field: &mut dyn FnMut(&mut Self, usize) -> Result<()>,
+    ) -> Result<()> {
+        let mut seen = vec![false; fields.len()];
+        match self.reader.skip_ws() {
+            Some(b'[') => {
+                self.reader.pos += 1;
+                self.reader.enter()?;
+                for (index, seen) in seen.iter_mut().enumerate() {
+                    if !self.reader.next_element(index == 0)? {
+                        return Err(self.reader.error(&format!(
+                            "invalid length {index}, expected struct {name} with {} elements",
+                            fields.len()
+                        )));
+                    }
+                    field(self, index)?;
+                    *seen = true;
+                }
+                // More elements than fields.
+                if self.reader.next_element(fields.is_empty())? {
+                    return Err(self.reader.peek_error("trailing characters"));
+                }
+                self.reader.leave();
+                return Ok(());
+            }
+            Some(b'{') => {}
+            _ => return Err(self.invalid_type(&format!("struct {name}"))),
+        }
+        self.reader.pos += 1;
+        self.reader.enter()?;
+        let mut first = true;
+        while let Some(key) = self.reader.next_key(first)? {
+            first = false;
+            match fields.iter().position(|f| **f == *key) {
+                Some(index) => {
+                    let Some(seen) = seen.get_mut(index) else {
+                        return Err(self.reader.error("field out of range"));
+                    };
+                    if std::mem::replace(seen, true) {
+                        return Err(self.reader.error(&format!("duplicate field `{key}`")));
+                    }
+                    field(self, index)?;
+                }
+                None if unknown == Unknown::Skip => self.reader.skip_value()?,
+                None => {
+                    let names: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+                    let expected = match names.as_slice() {
+                        [] => "there are no fields".to_owned(),
+                        [one] => format!("expected {one}"),
+                        [first, second] => format!("expected {first} or {second}"),
+                        _ => format!("expected one of {}", names.join(", ")),
+                    };
+                    return Err(self
+                        .reader
+                        .error(&format!("unknown field `{key}`, {expected}")));
                 }
             }
-            Some(_) if first => Ok(true),
-            Some(_) => Err(reader.peek_error("expected `,` or `]`")),
-            None => Err(reader.error("EOF while parsing a list")),
         }
-    }
-
-    /// Before a member: whether there is one (its `,` consumed, its key
-    /// next).
-    #[inline(never)]
-    fn has_member(&mut self, first: bool) -> Result<bool> {
-        let reader = &mut self.reader;
-        match reader.skip_ws() {
-            Some(b'}') => return Ok(false),
-            Some(b',') if !first => {
-                reader.pos += 1;
-                if reader.skip_ws() == Some(b'}') {
-                    return Err(reader.peek_error("trailing comma"));
-                }
+        self.reader.leave();
+        for (index, (name, seen)) in fields.iter().zip(&seen).enumerate() {
+            if !seen && !optional(index) {
+                return Err(self.reader.error(&format!("missing field `{name}`")));
             }
-            Some(_) if first => {}
-            Some(_) => return Err(reader.peek_error("expected `,` or `}`")),
-            None => return Err(reader.error("EOF while parsing an object")),
         }
-        match reader.skip_ws() {
-            Some(b'"') => Ok(true),
-            Some(_) => Err(reader.peek_error("key must be a string")),
-            None => Err(reader.error("EOF while parsing a value")),
-        }
-    }
-
-    #[inline(never)]
-    fn colon(&mut self) -> Result<()> {
-        self.reader
-            .expect(b':', "expected `:`", "EOF while parsing an object")
+        Ok(())
     }
 }
 
-/// `invalid type: floating point `1.5`, expected ...`: no type of ours
-/// takes a float, so none is handed to a visitor (see [`Number::Float`]).
-#[inline(never)]
-fn float_error(text: &str, exp: &dyn de::Expected) -> Error {
-    Error::invalid_type_text(&format!("floating point `{text}`"), exp)
-}
-
-impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
-    type Error = Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        let result = match self.token()? {
-            Token::Null => visitor.visit_unit(),
-            Token::Bool(b) => visitor.visit_bool(b),
-            Token::Str(Cow::Borrowed(s)) => visitor.visit_borrowed_str(s),
-            Token::Str(Cow::Owned(s)) => visitor.visit_string(s),
-            Token::Number(Number::U64(n)) => visitor.visit_u64(n),
-            Token::Number(Number::I64(n)) => visitor.visit_i64(n),
-            Token::Number(Number::Float(text)) => Err(float_error(&text, &visitor)),
-            Token::Seq => {
-                let value = visitor.visit_seq(StreamSeq {
-                    de: &mut *self,
-                    first: true,
-                });
-                return match value {
-                    Ok(value) => self.end_seq().map(|()| value),
-                    Err(e) => Err(self.positioned(e)),
-                };
-            }
-            Token::Map => {
-                let value = visitor.visit_map(StreamMap {
-                    de: &mut *self,
-                    first: true,
-                });
-                return match value {
-                    Ok(value) => self.end_map().map(|()| value),
-                    Err(e) => Err(self.positioned(e)),
-                };
-            }
-        };
-        result.map_err(|e| self.positioned(e))
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        if self.reader.skip_ws() == Some(b'n') {
-            self.token()?;
-            visitor.visit_none()
-        } else {
-            visitor.visit_some(self)
-        }
-    }
-
-    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.reader.skip_value()?;
-        visitor.visit_unit()
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct enum
-        identifier
-    }
-}
-
-struct StreamSeq<'a, 'de> {
-    de: &'a mut Deserializer<'de>,
-    first: bool,
-}
-
-impl<'de> de::SeqAccess<'de> for StreamSeq<'_, 'de> {
-    type Error = Error;
-
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
-        if !self.de.has_element(self.first)? {
-            return Ok(None);
-        }
-        self.first = false;
-        seed.deserialize(&mut *self.de).map(Some)
-    }
-}
-
-struct StreamMap<'a, 'de> {
-    de: &'a mut Deserializer<'de>,
-    first: bool,
-}
-
-impl<'de> de::MapAccess<'de> for StreamMap<'_, 'de> {
-    type Error = Error;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
-        if !self.de.has_member(self.first)? {
-            return Ok(None);
-        }
-        self.first = false;
-        // A key is a string: the string branch of `deserialize_any`.
-        seed.deserialize(&mut *self.de).map(Some)
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
-        self.de.colon()?;
-        seed.deserialize(&mut *self.de)
+impl Reader<'_> {
+    /// The literal `word` at the reader, whole.
+    fn literal_at(&mut self, word: &[u8]) -> Result<()> {
+        self.pos += 1;
+        self.literal(word.get(1..).unwrap_or_default())
     }
 }
 
@@ -1620,8 +1565,8 @@ mod tests {
         kind: Option<Kind>,
     }
 
-    /// Both readers give what `serde_json` gives, or an error with its
-    /// message (its position and float wording aside).
+    /// [`from_value`] gives what `serde_json::from_value` gives, or an
+    /// error with its message.
     #[test]
     fn typed_reads_match_serde_json() {
         let docs = [
@@ -1653,17 +1598,6 @@ mod tests {
             r#""items""#,
         ];
         for doc in docs {
-            let theirs = serde_json::from_str::<Outer>(doc).map_err(|e| e.to_string());
-            let strip = |message: &str| message.split(" at line").next().unwrap().to_owned();
-            // Streaming: serde_json's slice reader (no streamed type of
-            // ours has an enum: `kind` is read from values only).
-            let ours = from_slice::<Outer>(doc.as_bytes()).map_err(|e| e.to_string());
-            match (&ours, &theirs) {
-                _ if doc.contains("kind") => {}
-                (Ok(a), Ok(b)) => assert_eq!(a, b, "{doc}"),
-                (Err(a), Err(b)) => assert_eq!(strip(a), strip(b), "{doc}"),
-                _ => panic!("{doc}: ours {ours:?}, serde_json {theirs:?}"),
-            }
             // Through a value: serde_json's `from_value`, where duplicates
             // are resolved before the types see them.
             let value = Value::from_slice(doc.as_bytes()).unwrap();
@@ -1720,7 +1654,16 @@ mod tests {
             format!(r#"{{"a": 1, "x": {deep}}}"#),
         ];
         for doc in &docs {
-            let ours = from_slice::<Open>(doc.as_bytes()).map_err(|e| e.message().to_owned());
+            let mut pull = Pull::new(doc.as_bytes());
+            let mut a = 0;
+            let ours = pull
+                .fields("Open", &["a"], Unknown::Skip, &|_| false, &mut |pull, _| {
+                    a = pull.u64()?;
+                    Ok(())
+                })
+                .and_then(|()| pull.end())
+                .map(|()| Open { a })
+                .map_err(|e| e.message().to_owned());
             let theirs = serde_json::from_str::<Open>(doc)
                 .map_err(|e| e.to_string().split(" at line").next().unwrap().to_owned());
             assert_eq!(
