@@ -4,8 +4,8 @@
 //! fraction of its size in the `.wasm`.
 //!
 //! Why not `serde_json` itself: its error type formats a float whenever a
-//! value has the wrong type (`<f64 as Display>` and its tables, ~20 KB of a
-//! ~250 KB filter, for values no field of ours can hold), its `Value` is a
+//! value has the wrong type (`<f64 as Display>` and its tables, ~17 KB of a
+//! ~300 KB filter, for values no field of ours can hold), its `Value` is a
 //! `BTreeMap`, and its parser is generic over readers we do not use. What
 //! this module keeps from it, so that no configuration or answer is read
 //! differently:
@@ -16,13 +16,18 @@
 //! - [`Value`]: an object keeps the *last* of duplicate keys and iterates
 //!   its keys in byte order, as `serde_json::Value` (a `BTreeMap`) does, so
 //!   the configuration reports the same first error;
-//! - [`from_value`] / [`from_slice`]: the serde data model as `serde_json`'s
-//!   `&Value` and slice deserializers drive it (structs from maps or
-//!   arrays, enums from a string or a one-key map, ignored values skipped
-//!   without validating their UTF-8), and its messages ("invalid type:
-//!   integer `7`, expected a string", "trailing characters at line 1 column
-//!   4"). One difference: a float in a message is quoted as written
-//!   (`1e2`), where `serde_json` printed it re-formatted (`100.0`).
+//! - [`from_value`]: the serde data model as `serde_json`'s `&Value`
+//!   deserializer drives it (structs from maps or arrays, enums from a
+//!   string or a one-key map), and its messages ("invalid type: integer
+//!   `7`, expected a string"); the configuration is read through it;
+//! - [`Pull`]: a document read as it streams by code that knows its shape,
+//!   the way serde's derives read it through `serde_json::from_slice`
+//!   (ignored values skipped without validating their UTF-8, "trailing
+//!   characters at line 1 column 4"); the RouteService's answers are read
+//!   through it, a full table straight into the index.
+//!
+//! One difference in messages: a float is quoted as written (`1e2`), where
+//! `serde_json` printed it re-formatted (`100.0`).
 //!
 //! [`from_value`] also says where an error is (`routes[3].target`), so the
 //! configuration names the field without a second pass.
@@ -785,12 +790,9 @@ impl<'a> Reader<'a> {
     /// it consumed), or the array ended (its `]` consumed).
     fn next_element(&mut self, first: bool) -> Result<bool> {
         match self.skip_ws() {
+            // `[]`, or the end after an element (`, ]` is caught below).
             Some(b']') => {
                 self.pos += 1;
-                if first {
-                    return Ok(false);
-                }
-                // Only reached after a value: `, ]` is caught below.
                 Ok(false)
             }
             Some(b',') if !first => {
