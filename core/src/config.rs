@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::baggage::is_tchar;
 use crate::carrier::KeyCarriers;
 use crate::destination::{is_dns1123_label, is_dns_name};
+use crate::json;
 use crate::recovery::{TraceHeader, DEFAULT_TRACE_HEADERS};
 use crate::route_table::{InvalidRouteAt, Route, RouteTable};
 use crate::signed_key::{Secret, Verifier};
@@ -241,104 +242,6 @@ pub enum ConfigError {
     Invalid { field: String, problem: String },
 }
 
-/// Where in `document` the deserialization error `message` is, as
-/// `routeService.timeoutMs` or `routes[3].x` (`.` for the whole document).
-///
-/// Found by trying smaller documents (the error path only, so the hot
-/// configuration path carries no path tracking): a member is where the
-/// error is if removing it changes the error; an array element is the
-/// first whose prefix of the array still gives the error (binary search).
-/// Serde reports the first error in document order, which is what this
-/// finds.
-fn error_path(document: &serde_json::Value, message: &str) -> String {
-    use serde_json::Value;
-    let fails_the_same = |doc: &Value| {
-        PluginConfig::deserialize(doc)
-            .err()
-            .is_some_and(|e| e.to_string() == message)
-    };
-    let mut doc = document.clone();
-    let mut path: Vec<Segment> = Vec::new();
-    while let Some(node) = node_at(&doc, &path) {
-        let found = match node {
-            Value::Object(members) => members.keys().find_map(|key| {
-                let mut without = doc.clone();
-                if let Some(Value::Object(m)) = node_at_mut(&mut without, &path) {
-                    m.remove(key);
-                }
-                (!fails_the_same(&without)).then(|| (Segment::Key(key.clone()), None))
-            }),
-            Value::Array(items) => {
-                let truncated = |len: usize| {
-                    let mut shorter = doc.clone();
-                    if let Some(Value::Array(a)) = node_at_mut(&mut shorter, &path) {
-                        a.truncate(len);
-                    }
-                    shorter
-                };
-                // The shortest prefix that still fails.
-                let (mut low, mut high) = (0usize, items.len());
-                while low < high {
-                    let mid = low + (high - low) / 2;
-                    if fails_the_same(&truncated(mid + 1)) {
-                        high = mid;
-                    } else {
-                        low = mid + 1;
-                    }
-                }
-                (low < items.len()).then(|| (Segment::Index(low), Some(truncated(low + 1))))
-            }
-            _ => None,
-        };
-        match found {
-            Some((segment, shorter)) => {
-                if let Some(shorter) = shorter {
-                    doc = shorter;
-                }
-                path.push(segment);
-            }
-            None => break,
-        }
-    }
-    let mut text = String::new();
-    for segment in &path {
-        match segment {
-            Segment::Key(key) if text.is_empty() => text.push_str(key),
-            Segment::Key(key) => {
-                text.push('.');
-                text.push_str(key);
-            }
-            Segment::Index(index) => text.push_str(&format!("[{index}]")),
-        }
-    }
-    if text.is_empty() {
-        text.push('.');
-    }
-    text
-}
-
-enum Segment {
-    Key(String),
-    Index(usize),
-}
-
-fn node_at<'v>(value: &'v serde_json::Value, path: &[Segment]) -> Option<&'v serde_json::Value> {
-    path.iter().try_fold(value, |node, segment| match segment {
-        Segment::Key(key) => node.get(key.as_str()),
-        Segment::Index(index) => node.get(*index),
-    })
-}
-
-fn node_at_mut<'v>(
-    value: &'v mut serde_json::Value,
-    path: &[Segment],
-) -> Option<&'v mut serde_json::Value> {
-    path.iter().try_fold(value, |node, segment| match segment {
-        Segment::Key(key) => node.get_mut(key.as_str()),
-        Segment::Index(index) => node.get_mut(*index),
-    })
-}
-
 fn syntax(path: impl Into<String>, message: impl ToString) -> ConfigError {
     ConfigError::Syntax {
         path: path.into(),
@@ -481,19 +384,14 @@ impl FilterConfig {
         if json.iter().all(u8::is_ascii_whitespace) {
             return Ok(FilterConfig::default());
         }
-        let document: serde_json::Value =
-            serde_json::from_slice(json).map_err(|e| syntax("config", e))?;
+        let document = json::Value::from_slice(json).map_err(|e| syntax("config", e))?;
         if !document.is_object() {
             return Err(syntax("config", "must be a JSON object"));
         }
-        let plugin: PluginConfig = match PluginConfig::deserialize(&document) {
-            Ok(plugin) => plugin,
-            Err(error) => {
-                let message = error.to_string();
-                let path = error_path(&document, &message);
-                return Err(syntax(path, message));
-            }
-        };
+        // The document first, then the types: duplicate keys and the order
+        // errors are found in are those of serde_json's `Value`, as before.
+        let plugin: PluginConfig =
+            json::from_value(&document).map_err(|e| syntax(e.path(), e.message()))?;
         plugin.validate()
     }
 }
@@ -522,7 +420,7 @@ pub struct PassThrough {
 impl PassThrough {
     /// The pass-through for a configuration `json` that was refused.
     pub fn for_refused(json: &[u8]) -> Self {
-        let document = serde_json::from_slice::<serde_json::Value>(json).ok();
+        let document = json::Value::from_slice(json).ok();
         let document = document.as_ref();
         let salvaged = document
             .and_then(|document| {
@@ -554,19 +452,19 @@ impl PassThrough {
 /// on its own is a token and not a reserved header, whatever else is wrong
 /// with the document. A malformed `edge` (`"edge": true`, a typo inside)
 /// strips: only an explicit `"stripIncomingKeys": false` turns it off.
-fn salvage_edge_strip(document: &serde_json::Value) -> Option<KeyCarriers> {
+fn salvage_edge_strip(document: &json::Value) -> Option<KeyCarriers> {
     let edge = document.get("edge").filter(|edge| !edge.is_null())?;
-    if edge.get("stripIncomingKeys") == Some(&serde_json::Value::Bool(false)) {
+    if edge.get("stripIncomingKeys") == Some(&json::Value::Bool(false)) {
         return None;
     }
     let names = |field: &str| -> Vec<String> {
         document
             .get("routingKey")
             .and_then(|routing_key| routing_key.get(field))
-            .and_then(serde_json::Value::as_array)
+            .and_then(json::Value::as_array)
             .map(|list| {
                 list.iter()
-                    .filter_map(serde_json::Value::as_str)
+                    .filter_map(json::Value::as_str)
                     .filter(|name| is_token(name))
                     .map(str::to_ascii_lowercase)
                     .filter(|name| !RESERVED_HEADERS.contains(&name.as_str()))

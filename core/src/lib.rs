@@ -15,6 +15,7 @@
 //! - [`decision`]: what the filter does to one request;
 //! - [`route_check`]: whether a marked request reached its fork;
 //! - [`routes_api`]: the RouteService's answers, read defensively;
+//! - [`json`]: the JSON reader of both (serde's derives, serde_json's rules);
 //! - [`key_cache`]: per-worker cache of single-key answers;
 //! - [`route_knowledge`]: table + key cache + breaker, for any RouteService client;
 //! - [`breaker`]: stop calling a failing RouteService for a while;
@@ -38,6 +39,7 @@ pub mod destination;
 pub mod edge;
 pub mod handover;
 pub mod inflight;
+pub mod json;
 pub mod key_cache;
 pub mod legacy;
 pub mod lookup_budget;

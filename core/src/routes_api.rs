@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::json;
 use crate::route_table::{InvalidRouteAt, Route, RouteTable};
 use crate::routing_key::RoutingKey;
 
@@ -135,8 +136,10 @@ pub fn parse_delta(body: &[u8], asked: u64) -> Result<Delta, BadAnswer> {
     if body.len() > MAX_BODY_BYTES {
         return Err(BadAnswer::TooLarge);
     }
-    let delta: Delta =
-        serde_json::from_slice(body).map_err(|e| BadAnswer::Malformed(e.to_string()))?;
+    let mut pull = json::Pull::new(body);
+    let delta = read_delta(&mut pull)
+        .and_then(|delta| pull.end().map(|()| delta))
+        .map_err(|e| BadAnswer::Malformed(e.to_string()))?;
     if delta.since != asked {
         return Err(BadAnswer::WrongBase {
             asked,
@@ -166,6 +169,86 @@ pub fn parse_delta(body: &[u8], asked: u64) -> Result<Delta, BadAnswer> {
     Ok(delta)
 }
 
+// The wire shapes read by hand, as their serde derives (above and in
+// `route_table`) read them through `serde_json::from_slice`: the derives
+// instantiated for a reader cost the `.wasm` ~20 KB; these cost a few. The
+// tests hold both to the same answers.
+
+/// [`Delta`] (unknown fields skipped).
+fn read_delta(pull: &mut json::Pull<'_>) -> json::Result<Delta> {
+    let mut delta = Delta {
+        version: 0,
+        since: 0,
+        upserts: Vec::new(),
+        deletes: Vec::new(),
+    };
+    pull.fields(
+        "Delta",
+        &["version", "since", "upserts", "deletes"],
+        json::Unknown::Skip,
+        &|_| false,
+        &mut |pull, index| {
+            match index {
+                0 => delta.version = pull.u64()?,
+                1 => delta.since = pull.u64()?,
+                2 => pull.array("a sequence", &mut |pull, _| {
+                    delta.upserts.push(read_route(pull)?);
+                    Ok(())
+                })?,
+                _ => pull.array("a sequence", &mut |pull, _| {
+                    let [routing_key, baseline] =
+                        read_strings(pull, "RouteRef", &["routingKey", "baseline"])?;
+                    delta.deletes.push(RouteRef {
+                        routing_key,
+                        baseline,
+                    });
+                    Ok(())
+                })?,
+            }
+            Ok(())
+        },
+    )?;
+    Ok(delta)
+}
+
+/// A [`Route`] (unknown fields refused).
+fn read_route(pull: &mut json::Pull<'_>) -> json::Result<Route> {
+    let [routing_key, sandbox, baseline, target] = read_strings(
+        pull,
+        "Route",
+        &["routingKey", "sandbox", "baseline", "target"],
+    )?;
+    Ok(Route {
+        routing_key,
+        sandbox,
+        baseline,
+        target,
+    })
+}
+
+/// A struct of `N` required string fields, unknown ones refused.
+fn read_strings<const N: usize>(
+    pull: &mut json::Pull<'_>,
+    name: &str,
+    fields: &[&str; N],
+) -> json::Result<[String; N]> {
+    let mut values: [String; N] = std::array::from_fn(|_| String::new());
+    pull.fields(
+        name,
+        fields,
+        json::Unknown::Refuse,
+        &|_| false,
+        &mut |pull, index| {
+            let value = pull.string("a string")?;
+            if let Some(slot) = values.get_mut(index) {
+                *slot = value;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(values)
+}
+
 /// A validated answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutesAnswer {
@@ -182,90 +265,48 @@ pub fn parse_routes(body: &[u8]) -> Result<RoutesAnswer, BadAnswer> {
         return Err(BadAnswer::TooLarge);
     }
     let mut invalid = None;
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed = serde::de::Deserializer::deserialize_map(
-        &mut de,
-        TableVisitor {
-            invalid: &mut invalid,
-        },
-    )
-    .and_then(|doc| de.end().map(|()| doc));
+    let (mut version, mut table) = (None, None);
+    let mut pull = json::Pull::new(body);
+    // `{"version": .., "routes": [..]}`, other top-level fields skipped (a
+    // newer server may add some), the last of a duplicate key kept; the
+    // first invalid route is left in `invalid`.
+    let parsed = pull
+        .object("a routes document", &mut |pull, key| {
+            match key {
+                "version" => version = Some(pull.u64()?),
+                "routes" => table = Some(read_table(pull, &mut invalid)?),
+                _ => pull.skip()?,
+            }
+            Ok(())
+        })
+        .and_then(|()| pull.end());
     if let Some(at) = invalid {
         return Err(BadAnswer::InvalidRoute(at));
     }
-    match parsed {
-        Ok((Some(version), Some(table))) => Ok(RoutesAnswer { version, table }),
-        Ok((None, _)) => Err(BadAnswer::Malformed("missing field `version`".into())),
-        Ok((_, None)) => Err(BadAnswer::Malformed("missing field `routes`".into())),
-        Err(e) => Err(BadAnswer::Malformed(e.to_string())),
-    }
-}
-
-/// `{"version": .., "routes": [..]}`, other top-level fields ignored (a
-/// newer server may add some); the first invalid route is left in `invalid`.
-struct TableVisitor<'a> {
-    invalid: &'a mut Option<InvalidRouteAt>,
-}
-
-impl<'de> serde::de::Visitor<'de> for TableVisitor<'_> {
-    type Value = (Option<u64>, Option<RouteTable>);
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a routes document")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let (mut version, mut table) = (None, None);
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match key.as_ref() {
-                "version" => version = Some(map.next_value()?),
-                "routes" => {
-                    table = Some(map.next_value_seed(RoutesSeed {
-                        invalid: &mut *self.invalid,
-                    })?)
-                }
-                _ => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
-            }
-        }
-        Ok((version, table))
+    match (parsed, version, table) {
+        (Ok(()), Some(version), Some(table)) => Ok(RoutesAnswer { version, table }),
+        (Ok(()), None, _) => Err(BadAnswer::Malformed("missing field `version`".into())),
+        (Ok(()), _, None) => Err(BadAnswer::Malformed("missing field `routes`".into())),
+        (Err(e), _, _) => Err(BadAnswer::Malformed(e.to_string())),
     }
 }
 
 /// The `routes` list, read into a table route by route.
-struct RoutesSeed<'a> {
-    invalid: &'a mut Option<InvalidRouteAt>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for RoutesSeed<'_> {
-    type Value = RouteTable;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<RouteTable, D::Error> {
-        de.deserialize_seq(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for RoutesSeed<'_> {
-    type Value = RouteTable;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a list of routes")
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RouteTable, A::Error> {
-        let mut table = RouteTable::default();
-        let mut index = 0;
-        while let Some(route) = seq.next_element::<Route>()? {
-            if let Err(source) = route.validate() {
-                *self.invalid = Some(InvalidRouteAt { index, source });
-                return Err(serde::de::Error::custom("invalid route"));
-            }
-            table.insert(&route);
-            index += 1;
+fn read_table(
+    pull: &mut json::Pull<'_>,
+    invalid: &mut Option<InvalidRouteAt>,
+) -> json::Result<RouteTable> {
+    let mut table = RouteTable::default();
+    pull.array("a list of routes", &mut |pull, index| {
+        let route = read_route(pull)?;
+        if let Err(source) = route.validate() {
+            *invalid = Some(InvalidRouteAt { index, source });
+            return Err(pull.error("invalid route"));
         }
-        Ok(table)
-    }
+        table.insert(&route);
+        Ok(())
+    })?;
+    Ok(table)
 }
 
 /// Parses the answer to `GET /v1/routes?routingKey=K`: every route must be
@@ -462,6 +503,93 @@ mod tests {
         }
         let huge = vec![b' '; MAX_BODY_BYTES + 1];
         assert_eq!(parse_delta(&huge, 7), Err(BadAnswer::TooLarge));
+    }
+
+    /// The hand readers answer as the serde derives did through
+    /// serde_json (the errors' positions aside).
+    #[test]
+    fn deltas_and_routes_read_as_their_derives_read_them() {
+        let route = r#"{"routingKey": "k", "sandbox": "s", "baseline": "a.b", "target": "c.d"}"#;
+        let bodies = [
+            format!(r#"{{"version": 9, "since": 7, "upserts": [{route}], "deletes": []}}"#),
+            format!(r#"{{"since": 7, "deletes": [], "x": [1e400, "\ud800"], "upserts": [{route}, {route}], "version": 9}}"#),
+            format!(r#"[9, 7, [{route}], [["k", "a.b"]]]"#),
+            r#"[9, 7, [["k", "s", "a.b", "c.d"]], []]"#.to_owned(),
+            r#"[9, 7, [["k", "s", "a.b"]], []]"#.to_owned(),
+            r#"[9, 7, [["k", "s", "a.b", "c.d", "e"]], []]"#.to_owned(),
+            r#"[9, 7, []]"#.to_owned(),
+            r#"[9, 7, [], [], 5]"#.to_owned(),
+            r#"{"version": 9, "since": 7, "upserts": [], "deletes": [], "version": 9}"#.to_owned(),
+            r#"{"version": 9, "since": 7, "upserts": [{"routingKey": "k", "routingKey": "k"}], "deletes": []}"#.to_owned(),
+            r#"{"version": 9, "since": 7, "upserts": [{"sandbox": "s"}], "deletes": []}"#.to_owned(),
+            r#"{"version": 9, "since": 7, "upserts": [{"bogus": 1}], "deletes": []}"#.to_owned(),
+            r#"{"version": 9, "since": 7, "upserts": [{"routingKey": 7}], "deletes": []}"#.to_owned(),
+            r#"{"version": 9, "since": 7, "upserts": [7], "deletes": []}"#.to_owned(),
+            r#"{"version": 9, "since": 7, "upserts": {}, "deletes": []}"#.to_owned(),
+            r#"{"version": 9, "since": 7, "upserts": [], "deletes": [{"routingKey": "k", "baseline": "a.b", "sandbox": "s"}]}"#.to_owned(),
+            r#"{"version": 9.5, "since": 7, "upserts": [], "deletes": []}"#.to_owned(),
+            r#"{"version": -9, "since": 7, "upserts": [], "deletes": []}"#.to_owned(),
+            r#"{"version": "9", "since": 7, "upserts": [], "deletes": []}"#.to_owned(),
+            r#"{"version": null, "since": 7, "upserts": [], "deletes": []}"#.to_owned(),
+            r#"{"version": 9, "since": 7, "upserts": [], "deletes": [],}"#.to_owned(),
+            r#"{"version": 9, "since": 7, "upserts": [], "deletes": []} {}"#.to_owned(),
+            r#"{"version": 9, "since": 7, "upserts": [], "deletes": []"#.to_owned(),
+            r#"{"version": 9, "since": 7, "upserts": [], "deletes": [{"routingKey": "k", "baseline": "a.b\u0041"}]}"#.to_owned(),
+            r#"{"version": 9, "since": 7, "upserts": [], "deletes": [{"routingKey": "k", "baseline": "\ud800"}]}"#.to_owned(),
+            r#"{"version": 9, "since": 7, "upserts": []}"#.to_owned(),
+            "true".to_owned(),
+            "[]".to_owned(),
+            "".to_owned(),
+        ];
+        let strip = |message: String| message.split(" at line").next().unwrap().to_owned();
+        for body in &bodies {
+            let ours = read_delta_for_test(body.as_bytes()).map_err(|e| strip(e.to_string()));
+            let theirs = serde_json::from_str::<Delta>(body).map_err(|e| strip(e.to_string()));
+            assert_eq!(ours, theirs, "{body}");
+        }
+        // The routes document: the last of a duplicate key kept, other
+        // keys skipped.
+        for (body, version) in [
+            (
+                r#"{"version": 1, "routes": [], "version": 2}"#.to_owned(),
+                Ok(2),
+            ),
+            (
+                format!(r#"{{"routes": [{route}], "routes": [], "version": 1}}"#),
+                Ok(1),
+            ),
+            (
+                format!(r#"{{"version": 1, "routes": [{route}], "z": {{"a": [{{}}]}}}}"#),
+                Ok(1),
+            ),
+            (
+                r#"{"version": 1, "routes": {}}"#.to_owned(),
+                Err("invalid type: map, expected a list of routes"),
+            ),
+            (
+                r#"[1, []]"#.to_owned(),
+                Err("invalid type: sequence, expected a routes document"),
+            ),
+            (
+                r#"{"version": 1, "routes": [[]]}"#.to_owned(),
+                Err("invalid length 0, expected struct Route with 4 elements"),
+            ),
+        ] {
+            let got = parse_routes(body.as_bytes())
+                .map(|a| a.version)
+                .map_err(|e| match e {
+                    BadAnswer::Malformed(m) => strip(m),
+                    other => other.to_string(),
+                });
+            assert_eq!(got, version.map_err(str::to_owned), "{body}");
+        }
+    }
+
+    fn read_delta_for_test(body: &[u8]) -> json::Result<Delta> {
+        let mut pull = json::Pull::new(body);
+        let delta = read_delta(&mut pull)?;
+        pull.end()?;
+        Ok(delta)
     }
 
     #[test]
