@@ -49,6 +49,8 @@ export BENCH_ROUNDS BENCH_SECONDS BENCH_ENVOY_CPU BENCH_LOAD_CPU BENCH_SCENARIOS
 .PHONY: bench bench-sync bench-sync-run bench-smoke bench-core bench-callgrind bench-prepare tool-wrk tool-valgrind
 
 bench: bench-prepare ## benchmark report: target/bench/{results.json,report.md,report.png}
+	@# The core's parse + decide goal (< 1 us, native), read into the report.
+	$(CARGO) bench -p sandbox-router-core --bench core -- parse_decide/2KB --warm-up-time 1 --measurement-time 3 --noplot
 	ROUTESERVICE_BIN='$(CURDIR)/target/release/routeservice' ENVOY_BIN='$(BENCH_ENVOY)' SANDBOX_ROUTER_WASM='$(BENCH_WASM)' BENCH_FLOOR_WASM='$(BENCH_FLOOR)' \
 	  $(BENCH_PIN) '$(BENCH_DRIVER)'
 	@cat target/bench/report.md

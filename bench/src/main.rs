@@ -68,6 +68,8 @@ pub struct Settings {
     pub router_wasm: PathBuf,
     pub floor_wasm: PathBuf,
     pub out_dir: PathBuf,
+    /// Where criterion wrote the core's micro-benchmarks (`target/criterion`).
+    pub criterion_dir: PathBuf,
     /// Scenarios to measure (`BENCH_SCENARIOS`, comma-separated); empty: all.
     pub only: Vec<String>,
     /// Envoy runs under `valgrind --tool=callgrind` (`--callgrind`).
@@ -120,6 +122,7 @@ impl Settings {
             floor_wasm,
             out_dir: std::env::var_os("BENCH_OUT_DIR")
                 .map_or_else(|| target.join("bench"), PathBuf::from),
+            criterion_dir: target.join("criterion"),
             only: std::env::var("BENCH_SCENARIOS")
                 .unwrap_or_default()
                 .split(',')
@@ -223,6 +226,10 @@ fn run(settings: &Settings) -> Result<()> {
         rounds_samples: samples,
         load_before,
         load_after,
+        core_parse_decide_2kb_ns: report::criterion_median_ns(
+            &settings.criterion_dir,
+            "parse_decide/2KB",
+        ),
     };
     report::write_all(&settings.out_dir, &results)?;
     println!(

@@ -43,6 +43,18 @@ pub struct Results {
     /// `/proc/loadavg` before and after the measured rounds.
     pub load_before: String,
     pub load_after: String,
+    /// The core's `parse_decide/2KB` (criterion, native, median ns), run by
+    /// `make bench` before the Envoy rig; `None` if it was not run.
+    pub core_parse_decide_2kb_ns: Option<f64>,
+}
+
+/// The median of criterion's last run of `group/bench` under
+/// `criterion_dir` (`target/criterion`), in ns.
+pub fn criterion_median_ns(criterion_dir: &std::path::Path, bench: &str) -> Option<f64> {
+    let path = criterion_dir.join(bench).join("new").join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let estimates: Value = serde_json::from_str(&text).ok()?;
+    estimates.get("median")?.get("point_estimate")?.as_f64()
 }
 
 /// Per-field medians over the rounds.
@@ -171,6 +183,7 @@ impl Results {
             "scenarios": scenarios,
             "wasm_bytes": self.wasm_bytes,
             "wasm_floor_bytes": self.floor_wasm_bytes,
+            "core_parse_decide_2kb_ns": self.core_parse_decide_2kb_ns,
             "rounds": self.rounds,
             "seconds_per_run": self.seconds,
             "connections": self.connections,
@@ -227,6 +240,13 @@ impl Results {
             "`router_miss` p99 <= timeoutMs (200 ms) + one loopback RTT".into(),
             miss_p99 <= 200_000.0 + 1_000.0,
             format!("{:.0} us", miss_p99),
+        ));
+        let core = self.core_parse_decide_2kb_ns;
+        goals.push((
+            "core parse + decide, 2 KB baggage, native (criterion `parse_decide/2KB`) < 1 us"
+                .into(),
+            core.is_some_and(|ns| ns < 1000.0),
+            core.map_or("not run".into(), |ns| format!("{ns:.0} ns (median)")),
         ));
         goals.push((
             "release `.wasm` <= 250 KB (256,000 bytes)".into(),
