@@ -68,6 +68,8 @@ enum Kind {
 pub const PROBES: &[&str] = &[
     "header_absent",
     "header_present",
+    "header_present_string",
+    "authority",
     "header_attribute",
     "cluster_property",
     "increment_metric",
@@ -275,9 +277,11 @@ pub fn all() -> Vec<Scenario> {
 }
 
 /// The scenario names of [`PROBES`], in the same order.
-const PROBE_NAMES: [&str; 12] = [
+const PROBE_NAMES: [&str; 14] = [
     "probe_header_absent",
     "probe_header_present",
+    "probe_header_present_string",
+    "probe_authority",
     "probe_header_attribute",
     "probe_cluster_property",
     "probe_increment_metric",

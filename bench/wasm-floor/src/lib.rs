@@ -22,8 +22,13 @@ proxy_wasm::main! {{
 enum Probe {
     /// `get_header_map_value` of a header the request does not have.
     HeaderAbsent,
-    /// `get_header_map_value` of `baggage` (300 bytes; what the floor reads once).
+    /// `get_header_map_value` of `baggage` (300 bytes), bytes getter.
     HeaderPresent,
+    /// The same through the SDK's `String` getter (a UTF-8 check), as the
+    /// floor reads it once.
+    HeaderPresentString,
+    /// `get_header_map_value` of `:authority` (31 bytes), bytes getter.
+    Authority,
     /// `get_property(request.headers.baggage)`: every `baggage` line, joined.
     HeaderAttribute,
     /// `get_property(xds.cluster_name)`: the chosen route's cluster.
@@ -52,6 +57,8 @@ impl Probe {
         Some(match name {
             "header_absent" => Probe::HeaderAbsent,
             "header_present" => Probe::HeaderPresent,
+            "header_present_string" => Probe::HeaderPresentString,
+            "authority" => Probe::Authority,
             "header_attribute" => Probe::HeaderAttribute,
             "cluster_property" => Probe::ClusterProperty,
             "increment_metric" => Probe::IncrementMetric,
@@ -76,6 +83,16 @@ impl Probe {
             Probe::HeaderPresent => {
                 std::hint::black_box(
                     hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "baggage").ok(),
+                );
+            }
+            Probe::HeaderPresentString => {
+                std::hint::black_box(
+                    hostcalls::get_map_value(MapType::HttpRequestHeaders, "baggage").ok(),
+                );
+            }
+            Probe::Authority => {
+                std::hint::black_box(
+                    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":authority").ok(),
                 );
             }
             Probe::HeaderAttribute => {
