@@ -4,8 +4,8 @@
 //! request being handled, now or after resuming it, and how a marked
 //! request is checked, once the router has run, to have reached its fork.
 
+use sandbox_router_core::random_state::HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use sandbox_router_core::config::FilterConfig;
@@ -102,8 +102,8 @@ impl Worker {
             config,
             metrics,
             routes: RefCell::new(routes),
-            parked: RefCell::new(HashMap::new()),
-            marked: RefCell::new(HashMap::new()),
+            parked: RefCell::new(HashMap::default()),
+            marked: RefCell::new(HashMap::default()),
             cluster_attribute: Cell::new(None),
             legacy_header_names,
         }

@@ -7,7 +7,7 @@
 //! first, then the least recently used. Time is milliseconds from any fixed
 //! origin, passed in by the caller (the host's clock).
 
-use std::collections::HashMap;
+use crate::random_state::HashMap;
 
 use crate::route_table::{RouteTable, SandboxTarget};
 
@@ -48,7 +48,7 @@ impl KeyCache {
     pub fn new(policy: CachePolicy) -> Self {
         KeyCache {
             policy,
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             uses: 0,
         }
     }

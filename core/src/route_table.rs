@@ -4,7 +4,7 @@
 //! shape of the static `routes` list in the plugin configuration. A
 //! [`RouteTable`] is a validated, indexed set of them.
 
-use std::collections::HashMap;
+use crate::random_state::HashMap;
 
 use serde::{Deserialize, Serialize};
 
