@@ -4,7 +4,6 @@
 //! request being handled, now or after resuming it, and how a marked
 //! request is checked, once the router has run, to have reached its fork.
 
-use sandbox_router_core::random_state::HashMap;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
@@ -13,6 +12,7 @@ use sandbox_router_core::decision::{Check, Decision, Marking, Query};
 use sandbox_router_core::key_cache::CachePolicy;
 use sandbox_router_core::legacy::LegacyFormat;
 use sandbox_router_core::lookup_budget::LookupBudget;
+use sandbox_router_core::random_state::HashMap;
 use sandbox_router_core::recovery::Store;
 use sandbox_router_core::route_check::{self, Miss, Unreachable};
 use sandbox_router_core::worker_routes::WorkerRoutes;

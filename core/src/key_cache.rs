@@ -8,7 +8,6 @@
 //! origin, passed in by the caller (the host's clock).
 
 use crate::random_state::HashMap;
-
 use crate::route_table::{RouteTable, SandboxTarget};
 
 /// Cache policy, from the `routeService` configuration.
