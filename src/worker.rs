@@ -5,7 +5,6 @@
 //! request is checked, once the router has run, to have reached its fork.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use sandbox_router_core::config::FilterConfig;
@@ -13,6 +12,7 @@ use sandbox_router_core::decision::{Check, Decision, Marking, Query};
 use sandbox_router_core::key_cache::CachePolicy;
 use sandbox_router_core::legacy::LegacyFormat;
 use sandbox_router_core::lookup_budget::LookupBudget;
+use sandbox_router_core::random_state::HashMap;
 use sandbox_router_core::recovery::Store;
 use sandbox_router_core::route_check::{self, Miss, Unreachable};
 use sandbox_router_core::worker_routes::WorkerRoutes;
@@ -102,8 +102,8 @@ impl Worker {
             config,
             metrics,
             routes: RefCell::new(routes),
-            parked: RefCell::new(HashMap::new()),
-            marked: RefCell::new(HashMap::new()),
+            parked: RefCell::new(HashMap::default()),
+            marked: RefCell::new(HashMap::default()),
             cluster_attribute: Cell::new(None),
             legacy_header_names,
         }

@@ -3,7 +3,7 @@
 //! call; later ones wait for its answer. Requests are named by their
 //! proxy-wasm context id.
 
-use std::collections::HashMap;
+use crate::random_state::HashMap;
 
 /// What a request should do about a key it must look up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

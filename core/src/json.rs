@@ -1,7 +1,7 @@
 //! The JSON reader of the filter: the plugin configuration and the
 //! RouteService's answers, read the way `serde_json` reads them (same
-//! grammar, same limits, the same serde derives deciding the shapes), in a
-//! fraction of its size in the `.wasm`.
+//! grammar, same limits, shapes read as their serde derives read them), in
+//! a fraction of its size in the `.wasm`.
 //!
 //! Why not `serde_json` itself: its error type formats a float whenever a
 //! value has the wrong type (`<f64 as Display>` and its tables, ~17 KB of a
@@ -19,7 +19,10 @@
 //! - [`from_value`]: the serde data model as `serde_json`'s `&Value`
 //!   deserializer drives it (structs from maps or arrays, enums from a
 //!   string or a one-key map), and its messages ("invalid type: integer
-//!   `7`, expected a string"); the configuration is read through it;
+//!   `7`, expected a string"); the reference for [`At`];
+//! - [`At`]: a [`Value`] read by code that knows its shape, with the
+//!   answers and messages serde's derives give through [`from_value`]; the
+//!   configuration is read through it (`config::read`);
 //! - [`Pull`]: a document read as it streams by code that knows its shape,
 //!   the way serde's derives read it through `serde_json::from_slice`
 //!   (ignored values skipped without validating their UTF-8, "trailing
@@ -29,8 +32,9 @@
 //! One difference in messages: a float is quoted as written (`1e2`), where
 //! `serde_json` printed it re-formatted (`100.0`).
 //!
-//! [`from_value`] also says where an error is (`routes[3].target`), so the
-//! configuration names the field without a second pass.
+//! [`from_value`] and [`At`] also say where an error is
+//! (`routes[3].target`), so the configuration names the field without a
+//! second pass.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -1143,6 +1147,228 @@ impl<'de> de::VariantAccess<'de> for VariantDeserializer<'de, '_> {
     }
 }
 
+// ------------------------------------------- a `&Value` read by hand
+
+/// A [`Value`] and where it is in its document, read by code that knows
+/// its shape (the plugin configuration), with the answers, messages and
+/// paths that serde's derives give through [`from_value`]: a struct from an
+/// object (unknown keys refused, required fields missing named after all
+/// keys) or from an array of its fields in order, an enum of unit variants
+/// from a string or a one-key object. Not generic, so the `.wasm` holds one
+/// copy, where each derive instantiated for [`from_value`] held its own
+/// (~30 KB for the configuration).
+#[derive(Clone, Copy)]
+pub struct At<'v, 'p> {
+    value: &'v Value,
+    path: &'p Path<'p>,
+}
+
+impl<'v> At<'v, 'static> {
+    /// The document as a whole (its path is `.`).
+    pub fn root(value: &'v Value) -> Self {
+        At {
+            value,
+            path: &Path::Root,
+        }
+    }
+}
+
+impl<'v> At<'v, '_> {
+    pub fn is_null(&self) -> bool {
+        self.value.is_null()
+    }
+
+    /// An error about this value, saying where it is.
+    #[inline(never)]
+    fn error(&self, message: String) -> Error {
+        Error {
+            message,
+            position: None,
+            path: Some(self.path.to_string()),
+        }
+    }
+
+    /// `invalid type: <this value>, expected <expected>`.
+    #[inline(never)]
+    fn invalid_type(&self, expected: &str) -> Error {
+        let what = match self.value {
+            Value::Null => "null".to_owned(),
+            Value::Bool(b) => format!("boolean `{b}`"),
+            Value::Number(Number::U64(n)) => format!("integer `{n}`"),
+            Value::Number(Number::I64(n)) => format!("integer `{n}`"),
+            Value::Number(Number::Float(text)) => format!("floating point `{text}`"),
+            Value::String(s) => format!("string {}", quoted(s)),
+            Value::Array(_) => "sequence".to_owned(),
+            Value::Object(_) => "map".to_owned(),
+        };
+        self.error(format!("invalid type: {what}, expected {expected}"))
+    }
+
+    pub fn string(&self) -> Result<String> {
+        match self.value {
+            Value::String(s) => Ok(s.clone()),
+            _ => Err(self.invalid_type("a string")),
+        }
+    }
+
+    pub fn bool(&self) -> Result<bool> {
+        match self.value {
+            Value::Bool(b) => Ok(*b),
+            _ => Err(self.invalid_type("a boolean")),
+        }
+    }
+
+    pub fn u64(&self) -> Result<u64> {
+        match self.value {
+            Value::Number(Number::U64(n)) => Ok(*n),
+            Value::Number(Number::I64(n)) => {
+                Err(self.error(format!("invalid value: integer `{n}`, expected u64")))
+            }
+            _ => Err(self.invalid_type("u64")),
+        }
+    }
+
+    /// The elements of an array, each read by `element` (`Vec`'s derive:
+    /// "a sequence").
+    pub fn elements(&self, element: &mut dyn FnMut(At<'v, '_>) -> Result<()>) -> Result<()> {
+        let Value::Array(items) = self.value else {
+            return Err(self.invalid_type("a sequence"));
+        };
+        for (index, value) in items.iter().enumerate() {
+            element(At {
+                value,
+                path: &Path::Index(self.path, index),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// An array of strings.
+    pub fn strings(&self) -> Result<Vec<String>> {
+        let mut strings = Vec::new();
+        self.elements(&mut |at| {
+            strings.push(at.string()?);
+            Ok(())
+        })?;
+        Ok(strings)
+    }
+
+    /// Which of `variants` (an enum of unit variants) this value names.
+    pub fn variant(&self, variants: &[&str]) -> Result<usize> {
+        let (name, value) = match self.value {
+            Value::String(name) => (name, None),
+            Value::Object(members) => match members.as_slice() {
+                [(name, value)] => (name, Some(value)),
+                _ => {
+                    return Err(
+                        self.error("invalid value: map, expected map with a single key".into())
+                    )
+                }
+            },
+            // serde's `&Value` deserializer names no float here.
+            Value::Number(Number::Float(_)) => {
+                return Err(self
+                    .error("invalid type: floating point number, expected string or map".into()))
+            }
+            _ => return Err(self.invalid_type("string or map")),
+        };
+        let Some(index) = variants.iter().position(|v| *v == name) else {
+            return Err(self.error(unknown_name("variant", name, variants)));
+        };
+        // `{"header": null}` is the unit variant `header`, as in serde.
+        match value {
+            Some(value) if !value.is_null() => Err(At {
+                value,
+                path: self.path,
+            }
+            .invalid_type("unit")),
+            _ => Ok(index),
+        }
+    }
+
+    /// A struct named `name` whose fields are `fields` (as serde names
+    /// them, in their order), each read by `field` from its value and its
+    /// name: from an object (an unknown key refused where it is, then the
+    /// first of the `required` fields missing, in the order of `fields`),
+    /// or from an array of the values in order (a missing one that is
+    /// required is an `invalid length`, as is one too many). A field that
+    /// is not read keeps the caller's default.
+    pub fn fields(
+        &self,
+        name: &str,
+        fields: &[&'static str],
+        required: &[&str],
+        field: &mut dyn FnMut(At<'v, '_>, &'static str) -> Result<()>,
+    ) -> Result<()> {
+        match self.value {
+            Value::Object(members) => {
+                for (key, value) in members {
+                    let at = At {
+                        value,
+                        path: &Path::Key(self.path, key),
+                    };
+                    let Some(&name) = fields.iter().find(|f| **f == key) else {
+                        return Err(at.error(unknown_name("field", key, fields)));
+                    };
+                    field(at, name)?;
+                }
+                // Keys are unique in a `Value`: a field is there or not.
+                let missing = fields
+                    .iter()
+                    .filter(|f| required.contains(f))
+                    .find(|f| self.value.get(f).is_none());
+                match missing {
+                    Some(name) => Err(self.error(format!("missing field `{name}`"))),
+                    None => Ok(()),
+                }
+            }
+            Value::Array(items) => {
+                for (index, &field_name) in fields.iter().enumerate() {
+                    match items.get(index) {
+                        Some(value) => field(
+                            At {
+                                value,
+                                path: &Path::Index(self.path, index),
+                            },
+                            field_name,
+                        )?,
+                        None if !required.contains(&field_name) => {}
+                        None => {
+                            return Err(self.error(format!(
+                                "invalid length {index}, expected struct {name} with {} elements",
+                                fields.len()
+                            )))
+                        }
+                    }
+                }
+                if items.len() > fields.len() {
+                    return Err(self.error(format!(
+                        "invalid length {}, expected fewer elements in array",
+                        items.len()
+                    )));
+                }
+                Ok(())
+            }
+            _ => Err(self.invalid_type(&format!("struct {name}"))),
+        }
+    }
+}
+
+/// serde's message for a name not among `expected` (`kind`: "field" or
+/// "variant"): "unknown field `x`, expected `a`", "... `a` or `b`",
+/// "... one of `a`, `b`, `c`", or "..., there are no fields".
+#[inline(never)]
+fn unknown_name(kind: &str, name: &str, expected: &[&str]) -> String {
+    let quoted: Vec<String> = expected.iter().map(|n| format!("`{n}`")).collect();
+    let expected = match quoted.as_slice() {
+        [] => format!("there are no {kind}s"),
+        [one] => format!("expected {one}"),
+        [first, second] => format!("expected {first} or {second}"),
+        _ => format!("expected one of {}", quoted.join(", ")),
+    };
+    format!("unknown {kind} `{name}`, {expected}")
+}
+
 // ------------------------------------------------ serde from the text
 
 /// A document read as it streams, value by value, by code that knows its
@@ -1351,18 +1577,7 @@ impl<'a> Pull<'a> {
                     field(self, index)?;
                 }
                 None if unknown == Unknown::Skip => self.reader.skip_value()?,
-                None => {
-                    let names: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
-                    let expected = match names.as_slice() {
-                        [] => "there are no fields".to_owned(),
-                        [one] => format!("expected {one}"),
-                        [first, second] => format!("expected {first} or {second}"),
-                        _ => format!("expected one of {}", names.join(", ")),
-                    };
-                    return Err(self
-                        .reader
-                        .error(&format!("unknown field `{key}`, {expected}")));
-                }
+                None => return Err(self.reader.error(&unknown_name("field", &key, fields))),
             }
         }
         self.reader.leave();

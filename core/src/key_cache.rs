@@ -7,8 +7,7 @@
 //! first, then the least recently used. Time is milliseconds from any fixed
 //! origin, passed in by the caller (the host's clock).
 
-use std::collections::HashMap;
-
+use crate::random_state::HashMap;
 use crate::route_table::{RouteTable, SandboxTarget};
 
 /// Cache policy, from the `routeService` configuration.
@@ -48,7 +47,7 @@ impl KeyCache {
     pub fn new(policy: CachePolicy) -> Self {
         KeyCache {
             policy,
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             uses: 0,
         }
     }

@@ -16,6 +16,7 @@
 //! - [`route_check`]: whether a marked request reached its fork;
 //! - [`routes_api`]: the RouteService's answers, read defensively;
 //! - [`json`]: the JSON reader of both (serde's derives, serde_json's rules);
+//! - [`random_state`]: the hasher of the filter's maps (std's, without its panic path);
 //! - [`key_cache`]: per-worker cache of single-key answers;
 //! - [`route_knowledge`]: table + key cache + breaker, for any RouteService client;
 //! - [`breaker`]: stop calling a failing RouteService for a while;
@@ -43,6 +44,7 @@ pub mod json;
 pub mod key_cache;
 pub mod legacy;
 pub mod lookup_budget;
+pub mod random_state;
 pub mod recovery;
 pub mod route_check;
 pub mod route_knowledge;

@@ -4,11 +4,10 @@
 //! shape of the static `routes` list in the plugin configuration. A
 //! [`RouteTable`] is a validated, indexed set of them.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::destination::{is_dns1123_label, is_dns_name};
+use crate::random_state::HashMap;
 use crate::routing_key;
 
 /// One forked service of one sandbox.

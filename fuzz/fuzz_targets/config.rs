@@ -1,7 +1,10 @@
 //! Fuzz the plugin configuration parser.
 //!
 //! Invariants, whatever the bytes:
-//! - `FilterConfig::from_json` never panics;
+//! - `FilterConfig::from_json` never panics, and answers as
+//!   `FilterConfig::from_json_by_derive` (the document read by
+//!   `PluginConfig`'s serde derive instead of by hand): the same config, or
+//!   the same error with the same message at the same field;
 //! - a refused configuration yields a pass-through whose route header is a
 //!   valid route header (`PassThrough::for_refused` never panics either);
 //! - a configuration it accepts parses the same way again;
@@ -14,7 +17,13 @@ use libfuzzer_sys::fuzz_target;
 use sandbox_router_core::config::{FilterConfig, PassThrough, PluginConfig};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(config) = FilterConfig::from_json(data) else {
+    let parsed = FilterConfig::from_json(data);
+    assert_eq!(
+        parsed,
+        FilterConfig::from_json_by_derive(data),
+        "read by hand and by the derive differently"
+    );
+    let Ok(config) = parsed else {
         let pass = PassThrough::for_refused(data);
         let only_header = serde_json::json!({ "routeHeader": pass.route_header });
         assert!(
