@@ -64,22 +64,23 @@ enum Kind {
     Probe(&'static str),
 }
 
-/// The host calls `probe_<name>` makes (`bench/wasm-floor`'s probes).
-pub const PROBES: &[&str] = &[
-    "header_absent",
-    "header_present",
-    "header_present_string",
-    "authority",
-    "header_attribute",
-    "cluster_property",
-    "increment_metric",
-    "set_filter_state",
-    "shared_data",
-    "shared_data_absent",
-    "header_map",
-    "set_header",
-    "clear_route_cache",
-    "clock",
+/// The host calls the `probe_*` scenarios make (`bench/wasm-floor`'s
+/// probes), with their scenario names.
+pub const PROBES: &[(&str, &str)] = &[
+    ("header_absent", "probe_header_absent"),
+    ("header_present", "probe_header_present"),
+    ("header_present_string", "probe_header_present_string"),
+    ("authority", "probe_authority"),
+    ("header_attribute", "probe_header_attribute"),
+    ("cluster_property", "probe_cluster_property"),
+    ("increment_metric", "probe_increment_metric"),
+    ("set_filter_state", "probe_set_filter_state"),
+    ("shared_data", "probe_shared_data"),
+    ("shared_data_absent", "probe_shared_data_absent"),
+    ("header_map", "probe_header_map"),
+    ("set_header", "probe_set_header"),
+    ("clear_route_cache", "probe_clear_route_cache"),
+    ("clock", "probe_clock"),
 ];
 /// Host calls per request of a `probe_*` scenario.
 pub const PROBE_CALLS: u32 = 10;
@@ -193,8 +194,9 @@ pub fn all() -> Vec<Scenario> {
     hit_100k.large_table = true;
     let probes: Vec<Scenario> = PROBES
         .iter()
-        .zip(PROBE_NAMES)
-        .map(|(probe, name)| Scenario::new(name, Kind::Probe(probe), hit.clone(), Expect::Baseline))
+        .map(|&(probe, name)| {
+            Scenario::new(name, Kind::Probe(probe), hit.clone(), Expect::Baseline)
+        })
         .collect();
     let mut all = vec![
         Scenario::new("plain", Kind::Plain, hit.clone(), Expect::Baseline),
@@ -275,24 +277,6 @@ pub fn all() -> Vec<Scenario> {
     all.extend(probes);
     all
 }
-
-/// The scenario names of [`PROBES`], in the same order.
-const PROBE_NAMES: [&str; 14] = [
-    "probe_header_absent",
-    "probe_header_present",
-    "probe_header_present_string",
-    "probe_authority",
-    "probe_header_attribute",
-    "probe_cluster_property",
-    "probe_increment_metric",
-    "probe_set_filter_state",
-    "probe_shared_data",
-    "probe_shared_data_absent",
-    "probe_header_map",
-    "probe_set_header",
-    "probe_clear_route_cache",
-    "probe_clock",
-];
 
 /// A scenario that needs another one's listener: `recovery_hit` recovers
 /// what `recovery_inbound` recorded.

@@ -97,8 +97,7 @@ where
     if total > MAX_TOTAL_BYTES {
         return None;
     }
-    let key_is_token = !key.is_empty() && key.bytes().all(is_tchar);
-    if !key_is_token || may_reach_member_limit(lines.clone(), total) {
+    if !is_token(key.as_bytes()) || may_reach_member_limit(lines.clone(), total) {
         return members(lines)
             .filter(|m| m.key == key)
             .last()
@@ -348,10 +347,15 @@ fn percent_decode(value: &[u8]) -> Cow<'_, str> {
 
 /// RFC 9110 `token`, as `&str` (tokens are ASCII).
 fn token(bytes: &[u8]) -> Option<&str> {
-    if bytes.is_empty() || !bytes.iter().all(|&b| is_tchar(b)) {
+    if !is_token(bytes) {
         return None;
     }
     std::str::from_utf8(bytes).ok()
+}
+
+/// Whether `bytes` is a `token`, without making a `&str` of it.
+fn is_token(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && bytes.iter().all(|&b| is_tchar(b))
 }
 
 pub(crate) fn is_tchar(b: u8) -> bool {
