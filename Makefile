@@ -46,7 +46,7 @@ TOOL_INSTALL := CARGO_PROFILE_RELEASE_OPT_LEVEL=1 $(CARGO) install --force --roo
 
 CARGO_FUZZ_VERSION := 0.13.2
 CARGO_FUZZ         := $(TOOLS)/bin/cargo-fuzz
-FUZZ_TARGETS       := baggage config signed_key table_delta recovery json
+FUZZ_TARGETS       := baggage config signed_key table_delta recovery json header_map
 FUZZ_SECONDS       ?= 60
 FUZZ_SMOKE_SECONDS ?= 15
 # The core is safe Rust (unsafe_code = deny), so a sanitizer adds little and

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, Bytes};
+use proxy_wasm::types::Action;
 use sandbox_router_core::carrier::Carrier;
 use sandbox_router_core::config::FilterConfig;
 use sandbox_router_core::decision::{self, Decision, Inspection, KeyOutcome, Query, Step};
@@ -33,13 +33,6 @@ pub struct RequestFilter {
     set_cookie: Option<String>,
     /// Came through the inbound listener (`recovery`): nothing decided.
     inbound: bool,
-}
-
-/// The request's `:authority`: already read (from the whole header map),
-/// or to be read from the host only if the decision needs it.
-enum Authority<'h> {
-    Read(Option<&'h [u8]>),
-    FromHost,
 }
 
 /// Where the key of an outbound request came from, as far as recovery goes.
@@ -71,10 +64,9 @@ impl RequestFilter {
         }
     }
 
-    /// Reads only the headers the configuration names, one host call each
-    /// (the whole map is copied into the VM only when it can matter: at the
-    /// edge, which rewrites carriers, and when a legacy or plain carrier is
-    /// present, whose last line wins); then decides as with the whole map.
+    /// Reads every request header with one host call (one buffer, read in
+    /// place: cheaper than asking for each carrier, docs/performance.md),
+    /// then decides.
     fn on_request(&mut self) -> Action {
         let config = Rc::clone(&self.worker.config);
         // Only with `recovery` does the filter ask which listener this is
@@ -85,30 +77,49 @@ impl RequestFilter {
             return Action::Continue;
         }
         if config.strips_incoming_keys() || config.signed_key_verifier.is_some() {
-            return self.on_request_with_map();
+            return self.on_request_at_edge(&config);
         }
-        // Every `baggage` line, joined as one list; the route header, whose
-        // presence is all that matters. Slots with an empty name match no
-        // header name the core looks for.
-        let baggage = host::request_header_lines(BAGGAGE).map(|lines| (BAGGAGE, lines));
-        let route_header = host::has_request_header(&config.route_header)
-            .then(|| (config.route_header.as_str(), Bytes::new()));
-        let headers = [
-            baggage.unwrap_or_default(),
-            route_header.unwrap_or_default(),
-        ];
-        let mut inspection = decision::inspect(&config, &headers);
-        if matches!(inspection.key, KeyOutcome::NoKey) && self.other_carriers_present() {
-            return self.on_request_with_map();
-        }
-        let recovery = self.recover(&config, &mut inspection);
+        let buffer = host::request_header_map();
+        let headers = host::header_pairs(&buffer);
+        self.on_headers(&config, &headers, false)
+    }
+
+    /// At the mesh's edge: the carriers are rewritten (stripped, a signed
+    /// key let in) on the request and on the filter's copy of its headers
+    /// alike, then the request is decided from that copy.
+    fn on_request_at_edge(&mut self, config: &FilterConfig) -> Action {
+        let mut headers = host::request_headers();
+        let mut changed = edge::strip_incoming_keys(config, &mut headers, &self.worker.metrics);
+        let (admitted, set_cookie) =
+            edge::admit_signed_key(config, &mut headers, &self.worker.metrics);
+        changed |= admitted;
+        self.set_cookie = set_cookie;
+        self.on_headers(config, &headers, changed)
+    }
+
+    /// Decides the request from its headers (`changed`: the filter already
+    /// changed some, so the route must be selected again).
+    fn on_headers<K, V>(
+        &mut self,
+        config: &FilterConfig,
+        headers: &[(K, V)],
+        changed: bool,
+    ) -> Action
+    where
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
+        let mut changed = changed;
+        let mut inspection = decision::inspect(config, headers);
+        let recovery = self.recover(config, headers, &mut inspection);
         // A `baggage` line was added: route selection may depend on it.
-        let mut changed = recovery == Recovery::Recovered;
+        changed |= recovery == Recovery::Recovered;
         if inspection.spoofed_route_header {
             changed |= host::remove_request_header(&config.route_header).is_ok();
             self.worker.metrics.increment(Counter::SpoofedHeaderRemoved);
         }
-        let action = self.decide(&config, inspection, Authority::FromHost, changed);
+        let authority = first_value(headers, ":authority");
+        let action = self.decide(config, inspection, authority, changed);
         if recovery == Recovery::Dropped {
             host::set_filter_state(OUTCOME_STATE, KEY_DROPPED);
         }
@@ -125,13 +136,15 @@ impl RequestFilter {
         let (Some(recovery), Some(store)) = (&config.recovery, &self.worker.recovery) else {
             return;
         };
-        let Some(key) = self.inbound_key(config) else {
+        let buffer = host::request_header_map();
+        let headers = host::header_pairs(&buffer);
+        let KeyOutcome::Valid(key, _) = decision::inspect(config, &headers).key else {
             return;
         };
         let now = host::now_ms();
         let mut stored = false;
         for header in &recovery.trace_headers {
-            let Some(id) = host::request_header(header.name()).and_then(|v| header.parse(&v))
+            let Some(id) = first_value(&headers, header.name()).and_then(|v| header.parse(v))
             else {
                 continue;
             };
@@ -150,26 +163,6 @@ impl RequestFilter {
         }
     }
 
-    /// The valid routing key of an inbound request, read as on the outbound
-    /// side (baggage first; the whole map only when another carrier is there).
-    fn inbound_key(&self, config: &FilterConfig) -> Option<String> {
-        let baggage = host::request_header_lines(BAGGAGE).map(|lines| (BAGGAGE, lines));
-        let headers = [baggage.unwrap_or_default()];
-        match decision::inspect(config, &headers).key {
-            KeyOutcome::Valid(key, _) => return Some(key.into_owned()),
-            KeyOutcome::Invalid(..) => return None,
-            KeyOutcome::NoKey => {}
-        }
-        if !self.other_carriers_present() {
-            return None;
-        }
-        let headers = host::request_headers();
-        match decision::inspect(config, &headers).key {
-            KeyOutcome::Valid(key, _) => Some(key.into_owned()),
-            _ => None,
-        }
-    }
-
     /// An outbound request without a routing key, with `recovery` on: if
     /// one of its trace ids came in with a key (recorded by the inbound
     /// side), `enabled` gives the key back (a `baggage` member appended, so
@@ -177,7 +170,16 @@ impl RequestFilter {
     /// `key_recovered`); otherwise it is counted `key_dropped` (the caller
     /// then sets the outcome `key_dropped`). Reads nothing without
     /// `recovery`, or when the request has a key.
-    fn recover(&self, config: &FilterConfig, inspection: &mut Inspection<'_>) -> Recovery {
+    fn recover<K, V>(
+        &self,
+        config: &FilterConfig,
+        headers: &[(K, V)],
+        inspection: &mut Inspection<'_>,
+    ) -> Recovery
+    where
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
         let (Some(recovery), Some(store)) = (&config.recovery, &self.worker.recovery) else {
             return Recovery::Untouched;
         };
@@ -186,12 +188,12 @@ impl RequestFilter {
         }
         let now = host::now_ms();
         // Nothing recorded lately (most sidecars, most of the time): one
-        // shared-data read, no trace header read.
+        // shared-data read.
         if !store.may_hold(&host::HostSharedData, now) {
             return Recovery::Untouched;
         }
         let found = recovery.trace_headers.iter().find_map(|header| {
-            let id = header.parse(&host::request_header(header.name())?)?;
+            let id = header.parse(first_value(headers, header.name())?)?;
             Some((store.find(&host::HostSharedData, &id, now)?, header.name()))
         });
         // The table holds validated keys only (decoding checks again).
@@ -201,10 +203,10 @@ impl RequestFilter {
         if !recovery.enabled {
             self.worker.metrics.increment(Counter::KeyDropped);
             if log::log_enabled!(log::Level::Debug) {
-                let authority = host::request_header(":authority").unwrap_or_default();
+                let authority = first_value(headers, ":authority").unwrap_or_default();
                 log::debug!(
                     "sandbox-router: routing key {key} dropped by the app before {} (trace id from {header})",
-                    String::from_utf8_lossy(&authority)
+                    String::from_utf8_lossy(authority)
                 );
             }
             return Recovery::Dropped;
@@ -225,49 +227,11 @@ impl RequestFilter {
         Recovery::Recovered
     }
 
-    /// Whether a legacy or plain carrier header is present (only asked when
-    /// `baggage` gave no key, as the carriers are read in that order).
-    fn other_carriers_present(&self) -> bool {
-        let config = &self.worker.config;
-        self.worker
-            .legacy_header_names
-            .iter()
-            .chain(&config.carriers.headers)
-            .any(|name| host::has_request_header(name))
-    }
-
-    /// The same decision from the whole header map.
-    fn on_request_with_map(&mut self) -> Action {
-        let config = Rc::clone(&self.worker.config);
-        let mut headers = host::request_headers();
-        let mut changed = edge::strip_incoming_keys(&config, &mut headers, &self.worker.metrics);
-        let (admitted, set_cookie) =
-            edge::admit_signed_key(&config, &mut headers, &self.worker.metrics);
-        changed |= admitted;
-        self.set_cookie = set_cookie;
-        let mut inspection = decision::inspect(&config, &headers);
-        let recovery = self.recover(&config, &mut inspection);
-        changed |= recovery == Recovery::Recovered;
-        if inspection.spoofed_route_header {
-            changed |= host::remove_request_header(&config.route_header).is_ok();
-            self.worker.metrics.increment(Counter::SpoofedHeaderRemoved);
-        }
-        let authority = headers
-            .iter()
-            .find(|(name, _)| name == ":authority")
-            .map(|(_, value)| value.as_slice());
-        let action = self.decide(&config, inspection, Authority::Read(authority), changed);
-        if recovery == Recovery::Dropped {
-            host::set_filter_state(OUTCOME_STATE, KEY_DROPPED);
-        }
-        action
-    }
-
     fn decide(
         &mut self,
         config: &FilterConfig,
         inspection: Inspection<'_>,
-        authority: Authority<'_>,
+        authority: Option<&[u8]>,
         mut changed: bool,
     ) -> Action {
         // Only a keyed request needs the route Envoy chose.
@@ -278,17 +242,6 @@ impl RequestFilter {
             (Some(cluster), _) => RouteBefore::Cluster(cluster),
             (None, Some(a)) if a.names_routes() && !a.has_route() => RouteBefore::NoRoute,
             (None, _) => RouteBefore::NotSaid,
-        };
-        // In header mode Istio's cluster names the destination: `:authority`
-        // is read only when the decision needs it.
-        let read;
-        let authority = match authority {
-            Authority::Read(authority) => authority,
-            Authority::FromHost if decision::needs_authority(config, &inspection, &route) => {
-                read = host::request_header(":authority");
-                read.as_deref()
-            }
-            Authority::FromHost => None,
         };
         let action = match decision::prepare(config, inspection, route, authority) {
             Step::Decided(decision) => {
@@ -409,6 +362,19 @@ impl RequestFilter {
         self.worker.resume(self.context_id);
         self.worker.resume_all(&waiters, self.context_id);
     }
+}
+
+/// The first line of header `name` (names as Envoy holds them, lower case),
+/// as Envoy's `get_map_value` would answer it.
+fn first_value<'h, K, V>(headers: &'h [(K, V)], name: &str) -> Option<&'h [u8]>
+where
+    K: AsRef<str>,
+    V: AsRef<[u8]>,
+{
+    headers
+        .iter()
+        .find(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_ref())
 }
 
 /// The answer to `GET /v1/routes?routingKey=K` being handled.

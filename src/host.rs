@@ -5,13 +5,63 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, Bytes, MapType, Status};
+use sandbox_router_core::header_map;
 use sandbox_router_core::recovery::{Direction, SharedData};
 
-/// Request headers as Envoy holds them: names lower case, values raw bytes.
-/// (The SDK's `String` getter panics on a value that is not UTF-8, which a
-/// client can send; the bytes getter cannot.)
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// Every request header, in the host's serialization (read in place with
+/// [`sandbox_router_core::header_map::pairs`]): one host call, one buffer.
+/// Empty if the host has no request headers to give.
+///
+/// The SDK's `get_map_bytes` makes the same call, then copies each name and
+/// value out (a `String` and a `Vec` per header) and panics on a name that
+/// is not UTF-8; this keeps the buffer as the host wrote it.
+#[allow(unsafe_code)]
+pub fn request_header_map() -> Bytes {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: on `Ok` the host has written `data` and `size` of a buffer it
+    // allocated through this module's `proxy_on_memory_allocate`, which the
+    // SDK implements as a `Vec<u8>` of capacity `size`, forgotten; taking it
+    // back as that `Vec` is what the SDK's own getters do, and frees it.
+    unsafe {
+        if proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size)
+            != Status::Ok
+            || data.is_null()
+        {
+            return Bytes::new();
+        }
+        Vec::from_raw_parts(data, size, size)
+    }
+}
+
+/// The request's headers, borrowed from `buffer` (what
+/// [`request_header_map`] read). A buffer that is not a header map (the
+/// host always writes one) is logged and read as no headers.
+pub fn header_pairs(buffer: &[u8]) -> Vec<(&str, &[u8])> {
+    header_map::pairs(buffer).unwrap_or_else(|error| {
+        log::warn!("sandbox-router: the host's request header map is malformed: {error}");
+        Vec::new()
+    })
+}
+
+/// Request headers as Envoy holds them (names lower case, values raw
+/// bytes), copied out: for the paths that change them as they go (the
+/// mesh's edge, a refused configuration).
 pub fn request_headers() -> Vec<(String, Bytes)> {
-    hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
+    let buffer = request_header_map();
+    header_pairs(&buffer)
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_vec()))
+        .collect()
 }
 
 /// Filter state of the current request, `wasm.<name>` to Envoy: what its
@@ -28,28 +78,6 @@ pub fn filter_state(name: &str) -> Option<String> {
         .ok()
         .flatten()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-}
-
-/// The first line of request header `name` (Envoy's `get_map_value`
-/// answers only the first of several), if the request has it.
-pub fn request_header(name: &str) -> Option<Bytes> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
-}
-
-/// Whether the request has header `name` at all.
-pub fn has_request_header(name: &str) -> bool {
-    request_header(name).is_some()
-}
-
-/// Every line of request header `name`, joined with `,` in order, as
-/// Envoy's attribute `request.headers[name]` answers it (RFC 9110's
-/// combined field value); `None` if the request has no such header.
-pub fn request_header_lines(name: &str) -> Option<Bytes> {
-    hostcalls::get_property(vec!["request", "headers", name])
-        .ok()
-        .flatten()
 }
 
 /// How the host names the cluster of the chosen route (asked once per

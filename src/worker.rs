@@ -10,7 +10,6 @@ use std::rc::Rc;
 use sandbox_router_core::config::FilterConfig;
 use sandbox_router_core::decision::{Check, Decision, Marking, Query};
 use sandbox_router_core::key_cache::CachePolicy;
-use sandbox_router_core::legacy::LegacyFormat;
 use sandbox_router_core::lookup_budget::LookupBudget;
 use sandbox_router_core::random_state::HashMap;
 use sandbox_router_core::recovery::Store;
@@ -30,9 +29,6 @@ pub struct Worker {
     marked: RefCell<HashMap<u32, Marked>>,
     /// How the host names the chosen cluster; asked on the first keyed request.
     cluster_attribute: Cell<Option<ClusterAttribute>>,
-    /// `uberctx-<key>` and `ot-baggage-<key>` for every baggage key (when
-    /// `legacyHeaders` is on), made once instead of per request.
-    pub legacy_header_names: Vec<String>,
     /// The trace id -> key table, when `recovery` is configured.
     pub recovery: Option<Store>,
     /// Requests decided with a recovered key (their outcome reads
@@ -79,19 +75,6 @@ impl Worker {
             let budget = LookupBudget::new(rs.max_lookups_per_second, rs.lookup_burst);
             routes = routes.with_lookup_budget(budget);
         }
-        let carriers = &config.carriers;
-        let legacy_header_names = if carriers.legacy_headers {
-            carriers
-                .baggage_keys
-                .iter()
-                .flat_map(|key| {
-                    [LegacyFormat::Uberctx, LegacyFormat::OtBaggage]
-                        .map(|format| format!("{}{key}", format.prefix()))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
         let recovery = config
             .recovery
             .as_ref()
@@ -105,7 +88,6 @@ impl Worker {
             parked: RefCell::new(HashMap::default()),
             marked: RefCell::new(HashMap::default()),
             cluster_attribute: Cell::new(None),
-            legacy_header_names,
         }
     }
 

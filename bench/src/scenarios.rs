@@ -78,6 +78,7 @@ pub const PROBES: &[(&str, &str)] = &[
     ("shared_data", "probe_shared_data"),
     ("shared_data_absent", "probe_shared_data_absent"),
     ("header_map", "probe_header_map"),
+    ("header_map_raw", "probe_header_map_raw"),
     ("set_header", "probe_set_header"),
     ("clear_route_cache", "probe_clear_route_cache"),
     ("clock", "probe_clock"),

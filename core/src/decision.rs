@@ -110,35 +110,6 @@ where
     }
 }
 
-/// Whether [`prepare`] needs the request's `:authority` for `inspection`
-/// and `route`. It does not when the key is missing or invalid, nor in
-/// header mode when the cluster Envoy chose names the destination (Istio's
-/// `outbound|<port>|<subset>|<fqdn>`, or a catch-all cluster, which is
-/// baseline): then the answer is the same without it, and the filter saves
-/// reading it (a header value copied into the VM: about 10,000 instructions
-/// in Envoy). Authority mode rewrites it, and after a spoofed route header
-/// the cluster is not trusted, so both read it.
-pub fn needs_authority(
-    config: &FilterConfig,
-    inspection: &Inspection<'_>,
-    route: &RouteBefore<'_>,
-) -> bool {
-    if !matches!(inspection.key, KeyOutcome::Valid(..)) || inspection.trusted_route_header {
-        return false;
-    }
-    if config.mode == Mode::Authority || inspection.spoofed_route_header {
-        return true;
-    }
-    match route {
-        RouteBefore::Cluster(cluster) => {
-            !crate::route_check::is_catch_all_cluster(cluster)
-                && destination::from_cluster_name(cluster).is_none()
-        }
-        RouteBefore::NoRoute => false,
-        RouteBefore::NotSaid => true,
-    }
-}
-
 /// Everything up to the table lookup. `route` is what Envoy said about the
 /// route it chose before the filter acted, `authority` the request's.
 pub fn prepare<'a>(
@@ -261,65 +232,6 @@ mod tests {
             .unwrap(),
             ..FilterConfig::default()
         }
-    }
-
-    #[test]
-    fn without_needs_authority_the_decision_is_the_same_without_it() {
-        let clusters = [
-            RouteBefore::NotSaid,
-            RouteBefore::NoRoute,
-            RouteBefore::Cluster("outbound|8080||catalog.demo.svc.cluster.local"),
-            RouteBefore::Cluster("outbound|8080||other.demo.svc.cluster.local"),
-            RouteBefore::Cluster("PassthroughCluster"),
-            RouteBefore::Cluster("catalog"),
-        ];
-        let requests: [&[(&str, &str)]; 5] = [
-            &[],
-            &[("baggage", "sd-routing-key=pr-42")],
-            &[
-                ("baggage", "sd-routing-key=pr-42"),
-                ("x-sandbox-route", "pr-42"),
-            ],
-            &[("baggage", "sd-routing-key=bad key")],
-            &[("baggage", "sd-routing-key=pr-7")],
-        ];
-        let authorities = [CATALOG, "catalog:8080", "other.demo.svc.cluster.local"];
-        let mut skipped = 0;
-        for mode in [Mode::Header, Mode::Authority] {
-            for trust in [false, true] {
-                let config = config(mode, trust);
-                for headers in requests {
-                    let headers: Vec<(&str, &[u8])> =
-                        headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
-                    for route in &clusters {
-                        for authority in authorities {
-                            let inspection = inspect(&config, &headers);
-                            if needs_authority(&config, &inspection, route) {
-                                continue;
-                            }
-                            skipped += 1;
-                            let table = &config.static_routes;
-                            let with = decide(
-                                &config,
-                                table,
-                                inspection.clone(),
-                                *route,
-                                Some(authority.as_bytes()),
-                            );
-                            let without = decide(&config, table, inspection, *route, None);
-                            assert_eq!(with, without, "{mode:?} {headers:?} {route:?} {authority}");
-                        }
-                    }
-                }
-            }
-        }
-        assert!(skipped > 0);
-        // Header mode with Istio's cluster: the usual keyed request.
-        let config = config(Mode::Header, false);
-        let headers = [("baggage", b"sd-routing-key=pr-42".as_slice())];
-        let inspection = inspect(&config, &headers);
-        let route = RouteBefore::Cluster("outbound|8080||catalog.demo.svc.cluster.local");
-        assert!(!needs_authority(&config, &inspection, &route));
     }
 
     fn run<'t>(

@@ -11,6 +11,7 @@
 //! - [`destination`]: the destination service of a request;
 //! - [`route_table`]: which key forks which service;
 //! - [`config`]: the plugin configuration;
+//! - [`header_map`]: a request's headers as the host hands them over, read in place;
 //! - [`edge`]: routing keys from outside the mesh, removed at the gateway;
 //! - [`decision`]: what the filter does to one request;
 //! - [`route_check`]: whether a marked request reached its fork;
@@ -39,6 +40,7 @@ pub mod decision;
 pub mod destination;
 pub mod edge;
 pub mod handover;
+pub mod header_map;
 pub mod inflight;
 pub mod json;
 pub mod key_cache;

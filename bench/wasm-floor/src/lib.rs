@@ -11,6 +11,7 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use sandbox_router_core::header_map;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
@@ -44,6 +45,9 @@ enum Probe {
     /// `get_header_map_pairs`: every request header, as the SDK hands them
     /// over (a `String` and a `Vec` per header).
     HeaderMap,
+    /// `get_header_map_pairs` read as the host hands it over: one buffer,
+    /// walked in place for the `baggage` lines, nothing allocated per header.
+    HeaderMapRaw,
     /// `set_header_map_value` of a request header.
     SetHeader,
     /// `call_foreign_function("clear_route_cache")`.
@@ -66,6 +70,7 @@ impl Probe {
             "shared_data" => Probe::SharedData,
             "shared_data_absent" => Probe::SharedDataAbsent,
             "header_map" => Probe::HeaderMap,
+            "header_map_raw" => Probe::HeaderMapRaw,
             "set_header" => Probe::SetHeader,
             "clear_route_cache" => Probe::ClearRouteCache,
             "clock" => Probe::Clock,
@@ -118,6 +123,9 @@ impl Probe {
             Probe::HeaderMap => {
                 std::hint::black_box(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok());
             }
+            Probe::HeaderMapRaw => {
+                std::hint::black_box(raw_header_map_baggage_bytes());
+            }
             Probe::SetHeader => {
                 let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-probe", Some("1"));
             }
@@ -129,6 +137,40 @@ impl Probe {
             }
         }
     }
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+}
+
+/// The request headers in the host's serialization, read in place by the
+/// filter's own reader: the bytes of its `baggage` lines.
+#[allow(unsafe_code)]
+fn raw_header_map_baggage_bytes() -> usize {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a buffer it allocated through this module's
+    // `proxy_on_memory_allocate` (a `Vec<u8>` of capacity `size`), which is
+    // taken back as that `Vec` and freed when it goes out of scope.
+    let buffer = unsafe {
+        if proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) != 0
+            || data.is_null()
+        {
+            return 0;
+        }
+        Vec::from_raw_parts(data, size, size)
+    };
+    header_map::pairs(&buffer)
+        .unwrap_or_default()
+        .iter()
+        .filter(|(name, _)| *name == "baggage")
+        .map(|(_, value)| value.len())
+        .sum()
 }
 
 const SHARED_KEY: &str = "wasm-floor.probe";
