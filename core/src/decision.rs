@@ -93,10 +93,9 @@ where
     K: AsRef<str>,
     V: AsRef<[u8]>,
 {
-    let has_route_header = headers
-        .iter()
-        .any(|(name, _)| name.as_ref().eq_ignore_ascii_case(&config.route_header));
-    let key = match config.carriers.extract(headers) {
+    let scan = config.carriers.scan(headers, &config.route_header);
+    let has_route_header = scan.also_present;
+    let key = match scan.candidate {
         None => KeyOutcome::NoKey,
         Some(candidate) => match routing_key::validate(&candidate.value) {
             Ok(_) => KeyOutcome::Valid(candidate.value, candidate.carrier),

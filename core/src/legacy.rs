@@ -54,6 +54,23 @@ pub fn is_item_header(header_name: &str, format: LegacyFormat, key: &str) -> boo
         .is_some_and(|suffix| suffix.eq_ignore_ascii_case(key))
 }
 
+/// The format and the (possibly empty) suffix of a legacy header name,
+/// ignoring ASCII case, without allocating: `is_item_header(name, f, key)`
+/// is `split_item_header(name) == Some((f, s))` with `s` equal to `key`
+/// ignoring case. The two prefixes differ in their first byte, so at most
+/// one matches.
+pub fn split_item_header(header_name: &str) -> Option<(LegacyFormat, &str)> {
+    let format = match header_name.as_bytes().first()? {
+        b'u' | b'U' => LegacyFormat::Uberctx,
+        b'o' | b'O' => LegacyFormat::OtBaggage,
+        _ => return None,
+    };
+    Some((
+        format,
+        strip_prefix_ignore_case(header_name, format.prefix())?,
+    ))
+}
+
 /// All legacy items of a request, in header order (a later header with the
 /// same key replaces an earlier one).
 pub fn items<K, V>(headers: &[(K, V)]) -> Vec<(String, String)>
