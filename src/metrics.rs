@@ -1,5 +1,13 @@
 //! The filter's Envoy metrics. Envoy shows them in `/stats` with the
 //! `wasmcustom.` prefix, e.g. `wasmcustom.sandbox_router.routed`.
+//!
+//! Counters are counted in the worker's VM and added to Envoy's on the
+//! root context's tick ([`FLUSH_PERIOD_MS`]), not one host call per count:
+//! an `increment_metric` costs about 1,000 Envoy instructions, and every
+//! request counts its outcome (docs/performance.md). So Envoy's counters lag
+//! the requests by at most one flush period. Gauges are set directly.
+
+use std::cell::Cell;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
@@ -166,11 +174,17 @@ const GAUGES: [(Gauge, &str); 5] = [
     (Gauge::ConfigValid, "sandbox_router.config_valid"),
 ];
 
-/// Metric ids defined with the host; a metric the host refused is skipped.
+/// How often each worker adds its counts to Envoy's counters, at most: the
+/// root context ticks at least this often.
+pub const FLUSH_PERIOD_MS: u64 = 100;
+
+/// Metric ids defined with the host (a metric the host refused is skipped),
+/// and the counts not yet added to Envoy's counters.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     counters: [Option<u32>; COUNTERS.len()],
     gauges: [Option<u32>; GAUGES.len()],
+    pending: [Cell<u64>; COUNTERS.len()],
 }
 
 impl Metrics {
@@ -185,12 +199,25 @@ impl Metrics {
         metrics
     }
 
+    /// Counts one, in the VM: Envoy's counter has it after the next
+    /// [`Metrics::flush`].
     pub fn increment(&self, counter: Counter) {
         // `COUNTERS` is in the enum's order (a test holds it so).
-        let id = self.counters.get(counter as usize).copied().flatten();
-        if let Some(id) = id {
-            // A failed increment loses one count; it must not fail a request.
-            let _ = hostcalls::increment_metric(id, 1);
+        if let Some(pending) = self.pending.get(counter as usize) {
+            pending.set(pending.get().saturating_add(1));
+        }
+    }
+
+    /// Adds the counts made since the last flush to Envoy's counters (on
+    /// the tick, before a new configuration replaces these metrics, and when
+    /// the VM is done).
+    pub fn flush(&self) {
+        for (id, pending) in self.counters.iter().zip(&self.pending) {
+            let count = pending.take();
+            if let (Some(id), true) = (id, count > 0) {
+                // A refused increment loses counts; it must not stop the tick.
+                let _ = hostcalls::increment_metric(*id, i64::try_from(count).unwrap_or(i64::MAX));
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! The root context: turns the plugin configuration into a worker state once
-//! per (re)configuration, hands it to every request's filter, and runs the
-//! table sync on its tick.
+//! per (re)configuration, hands it to every request's filter, and on its
+//! tick adds the worker's counts to Envoy's counters and runs the table sync.
 //!
 //! A configuration that does not parse or validate is refused without
 //! failing `on_configure`: Envoy would refuse the whole filter config (and a
@@ -16,7 +16,7 @@ use sandbox_router_core::table_sync::tick_period_ms;
 
 use crate::filter::RequestFilter;
 use crate::host;
-use crate::metrics::{Counter, Gauge, Metrics};
+use crate::metrics::{Counter, Gauge, Metrics, FLUSH_PERIOD_MS};
 use crate::pass_through::PassThroughFilter;
 use crate::table_sync::TableSync;
 use crate::worker::Worker;
@@ -38,7 +38,24 @@ pub struct Root {
     sync: Option<TableSync>,
 }
 
+impl Root {
+    /// Adds the counts of the configuration in use to Envoy's counters.
+    fn flush(&self) {
+        match &self.mode {
+            Some(Mode::Routing(worker)) => worker.metrics.flush(),
+            Some(Mode::PassThrough { metrics, .. }) => metrics.flush(),
+            None => {}
+        }
+    }
+}
+
 impl Context for Root {
+    /// The VM is going away (Envoy drains the plugin): the last counts.
+    fn on_done(&mut self) -> bool {
+        self.flush();
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -54,6 +71,8 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        // What the previous configuration counted is not lost with it.
+        self.flush();
         let metrics = Rc::new(Metrics::define());
         let json = host::plugin_configuration();
         // Whether this VM is the first in this Envoy to get this config.
@@ -80,9 +99,10 @@ impl RootContext for Root {
                         }
                     );
                     metrics.increment(Counter::ConfigRejected);
+                    metrics.flush();
                 }
                 metrics.set(Gauge::ConfigValid, 0);
-                host::set_tick_period(0);
+                host::set_tick_period(FLUSH_PERIOD_MS);
                 self.sync = None;
                 self.mode = Some(Mode::PassThrough {
                     pass: Rc::new(pass),
@@ -99,11 +119,14 @@ impl RootContext for Root {
             config.route_service.as_ref().map_or("none", |rs| rs.cluster.as_str()),
         );
         metrics.set(Gauge::ConfigValid, 1);
-        host::set_tick_period(0);
-        self.sync = config.route_service.clone().map(|rs| {
-            host::set_tick_period(tick_period_ms(rs.sync_interval_ms));
-            TableSync::new(rs)
-        });
+        // The sync keeps its own schedule (it fetches when its interval is
+        // up); the tick is as often as either needs.
+        let sync_tick_ms = config
+            .route_service
+            .as_ref()
+            .map_or(FLUSH_PERIOD_MS, |rs| tick_period_ms(rs.sync_interval_ms));
+        host::set_tick_period(sync_tick_ms.min(FLUSH_PERIOD_MS));
+        self.sync = config.route_service.clone().map(TableSync::new);
         self.mode = Some(Mode::Routing(Rc::new(Worker::new(
             Rc::new(config),
             metrics,
@@ -116,6 +139,7 @@ impl RootContext for Root {
         if let (Some(sync), Some(Mode::Routing(worker))) = (&mut self.sync, &self.mode) {
             sync.on_tick(worker);
         }
+        self.flush();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

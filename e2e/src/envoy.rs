@@ -238,8 +238,10 @@ impl Envoy {
         admin_get(self.admin_addr()?, path)
     }
 
-    /// All counters and gauges from admin `/stats`, by name.
+    /// All counters and gauges from admin `/stats`, by name, once the
+    /// plugin's counts so far are in them ([`wait_for_plugin_counts`]).
     pub fn stats(&self) -> Result<BTreeMap<String, u64>> {
+        wait_for_plugin_counts();
         let (_, body) = self.admin_get("/stats")?;
         Ok(parse_stats(&body))
     }
@@ -280,6 +282,16 @@ impl Envoy {
 /// [`Envoy::log`] waits this long (twice) so it sees every line logged
 /// before it was called.
 pub const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How often the plugin adds each worker's counts to Envoy's counters, at
+/// most (the filter's `metrics::FLUSH_PERIOD_MS`).
+pub const PLUGIN_COUNTS_FLUSH_PERIOD: Duration = Duration::from_millis(100);
+
+/// Waits until what the plugin counted before the call is in Envoy's
+/// counters: two flush periods, and a margin for a busy worker.
+pub fn wait_for_plugin_counts() {
+    std::thread::sleep(2 * PLUGIN_COUNTS_FLUSH_PERIOD + Duration::from_millis(50));
+}
 
 /// The `/stats` name of a plugin-defined metric: `wasmcustom.<name>`.
 pub fn plugin_stat_name(name: &str) -> String {

@@ -763,6 +763,7 @@ fn plugin_counters_move_with_each_outcome() {
 fn prometheus_output_names_plugin_counters_without_the_namespace() {
     let mesh = header_mesh();
     send(mesh, &with_key(CATALOG, KEY));
+    sandbox_router_e2e::envoy::wait_for_plugin_counts();
     let (status, text) = mesh.envoy().admin_get("/stats/prometheus").unwrap();
     assert_eq!(status, 200);
     assert!(

@@ -228,8 +228,10 @@ terminationDrainDuration: 1s
         crate::envoy::admin_get(self.admin_addr(), path)
     }
 
-    /// Envoy's counters and gauges by name.
+    /// Envoy's counters and gauges by name, once the plugin's counts so far
+    /// are in them.
     pub fn stats(&self) -> Result<BTreeMap<String, u64>> {
+        crate::envoy::wait_for_plugin_counts();
         let (_, body) = self.admin_get("/stats")?;
         Ok(crate::envoy::parse_stats(&body))
     }
