@@ -330,9 +330,10 @@ pub fn publish_delta(
     }
 }
 
-/// The tick period of the root context: often enough to adopt a table
+/// The tick period the table sync needs: often enough to adopt a table
 /// another worker published well within one sync interval, rarely enough to
-/// cost nothing.
+/// cost nothing. (The filter's root context ticks at least every 100 ms
+/// anyway, to add its counts to Envoy's counters.)
 pub fn tick_period_ms(sync_interval_ms: u64) -> u64 {
     (sync_interval_ms / 4).clamp(50, 1000)
 }
