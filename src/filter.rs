@@ -103,13 +103,12 @@ impl RequestFilter {
         &mut self,
         config: &FilterConfig,
         headers: &[(K, V)],
-        changed: bool,
+        mut changed: bool,
     ) -> Action
     where
         K: AsRef<str>,
         V: AsRef<[u8]>,
     {
-        let mut changed = changed;
         let mut inspection = decision::inspect(config, headers);
         let recovery = self.recover(config, headers, &mut inspection);
         // A `baggage` line was added: route selection may depend on it.
