@@ -106,7 +106,7 @@ impl RequestFilter {
         mut changed: bool,
     ) -> Action
     where
-        K: AsRef<str>,
+        K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
         let mut inspection = decision::inspect(config, headers);
@@ -176,7 +176,7 @@ impl RequestFilter {
         inspection: &mut Inspection<'_>,
     ) -> Recovery
     where
-        K: AsRef<str>,
+        K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
         let (Some(recovery), Some(store)) = (&config.recovery, &self.worker.recovery) else {
@@ -367,12 +367,12 @@ impl RequestFilter {
 /// as Envoy's `get_map_value` would answer it.
 fn first_value<'h, K, V>(headers: &'h [(K, V)], name: &str) -> Option<&'h [u8]>
 where
-    K: AsRef<str>,
+    K: AsRef<[u8]>,
     V: AsRef<[u8]>,
 {
     headers
         .iter()
-        .find(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
+        .find(|(n, _)| n.as_ref().eq_ignore_ascii_case(name.as_bytes()))
         .map(|(_, value)| value.as_ref())
 }
 

@@ -15,6 +15,56 @@ extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> Status;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> Status;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> Status;
+}
+
+/// The value of property `path` (its segments joined by NUL, as the host
+/// reads a path), if the host has one.
+///
+/// The SDK's `get_property` takes the path as a `Vec` of segments and
+/// joins them into a new buffer on every call; the filter's paths are
+/// constants. It also panics on a status it does not expect; this answers
+/// `None`.
+#[allow(unsafe_code)]
+fn property(path: &[u8]) -> Option<Bytes> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: `path` is valid for `path.len()` bytes during the call, and
+    // the host only reads it. On `Ok` with a value, the host has written
+    // `data` and `size` of a buffer it allocated through this module's
+    // `proxy_on_memory_allocate` (a `Vec<u8>` of capacity `size`,
+    // forgotten, in the SDK); taking it back as that `Vec` is what the SDK's
+    // own getters do, and frees it.
+    unsafe {
+        if proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) != Status::Ok
+            || data.is_null()
+        {
+            return None;
+        }
+        Some(Vec::from_raw_parts(data, size, size))
+    }
+}
+
+/// Sets property `path` (one segment: its bytes) of the current request to
+/// `value`. The SDK's `set_property` would first copy the path into a new
+/// buffer, and panics on any status but `Ok` (a host answers `NotFound`
+/// when there is no request to set it on).
+#[allow(unsafe_code)]
+fn set_property(path: &[u8], value: &[u8]) -> Status {
+    // SAFETY: both pointers are valid for their lengths during the call,
+    // and the host only reads them.
+    unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) }
 }
 
 /// Every request header, in the host's serialization (read in place with
@@ -46,7 +96,7 @@ pub fn request_header_map() -> Bytes {
 /// The request's headers, borrowed from `buffer` (what
 /// [`request_header_map`] read). A buffer that is not a header map (the
 /// host always writes one) is logged and read as no headers.
-pub fn header_pairs(buffer: &[u8]) -> Vec<(&str, &[u8])> {
+pub fn header_pairs(buffer: &[u8]) -> Vec<header_map::Header<'_>> {
     header_map::pairs(buffer).unwrap_or_else(|error| {
         log::warn!("sandbox-router: the host's request header map is malformed: {error}");
         Vec::new()
@@ -58,9 +108,11 @@ pub fn header_pairs(buffer: &[u8]) -> Vec<(&str, &[u8])> {
 /// mesh's edge, a refused configuration).
 pub fn request_headers() -> Vec<(String, Bytes)> {
     let buffer = request_header_map();
+    // A name that is not UTF-8 (Envoy's codecs accept none) is left out:
+    // no carrier has such a name, and the edge rewrites headers by name.
     header_pairs(&buffer)
         .into_iter()
-        .map(|(name, value)| (name.to_owned(), value.to_vec()))
+        .filter_map(|(name, value)| Some((String::from_utf8(name.to_vec()).ok()?, value.to_vec())))
         .collect()
 }
 
@@ -69,15 +121,15 @@ pub fn request_headers() -> Vec<(String, Bytes)> {
 /// is replaced (Envoy keeps it writable for the plugin).
 pub fn set_filter_state(name: &str, value: &str) {
     // A refused write loses a log field; it must not fail a request.
-    let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
+    let status = set_property(name.as_bytes(), value.as_bytes());
+    if status != Status::Ok {
+        log::debug!("sandbox-router: filter state {name} not set: {status:?}");
+    }
 }
 
 /// A filter state value this plugin set on the current request.
 pub fn filter_state(name: &str) -> Option<String> {
-    hostcalls::get_property(vec![name])
-        .ok()
-        .flatten()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
+    property(name.as_bytes()).and_then(|bytes| String::from_utf8(bytes).ok())
 }
 
 /// How the host names the cluster of the chosen route (asked once per
@@ -115,23 +167,17 @@ impl ClusterAttribute {
     /// which the filter decides from `:authority`; only a request with no
     /// route (Envoy answers `404`) is left to Envoy.
     pub fn has_route(self) -> bool {
-        self == ClusterAttribute::Xds
-            && hostcalls::get_property(vec!["xds", "route_name"])
-                .ok()
-                .flatten()
-                .is_some()
+        self == ClusterAttribute::Xds && property(b"xds\0route_name").is_some()
     }
 
     /// The cluster of the route Envoy has chosen so far, if the host says.
     /// Envoy 1.40 answers `xds.cluster_name` in the request-headers phase.
     pub fn route_cluster_name(self) -> Option<String> {
-        let path = match self {
-            ClusterAttribute::Xds => vec!["xds", "cluster_name"],
-            ClusterAttribute::Legacy => vec!["cluster_name"],
+        let path: &[u8] = match self {
+            ClusterAttribute::Xds => b"xds\0cluster_name",
+            ClusterAttribute::Legacy => b"cluster_name",
         };
-        hostcalls::get_property(path)
-            .ok()
-            .flatten()
+        property(path)
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .filter(|name| !name.is_empty())
     }

@@ -246,6 +246,11 @@ impl RouteClient {
     {
         Counters::bump(&self.counters.decisions);
         let headers: Vec<(K, V)> = headers.into_iter().collect();
+        // The core reads names as bytes (as Envoy's header map has them).
+        let headers: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(name, value)| (name.as_ref().as_bytes(), value.as_ref()))
+            .collect();
         let candidate = self.config.carriers.extract(&headers);
         let key = MessageKey::classify(candidate.as_ref().map(|c| c.value.as_ref()));
         match key {

@@ -51,7 +51,7 @@ impl KeyCarriers {
     /// (names lower case, as Envoy presents them; values raw bytes).
     pub fn extract<'a, K, V>(&self, headers: &'a [(K, V)]) -> Option<Candidate<'a>>
     where
-        K: AsRef<str>,
+        K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
         self.scan(headers, "").candidate
@@ -68,7 +68,7 @@ impl KeyCarriers {
     /// (docs/performance.md).
     pub fn scan<'a, K, V>(&self, headers: &'a [(K, V)], also: &str) -> Scan<'a>
     where
-        K: AsRef<str>,
+        K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
         let mut baggage = Lines::default();
@@ -184,8 +184,8 @@ impl<'a> Lines<'a> {
 /// Header names compared as HTTP does (ASCII case ignored), the length
 /// first: most names differ in length from the one looked for.
 #[inline]
-fn same_name(name: &str, wanted: &str) -> bool {
-    name.len() == wanted.len() && name.eq_ignore_ascii_case(wanted)
+fn same_name(name: &[u8], wanted: &str) -> bool {
+    name.len() == wanted.len() && name.eq_ignore_ascii_case(wanted.as_bytes())
 }
 
 fn set_last<'a>(last: &mut Vec<Option<&'a [u8]>>, slots: usize, index: usize, value: &'a [u8]) {

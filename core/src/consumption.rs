@@ -138,7 +138,7 @@ pub fn decide_message<K, V>(
     headers: &[(K, V)],
 ) -> Verdict
 where
-    K: AsRef<str>,
+    K: AsRef<[u8]>,
     V: AsRef<[u8]>,
 {
     let candidate = carriers.extract(headers);

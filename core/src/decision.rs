@@ -90,7 +90,7 @@ pub enum Step<'a> {
 /// Reads the route header and the routing key of a request.
 pub fn inspect<'a, K, V>(config: &FilterConfig, headers: &'a [(K, V)]) -> Inspection<'a>
 where
-    K: AsRef<str>,
+    K: AsRef<[u8]>,
     V: AsRef<[u8]>,
 {
     let scan = config.carriers.scan(headers, &config.route_header);

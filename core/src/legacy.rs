@@ -59,16 +59,18 @@ pub fn is_item_header(header_name: &str, format: LegacyFormat, key: &str) -> boo
 /// is `split_item_header(name) == Some((f, s))` with `s` equal to `key`
 /// ignoring case. The two prefixes differ in their first byte, so at most
 /// one matches.
-pub fn split_item_header(header_name: &str) -> Option<(LegacyFormat, &str)> {
-    let format = match header_name.as_bytes().first()? {
+pub fn split_item_header(header_name: &[u8]) -> Option<(LegacyFormat, &[u8])> {
+    let format = match header_name.first()? {
         b'u' | b'U' => LegacyFormat::Uberctx,
         b'o' | b'O' => LegacyFormat::OtBaggage,
         _ => return None,
     };
-    Some((
-        format,
-        strip_prefix_ignore_case(header_name, format.prefix())?,
-    ))
+    let prefix = format.prefix().as_bytes();
+    let head = header_name.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| header_name.get(prefix.len()..))
+        .flatten()
+        .map(|suffix| (format, suffix))
 }
 
 /// All legacy items of a request, in header order (a later header with the

@@ -168,7 +168,7 @@ fn raw_header_map_baggage_bytes() -> usize {
     header_map::pairs(&buffer)
         .unwrap_or_default()
         .iter()
-        .filter(|(name, _)| *name == "baggage")
+        .filter(|(name, _)| *name == b"baggage")
         .map(|(_, value)| value.len())
         .sum()
 }
