@@ -183,7 +183,7 @@ impl<'a> Lines<'a> {
 
 /// Header names compared as HTTP does (ASCII case ignored), the length
 /// first: most names differ in length from the one looked for.
-#[inline]
+#[inline(always)]
 fn same_name(name: &[u8], wanted: &str) -> bool {
     name.len() == wanted.len() && name.eq_ignore_ascii_case(wanted.as_bytes())
 }
