@@ -16,7 +16,11 @@ use sandbox_router_core::header_map;
 fuzz_target!(|data: &[u8]| {
     if let Ok(pairs) = header_map::pairs(data) {
         if !data.is_empty() {
-            assert_eq!(header_map::serialize(&pairs), data, "a map read back differently");
+            assert_eq!(
+                header_map::serialize(&pairs),
+                data,
+                "a map read back differently"
+            );
         }
         let _ = KeyCarriers::default().extract(&pairs);
     }
