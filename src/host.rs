@@ -146,10 +146,7 @@ pub enum ClusterAttribute {
 impl ClusterAttribute {
     /// Asks the host which it answers.
     pub fn detect() -> Self {
-        let xds = hostcalls::get_property(vec!["xds", "node", "id"])
-            .ok()
-            .flatten()
-            .is_some();
+        let xds = property(b"xds\0node\0id").is_some();
         if xds {
             ClusterAttribute::Xds
         } else {
@@ -304,9 +301,7 @@ pub fn call_response_body(body_size: usize) -> Bytes {
 /// The name of the plugin being configured (Envoy's `plugin_name`), empty
 /// if the host does not say.
 pub fn plugin_name() -> String {
-    hostcalls::get_property(vec!["plugin_name"])
-        .ok()
-        .flatten()
+    property(b"plugin_name")
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .unwrap_or_default()
 }
@@ -352,9 +347,7 @@ pub fn set_tick_period(period_ms: u64) {
 /// missing. `Unspecified` where neither says: the filter then treats the
 /// request as outbound.
 pub fn listener_direction() -> Direction {
-    let property = |path: Vec<&str>| hostcalls::get_property(path).ok().flatten();
-    let bytes = property(vec!["xds", "listener_direction"])
-        .or_else(|| property(vec!["listener_direction"]));
+    let bytes = property(b"xds\0listener_direction").or_else(|| property(b"listener_direction"));
     Direction::from_property(bytes.as_deref())
 }
 
