@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use sandbox_router_e2e::client::Request;
+use sandbox_router_e2e::envoy::PLUGIN_COUNTS_FLUSH_PERIOD;
 use sandbox_router_e2e::mesh::{self, DemoMesh, MeshOptions, Mode, RouteServiceSettings};
 use sandbox_router_e2e::routeservice::{self, RouteService};
 use serde_json::{json, Value};
@@ -303,12 +304,11 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// How often a worker's root context ticks: the sync's own check period,
-/// but at least every 100 ms, when a worker adds its counts to Envoy's
-/// (`metrics::FLUSH_PERIOD_MS` in the filter; README, *Metrics*). A worker
-/// adopts a published table on its next tick.
+/// but at least as often as a worker adds its counts to Envoy's (README,
+/// *Metrics*). A worker adopts a published table on its next tick.
 fn root_tick_ms(sync: &RouteServiceSettings) -> u64 {
-    const FLUSH_PERIOD_MS: u64 = 100;
-    sync.tick_ms().min(FLUSH_PERIOD_MS)
+    let flush_ms = u64::try_from(PLUGIN_COUNTS_FLUSH_PERIOD.as_millis()).unwrap_or(u64::MAX);
+    sync.tick_ms().min(flush_ms)
 }
 
 fn render(results: &[Sizes], sync: &RouteServiceSettings) -> (Vec<Value>, String) {

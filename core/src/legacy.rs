@@ -65,12 +65,10 @@ pub fn split_item_header(header_name: &[u8]) -> Option<(LegacyFormat, &[u8])> {
         b'o' | b'O' => LegacyFormat::OtBaggage,
         _ => return None,
     };
-    let prefix = format.prefix().as_bytes();
-    let head = header_name.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| header_name.get(prefix.len()..))
-        .flatten()
-        .map(|suffix| (format, suffix))
+    Some((
+        format,
+        strip_bytes_prefix_ignore_case(header_name, format.prefix())?,
+    ))
 }
 
 /// All legacy items of a request, in header order (a later header with the
@@ -95,8 +93,14 @@ where
 }
 
 fn strip_prefix_ignore_case<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
+    // An ASCII prefix matched: its end is a character boundary of `name`.
+    strip_bytes_prefix_ignore_case(name.as_bytes(), prefix)?;
+    name.get(prefix.len()..)
+}
+
+fn strip_bytes_prefix_ignore_case<'a>(name: &'a [u8], prefix: &str) -> Option<&'a [u8]> {
     let head = name.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
+    head.eq_ignore_ascii_case(prefix.as_bytes())
         .then(|| name.get(prefix.len()..))
         .flatten()
 }
