@@ -4,13 +4,12 @@
 //! a signed key in (`edge.signedKeys`, policy in
 //! [`sandbox_router_core::signed_admission`]).
 
-use proxy_wasm::types::Bytes;
 use sandbox_router_core::carrier::KeyCarriers;
 use sandbox_router_core::config::FilterConfig;
 use sandbox_router_core::edge::{self, BAGGAGE};
 use sandbox_router_core::signed_admission;
 
-use crate::host;
+use crate::host::{self, Bytes};
 use crate::metrics::{Counter, Metrics};
 
 /// Strips the request and `headers` (the filter's copy of them) alike;

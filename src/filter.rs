@@ -5,8 +5,6 @@
 use std::borrow::Cow;
 use std::rc::Rc;
 
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
 use sandbox_router_core::carrier::Carrier;
 use sandbox_router_core::config::FilterConfig;
 use sandbox_router_core::decision::{self, Decision, Inspection, KeyOutcome, Query, Step};
@@ -16,12 +14,16 @@ use sandbox_router_core::routes_api::{self, BadAnswer, MAX_BODY_BYTES};
 use sandbox_router_core::routing_key::RoutingKey;
 use sandbox_router_core::worker_routes::Answer;
 
+use crate::abi::Action;
 use crate::edge;
 use crate::host;
 use crate::metrics::Counter;
 use crate::worker::{Worker, KEY_DROPPED, OUTCOME_STATE, SANDBOX_STATE};
 use sandbox_router_core::edge::BAGGAGE;
 
+/// One request's filter. Made for its request-headers callback and again
+/// for each later one, unless it was kept ([`RequestFilter::has_state`]):
+/// most requests need nothing between callbacks (`crate::exports`).
 pub struct RequestFilter {
     context_id: u32,
     worker: Rc<Worker>,
@@ -64,10 +66,31 @@ impl RequestFilter {
         }
     }
 
+    pub fn context_id(&self) -> u32 {
+        self.context_id
+    }
+
+    /// The token of the lookup this request made and waits for.
+    pub fn call_token(&self) -> Option<u32> {
+        self.call.as_ref().map(|lookup| lookup.token)
+    }
+
+    /// Whether this request has something for a later callback: it waits
+    /// for (or owns) a lookup, has a cookie to set, came in through the
+    /// inbound listener, or its worker has it marked or recovered. Then
+    /// the filter is kept until the request's log phase.
+    pub fn has_state(&self) -> bool {
+        self.parked
+            || self.call.is_some()
+            || self.set_cookie.is_some()
+            || self.inbound
+            || self.worker.tracks(self.context_id)
+    }
+
     /// Reads every request header with one host call (one buffer, read in
     /// place: cheaper than asking for each carrier, docs/performance.md),
     /// then decides.
-    fn on_request(&mut self) -> Action {
+    pub fn on_request_headers(&mut self) -> Action {
         let config = Rc::clone(&self.worker.config);
         // Only with `recovery` does the filter ask which listener this is
         // (one property read): without it, every request is outbound.
@@ -391,14 +414,9 @@ fn read_answer(
     routes_api::parse_key_routes(&host::call_response_body(body_size), key)
 }
 
-impl Context for RequestFilter {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
+impl RequestFilter {
+    /// The answer to a call this request made (a lookup).
+    pub fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize) {
         match self.call.take() {
             Some(lookup) if lookup.token == token_id => {
                 self.on_lookup_answer(lookup, num_headers, body_size)
@@ -407,34 +425,12 @@ impl Context for RequestFilter {
         }
     }
 
-    fn on_done(&mut self) -> bool {
-        self.worker.forget(self.context_id);
-        if self.parked || self.call.is_some() {
-            // Ended while waiting (client gone): forget it, and if it owned
-            // the call (which the host cancels with it), release the waiters.
-            self.worker.unpark(self.context_id);
-            let waiters = self
-                .worker
-                .routes
-                .borrow_mut()
-                .request_ended(self.context_id);
-            self.worker.resume_all(&waiters, self.context_id);
-        }
-        true
-    }
-}
-
-impl HttpContext for RequestFilter {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.on_request()
-    }
-
     /// The router has chosen by now (Envoy's own answers, e.g. `404`, come
     /// through here too): check a marked request before the caller sees
     /// the response.
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    pub fn on_response_headers(&mut self) {
         if self.inbound {
-            return Action::Continue;
+            return;
         }
         self.worker.check(self.context_id);
         if let Some(cookie) = self.set_cookie.take() {
@@ -443,12 +439,27 @@ impl HttpContext for RequestFilter {
         if let Some(name) = &self.worker.config.response_header {
             let _ = host::set_response_header(name, &decision_header());
         }
-        Action::Continue
     }
 
-    /// A marked request that got no response (reset, client gone).
-    fn on_log(&mut self) {
+    /// The stream is over (Envoy's access log phase, which every stream
+    /// has, a reset one too): a marked request that got no response (reset,
+    /// client gone) is checked, and what the worker holds for the request
+    /// is forgotten.
+    pub fn on_log(&mut self) {
         self.worker.check(self.context_id);
+        self.worker.forget(self.context_id);
+        if self.parked || self.call.is_some() {
+            // Ended while waiting (client gone): forget it, and if it owned
+            // the call, release the waiters (the call is the root's: its
+            // answer, if it comes, finds no request and is dropped).
+            self.worker.unpark(self.context_id);
+            let waiters = self
+                .worker
+                .routes
+                .borrow_mut()
+                .request_ended(self.context_id);
+            self.worker.resume_all(&waiters, self.context_id);
+        }
     }
 }
 

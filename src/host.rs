@@ -1,96 +1,73 @@
 //! The host calls the filter makes, with host statuses turned into values
 //! the filter can act on. Nothing here decides anything.
 
-use std::time::{Duration, UNIX_EPOCH};
-
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, Bytes, MapType, Status};
 use sandbox_router_core::header_map;
 use sandbox_router_core::recovery::{Direction, SharedData};
 
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_get_header_map_pairs(
-        map_type: MapType,
-        return_map_data: *mut *mut u8,
-        return_map_size: *mut usize,
-    ) -> Status;
-    fn proxy_get_property(
-        path_data: *const u8,
-        path_size: usize,
-        return_value_data: *mut *mut u8,
-        return_value_size: *mut usize,
-    ) -> Status;
-    fn proxy_set_property(
-        path_data: *const u8,
-        path_size: usize,
-        value_data: *const u8,
-        value_size: usize,
-    ) -> Status;
+use crate::abi::{self, BufferType, HeaderMap, MetricType, Status};
+
+/// Bytes the host handed over (a header map, a value, a body).
+pub type Bytes = Vec<u8>;
+
+/// Takes back the buffer a host call wrote (`data`, `size`) on `status`:
+/// `Ok(None)` when the host found nothing (`NotFound`, or `Ok` with no
+/// buffer), the status when it refused.
+#[allow(unsafe_code)]
+fn returned(status: u32, data: *mut u8, size: usize) -> Result<Option<Bytes>, Status> {
+    match Status::from_raw(status) {
+        Status::Ok if data.is_null() => Ok(None),
+        // SAFETY: on `Ok` with a buffer, the host allocated `size` bytes at
+        // `data` through this module's `proxy_on_memory_allocate` (a boxed
+        // `[u8]` of exactly `size`, leaked: `crate::exports`) and wrote
+        // them; taking it back as a `Vec` of that capacity frees it with the
+        // same layout.
+        Status::Ok => Ok(Some(unsafe { Vec::from_raw_parts(data, size, size) })),
+        Status::NotFound => Ok(None),
+        status => Err(status),
+    }
 }
 
 /// The value of property `path` (its segments joined by NUL, as the host
-/// reads a path), if the host has one.
-///
-/// The SDK's `get_property` takes the path as a `Vec` of segments and
-/// joins them into a new buffer on every call; the filter's paths are
-/// constants. It also panics on a status it does not expect; this answers
-/// `None`.
+/// reads a path), if the host has one. The filter's paths are constants:
+/// nothing is joined per call.
 #[allow(unsafe_code)]
 fn property(path: &[u8]) -> Option<Bytes> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
-    // SAFETY: `path` is valid for `path.len()` bytes during the call, and
-    // the host only reads it. On `Ok` with a value, the host has written
-    // `data` and `size` of a buffer it allocated through this module's
-    // `proxy_on_memory_allocate` (a `Vec<u8>` of capacity `size`,
-    // forgotten, in the SDK); taking it back as that `Vec` is what the SDK's
-    // own getters do, and frees it.
-    unsafe {
-        if proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) != Status::Ok
-            || data.is_null()
-        {
-            return None;
-        }
-        Some(Vec::from_raw_parts(data, size, size))
-    }
+    // SAFETY: `path` is valid for `path.len()` bytes during the call and
+    // only read; `data` and `size` are valid for writes.
+    let status =
+        unsafe { abi::proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+    returned(status, data, size).ok().flatten()
 }
 
 /// Sets property `path` (one segment: its bytes) of the current request to
-/// `value`. The SDK's `set_property` would first copy the path into a new
-/// buffer, and panics on any status but `Ok` (a host answers `NotFound`
-/// when there is no request to set it on).
+/// `value` (a host answers `NotFound` when there is no request to set it
+/// on).
 #[allow(unsafe_code)]
 fn set_property(path: &[u8], value: &[u8]) -> Status {
     // SAFETY: both pointers are valid for their lengths during the call,
     // and the host only reads them.
-    unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) }
+    Status::from_raw(unsafe {
+        abi::proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len())
+    })
 }
 
 /// Every request header, in the host's serialization (read in place with
-/// [`sandbox_router_core::header_map::pairs`]): one host call, one buffer.
-/// Empty if the host has no request headers to give.
-///
-/// The SDK's `get_map_bytes` makes the same call, then copies each name and
-/// value out (a `String` and a `Vec` per header) and panics on a name that
-/// is not UTF-8; this keeps the buffer as the host wrote it.
+/// [`sandbox_router_core::header_map::pairs`]): one host call, one buffer,
+/// nothing copied per header. Empty if the host has no request headers to
+/// give.
 #[allow(unsafe_code)]
 pub fn request_header_map() -> Bytes {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
-    // SAFETY: on `Ok` the host has written `data` and `size` of a buffer it
-    // allocated through this module's `proxy_on_memory_allocate`, which the
-    // SDK implements as a `Vec<u8>` of capacity `size`, forgotten; taking it
-    // back as that `Vec` is what the SDK's own getters do, and frees it.
-    unsafe {
-        if proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size)
-            != Status::Ok
-            || data.is_null()
-        {
-            return Bytes::new();
-        }
-        Vec::from_raw_parts(data, size, size)
-    }
+    // SAFETY: `data` and `size` are valid for writes.
+    let status =
+        unsafe { abi::proxy_get_header_map_pairs(HeaderMap::Request as u32, &mut data, &mut size) };
+    returned(status, data, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 /// The request's headers, borrowed from `buffer` (what
@@ -180,35 +157,89 @@ impl ClusterAttribute {
     }
 }
 
+/// Replaces (`Some`) or removes (`None`) header `name` of map `map`.
+#[allow(unsafe_code)]
+fn replace_header(map: HeaderMap, name: &str, value: Option<&[u8]>) -> Result<(), Status> {
+    // SAFETY: the pointers are valid for their lengths during the call,
+    // and the host only reads them.
+    let status = unsafe {
+        match value {
+            Some(value) => abi::proxy_replace_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            ),
+            None => abi::proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()),
+        }
+    };
+    Status::from_raw(status).ok()
+}
+
+/// Adds one more line of header `name` to map `map`.
+#[allow(unsafe_code)]
+fn add_header(map: HeaderMap, name: &str, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: the pointers are valid for their lengths during the call,
+    // and the host only reads them.
+    let status = unsafe {
+        abi::proxy_add_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    };
+    Status::from_raw(status).ok()
+}
+
 pub fn set_request_header(name: &str, value: &str) -> Result<(), Status> {
-    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+    replace_header(HeaderMap::Request, name, Some(value.as_bytes()))
 }
 
 /// Adds one more line of header `name` (a value may be any bytes).
 pub fn add_request_header(name: &str, value: &[u8]) -> Result<(), Status> {
-    hostcalls::add_map_value_bytes(MapType::HttpRequestHeaders, name, value)
+    add_header(HeaderMap::Request, name, value)
 }
 
 /// Sets response header `name` (replacing any line of it).
 pub fn set_response_header(name: &str, value: &str) -> Result<(), Status> {
-    hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value))
+    replace_header(HeaderMap::Response, name, Some(value.as_bytes()))
 }
 
 /// Adds one more line of response header `name`.
 pub fn add_response_header(name: &str, value: &str) -> Result<(), Status> {
-    hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value)
+    add_header(HeaderMap::Response, name, value.as_bytes())
 }
 
 pub fn remove_request_header(name: &str) -> Result<(), Status> {
-    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
+    replace_header(HeaderMap::Request, name, None)
 }
 
 /// Whether the route cache was cleared; `false` where the host does not
 /// offer `clear_route_cache` (Envoy also clears it on header changes made
 /// through the proxy-wasm ABI, so routing still sees the change there).
 /// Acts on the effective context: after [`switch_to`], on that request.
+#[allow(unsafe_code)]
 pub fn clear_route_cache() -> bool {
-    hostcalls::call_foreign_function("clear_route_cache", None).is_ok()
+    const NAME: &[u8] = b"clear_route_cache";
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: `NAME` is valid for its length and only read; no arguments;
+    // `data` and `size` are valid for writes.
+    let status = unsafe {
+        abi::proxy_call_foreign_function(
+            NAME.as_ptr(),
+            NAME.len(),
+            std::ptr::null(),
+            0,
+            &mut data,
+            &mut size,
+        )
+    };
+    // `NotFound`: no such function here.
+    Status::from_raw(status) == Status::Ok && returned(status, data, size).is_ok()
 }
 
 /// After the filter changed request headers (`changed`), makes Envoy select
@@ -226,24 +257,39 @@ pub fn reselect_route_if(changed: bool) {
     }
 }
 
-/// The plugin configuration bytes (empty when there is none).
-pub fn plugin_configuration() -> Bytes {
-    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+/// Bytes of buffer `buffer` from `start`, at most `max_size` of them.
+#[allow(unsafe_code)]
+fn buffer(buffer: BufferType, start: usize, max_size: usize) -> Option<Bytes> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: `data` and `size` are valid for writes.
+    let status = unsafe {
+        abi::proxy_get_buffer_bytes(buffer as u32, start, max_size, &mut data, &mut size)
+    };
+    returned(status, data, size).ok().flatten()
 }
 
-/// The host's clock, in milliseconds since the Unix epoch.
+/// The plugin configuration bytes (empty when there is none).
+pub fn plugin_configuration() -> Bytes {
+    buffer(BufferType::PluginConfiguration, 0, usize::MAX).unwrap_or_default()
+}
+
+/// The host's clock, in milliseconds since the Unix epoch (0 if it does
+/// not answer).
+#[allow(unsafe_code)]
 pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    let mut nanos: u64 = 0;
+    // SAFETY: `nanos` is valid for writes.
+    let status = unsafe { abi::proxy_get_current_time_nanoseconds(&mut nanos) };
+    match Status::from_raw(status) {
+        Status::Ok => nanos / 1_000_000,
+        _ => 0,
+    }
 }
 
 /// Starts `GET <path>` to an Envoy cluster; the answer arrives in
 /// `on_http_call_response` of the context that is active now.
+#[allow(unsafe_code)]
 pub fn get(
     cluster: &str,
     authority: &str,
@@ -262,29 +308,55 @@ pub fn get(
     if let Some(etag) = if_none_match {
         headers.push(("if-none-match", etag));
     }
-    hostcalls::dispatch_http_call(
-        cluster,
-        headers,
-        None,
-        vec![],
-        Duration::from_millis(timeout_ms),
-    )
+    let headers = header_map::serialize(&headers);
+    let trailers = header_map::serialize::<&str, &str>(&[]);
+    let timeout_ms = u32::try_from(timeout_ms).unwrap_or(u32::MAX);
+    let mut token: u32 = 0;
+    // SAFETY: every pointer is valid for its length during the call and
+    // only read (no body: null and 0); `token` is valid for writes.
+    let status = unsafe {
+        abi::proxy_http_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            headers.as_ptr(),
+            headers.len(),
+            std::ptr::null(),
+            0,
+            trailers.as_ptr(),
+            trailers.len(),
+            timeout_ms,
+            &mut token,
+        )
+    };
+    Status::from_raw(status).ok().map(|()| token)
 }
 
 /// The `:status` of the call response being handled, if there is one.
 /// `num_headers` is what the host reported with the response: `0` means the
 /// call failed without a response (reset mid-answer, a body slower than the
 /// timeout after the headers came, a buffer limit), and then Envoy has no
-/// header map at all and answers `BadArgument`, on which the SDK's getter
-/// panics (aborting the VM). So a response without headers is not asked.
+/// header map at all (it answers `BadArgument`): it is not asked.
+#[allow(unsafe_code)]
 pub fn call_response_status(num_headers: usize) -> Option<u16> {
+    const STATUS: &[u8] = b":status";
     if num_headers == 0 {
         return None;
     }
-    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()
-        .and_then(|status| std::str::from_utf8(&status).ok()?.parse().ok())
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: `STATUS` is valid for its length and only read; `data` and
+    // `size` are valid for writes.
+    let status = unsafe {
+        abi::proxy_get_header_map_value(
+            HeaderMap::CallResponse as u32,
+            STATUS.as_ptr(),
+            STATUS.len(),
+            &mut data,
+            &mut size,
+        )
+    };
+    let value = returned(status, data, size).ok().flatten()?;
+    std::str::from_utf8(&value).ok()?.parse().ok()
 }
 
 /// The body of the call response being handled.
@@ -292,10 +364,7 @@ pub fn call_response_body(body_size: usize) -> Bytes {
     if body_size == 0 {
         return Bytes::new();
     }
-    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default()
 }
 
 /// The name of the plugin being configured (Envoy's `plugin_name`), empty
@@ -314,28 +383,97 @@ pub fn first_to_store(key: &str, value: &[u8]) -> bool {
     stored.as_deref() != Some(value) && set_shared_data(key, value, cas).is_ok()
 }
 
+/// The value under `key` in the Envoy-wide shared data and its CAS (the
+/// version a conditional write must name); nothing if there is none or the
+/// host refuses.
+#[allow(unsafe_code)]
 pub fn shared_data(key: &str) -> (Option<Bytes>, Option<u32>) {
-    hostcalls::get_shared_data(key).unwrap_or((None, None))
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    let mut cas: u32 = 0;
+    // SAFETY: `key` is valid for its length and only read; `data`, `size`
+    // and `cas` are valid for writes.
+    let status = unsafe {
+        abi::proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+    };
+    match returned(status, data, size) {
+        Ok(value) if Status::from_raw(status) == Status::Ok => (value, (cas != 0).then_some(cas)),
+        _ => (None, None),
+    }
 }
 
+/// Stores `value` under `key`; with `cas`, only if the value is still that
+/// version (`CasMismatch` otherwise).
+#[allow(unsafe_code)]
 pub fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
-    hostcalls::set_shared_data(key, Some(value), cas)
+    // SAFETY: both pointers are valid for their lengths during the call,
+    // and the host only reads them.
+    let status = unsafe {
+        abi::proxy_set_shared_data(
+            key.as_ptr(),
+            key.len(),
+            value.as_ptr(),
+            value.len(),
+            cas.unwrap_or(0),
+        )
+    };
+    Status::from_raw(status).ok()
 }
 
 /// Makes later host calls act on request `context_id`; `false` if that
 /// request is gone.
+#[allow(unsafe_code)]
 pub fn switch_to(context_id: u32) -> bool {
-    hostcalls::set_effective_context(context_id).is_ok()
+    // SAFETY: no pointers.
+    Status::from_raw(unsafe { abi::proxy_set_effective_context(context_id) }) == Status::Ok
 }
 
 /// Resumes the current (effective) request. Envoy defers the resumption
 /// until this VM call returns, so it is safe from within a callback.
+#[allow(unsafe_code)]
 pub fn resume_request() {
-    let _ = hostcalls::resume_http_request();
+    // SAFETY: no pointers.
+    let _ = unsafe { abi::proxy_continue_stream(abi::STREAM_HTTP_REQUEST) };
 }
 
+#[allow(unsafe_code)]
 pub fn set_tick_period(period_ms: u64) {
-    let _ = hostcalls::set_tick_period(Duration::from_millis(period_ms));
+    let period = u32::try_from(period_ms).unwrap_or(u32::MAX);
+    // SAFETY: no pointers.
+    let _ = unsafe { abi::proxy_set_tick_period_milliseconds(period) };
+}
+
+/// Defines a metric; its id, or `None` if the host refuses.
+#[allow(unsafe_code)]
+pub fn define_metric(kind: MetricType, name: &str) -> Option<u32> {
+    let mut id: u32 = 0;
+    // SAFETY: `name` is valid for its length and only read; `id` is valid
+    // for writes.
+    let status =
+        unsafe { abi::proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) };
+    (Status::from_raw(status) == Status::Ok).then_some(id)
+}
+
+/// Adds `offset` to counter `id` (a refused increment loses counts; it
+/// must not stop anything).
+#[allow(unsafe_code)]
+pub fn increment_metric(id: u32, offset: i64) {
+    // SAFETY: no pointers.
+    let _ = unsafe { abi::proxy_increment_metric(id, offset) };
+}
+
+/// Sets gauge `id`.
+#[allow(unsafe_code)]
+pub fn record_metric(id: u32, value: u64) {
+    // SAFETY: no pointers.
+    let _ = unsafe { abi::proxy_record_metric(id, value) };
+}
+
+/// Writes one line to the host's log.
+#[allow(unsafe_code)]
+pub fn log(level: abi::LogLevel, message: &str) {
+    // SAFETY: `message` is valid for its length and only read.
+    let _ = unsafe { abi::proxy_log(level as u32, message.as_ptr(), message.len()) };
 }
 
 /// Which listener the current request came through: Envoy's attribute

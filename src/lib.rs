@@ -4,27 +4,19 @@
 //! from Envoy (request headers, the chosen cluster, the plugin
 //! configuration), applies the core's decision (route header, `:authority`,
 //! route cache), and counts the outcome. All policy lives in the core.
+//!
+//! It speaks the proxy-wasm ABI itself ([`abi`], [`exports`]) rather than
+//! through the Rust SDK: it exports only the callbacks it needs (each one
+//! is a call into V8 on every request), and no host status can panic it.
 
+mod abi;
 mod edge;
+mod exports;
 mod filter;
 mod host;
+mod logger;
 mod metrics;
 mod pass_through;
 mod root;
 mod table_sync;
 mod worker;
-
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    // panic = "abort" already kills the VM; the hook makes the reason visible
-    // in Envoy's log instead of a bare Wasm trap.
-    // Where, not the payload: formatting any payload would pull a good
-    // part of `std`'s formatting into the `.wasm` for a path never taken.
-    std::panic::set_hook(Box::new(|info| match info.location() {
-        Some(at) => log::error!("sandbox-router: panic at {}:{}", at.file(), at.line()),
-        None => log::error!("sandbox-router: panic"),
-    }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(root::Root::default())
-    });
-}}

@@ -9,8 +9,8 @@
 
 use std::cell::Cell;
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
+use crate::abi::MetricType;
+use crate::host;
 
 /// Counters. The first nine count requests, one outcome each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,10 +191,10 @@ impl Metrics {
     pub fn define() -> Self {
         let mut metrics = Metrics::default();
         for (slot, (_, name)) in metrics.counters.iter_mut().zip(COUNTERS) {
-            *slot = hostcalls::define_metric(MetricType::Counter, name).ok();
+            *slot = host::define_metric(MetricType::Counter, name);
         }
         for (slot, (_, name)) in metrics.gauges.iter_mut().zip(GAUGES) {
-            *slot = hostcalls::define_metric(MetricType::Gauge, name).ok();
+            *slot = host::define_metric(MetricType::Gauge, name);
         }
         metrics
     }
@@ -209,14 +209,15 @@ impl Metrics {
     }
 
     /// Adds the counts made since the last flush to Envoy's counters (on
-    /// the tick, before a new configuration replaces these metrics, and when
-    /// the VM is done).
+    /// the tick, and before a new configuration replaces these metrics).
+    /// The module has no callback when its VM goes away (`proxy_on_done`
+    /// would cost every request a call into the VM, `crate::exports`): the
+    /// counts of that VM's last tick period are not added.
     pub fn flush(&self) {
         for (id, pending) in self.counters.iter().zip(&self.pending) {
             let count = pending.take();
             if let (Some(id), true) = (id, count > 0) {
-                // A refused increment loses counts; it must not stop the tick.
-                let _ = hostcalls::increment_metric(*id, i64::try_from(count).unwrap_or(i64::MAX));
+                host::increment_metric(*id, i64::try_from(count).unwrap_or(i64::MAX));
             }
         }
     }
@@ -224,7 +225,7 @@ impl Metrics {
     pub fn set(&self, gauge: Gauge, value: u64) {
         let id = self.gauges.get(gauge as usize).copied().flatten();
         if let Some(id) = id {
-            let _ = hostcalls::record_metric(id, value);
+            host::record_metric(id, value);
         }
     }
 }

@@ -9,20 +9,17 @@
 
 use std::rc::Rc;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
 use sandbox_router_core::config::{config_fingerprint, last_config_key, FilterConfig, PassThrough};
 use sandbox_router_core::table_sync::tick_period_ms;
 
-use crate::filter::RequestFilter;
 use crate::host;
 use crate::metrics::{Counter, Gauge, Metrics, FLUSH_PERIOD_MS};
-use crate::pass_through::PassThroughFilter;
 use crate::table_sync::TableSync;
 use crate::worker::Worker;
 
 /// What requests get, from the last configuration.
-enum Mode {
+#[derive(Clone)]
+pub enum Mode {
     /// A valid configuration: requests are routed.
     Routing(Rc<Worker>),
     /// A refused one: every request goes to baseline.
@@ -49,28 +46,22 @@ impl Root {
     }
 }
 
-impl Context for Root {
-    /// The VM is going away (Envoy drains the plugin): the last counts.
-    fn on_done(&mut self) -> bool {
-        self.flush();
-        true
+impl Root {
+    /// What requests get now; `None` before the first configuration.
+    pub fn mode(&self) -> Option<&Mode> {
+        self.mode.as_ref()
     }
 
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
+    /// The answer to the table sync's call.
+    pub fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize) {
         if let (Some(sync), Some(Mode::Routing(worker))) = (&mut self.sync, &self.mode) {
             sync.on_response(worker, token_id, num_headers, body_size);
         }
     }
-}
 
-impl RootContext for Root {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+    /// Always `true`: a refused configuration turns the plugin into a
+    /// pass-through instead (see the module's comment).
+    pub fn on_configure(&mut self) -> bool {
         // What the previous configuration counted is not lost with it.
         self.flush();
         let metrics = Rc::new(Metrics::define());
@@ -135,27 +126,11 @@ impl RootContext for Root {
         true
     }
 
-    fn on_tick(&mut self) {
+    pub fn on_tick(&mut self) {
         if let (Some(sync), Some(Mode::Routing(worker))) = (&mut self.sync, &self.mode) {
             sync.on_tick(worker);
         }
         self.flush();
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        match self.mode.as_ref()? {
-            Mode::Routing(worker) => {
-                Some(Box::new(RequestFilter::new(context_id, Rc::clone(worker))))
-            }
-            Mode::PassThrough { pass, metrics } => Some(Box::new(PassThroughFilter::new(
-                Rc::clone(pass),
-                Rc::clone(metrics),
-            ))),
-        }
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
 

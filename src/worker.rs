@@ -227,6 +227,14 @@ impl Worker {
         );
     }
 
+    /// Whether request `context_id` is marked (not yet checked) or decided
+    /// with a recovered key: its later callbacks need this worker.
+    pub fn tracks(&self, context_id: u32) -> bool {
+        let marked = self.marked.borrow();
+        let recovered = self.recovered.borrow();
+        (!marked.is_empty() && marked.contains_key(&context_id)) || recovered.contains(&context_id)
+    }
+
     /// Forgets request `context_id` (ended).
     pub fn forget(&self, context_id: u32) {
         let mut marked = self.marked.borrow_mut();

@@ -95,8 +95,9 @@ fn field<'b>(buffer: &'b [u8], at: &mut usize, len: usize) -> Result<&'b [u8], M
     Ok(bytes)
 }
 
-/// The host's serialization of `headers` (for tests and the fuzz target:
-/// the filter only reads).
+/// The host's serialization of `headers`: how the filter hands the headers
+/// of a `dispatch_http_call` to the host (and how tests and the fuzz target
+/// build a map to read).
 pub fn serialize<K: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(K, V)]) -> Vec<u8> {
     let mut buffer = Vec::new();
     buffer.extend_from_slice(&len_of(headers.len()));
