@@ -21,9 +21,8 @@ use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::rc::Rc;
 
-use sandbox_router_core::random_state::HashMap;
-
 use crate::abi::Action;
+use crate::context_map::ContextMap;
 use crate::filter::RequestFilter;
 use crate::pass_through;
 use crate::root::{Mode, Root};
@@ -38,14 +37,14 @@ struct Plugins {
     /// Which root each request belongs to, kept only for requests created
     /// while the VM had more than one root (a request created while there
     /// was one belongs to the first).
-    owners: HashMap<u32, u32>,
+    owners: ContextMap<u32, u32>,
     /// Requests with state to keep until their next callback.
-    requests: HashMap<u32, RequestFilter>,
+    requests: ContextMap<u32, RequestFilter>,
     /// Which request made each call in flight, by (root id, token). The
     /// host makes a call on the root context of the request that asked
     /// (proxy-wasm-cpp-host's `http_call`), numbers it per root, and hands
     /// the answer to that root.
-    callouts: HashMap<(u32, u32), u32>,
+    callouts: ContextMap<(u32, u32), u32>,
 }
 
 thread_local! {

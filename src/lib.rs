@@ -10,6 +10,7 @@
 //! is a call into V8 on every request), and no host status can panic it.
 
 mod abi;
+mod context_map;
 mod edge;
 mod exports;
 mod filter;

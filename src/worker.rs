@@ -11,11 +11,11 @@ use sandbox_router_core::config::FilterConfig;
 use sandbox_router_core::decision::{Check, Decision, Marking, Query};
 use sandbox_router_core::key_cache::CachePolicy;
 use sandbox_router_core::lookup_budget::LookupBudget;
-use sandbox_router_core::random_state::HashMap;
 use sandbox_router_core::recovery::Store;
 use sandbox_router_core::route_check::{self, Miss, Unreachable};
 use sandbox_router_core::worker_routes::WorkerRoutes;
 
+use crate::context_map::ContextMap;
 use crate::host::{self, ClusterAttribute};
 use crate::metrics::{Counter, Metrics};
 
@@ -24,9 +24,9 @@ pub struct Worker {
     pub metrics: Rc<Metrics>,
     pub routes: RefCell<WorkerRoutes>,
     /// Requests paused for a RouteService answer, by context id.
-    parked: RefCell<HashMap<u32, Query<'static>>>,
+    parked: RefCell<ContextMap<u32, Query<'static>>>,
     /// Requests marked for a fork and not yet checked, by context id.
-    marked: RefCell<HashMap<u32, Marked>>,
+    marked: RefCell<ContextMap<u32, Marked>>,
     /// How the host names the chosen cluster; asked on the first keyed request.
     cluster_attribute: Cell<Option<ClusterAttribute>>,
     /// The trace id -> key table, when `recovery` is configured.
@@ -85,8 +85,8 @@ impl Worker {
             config,
             metrics,
             routes: RefCell::new(routes),
-            parked: RefCell::new(HashMap::default()),
-            marked: RefCell::new(HashMap::default()),
+            parked: RefCell::new(ContextMap::default()),
+            marked: RefCell::new(ContextMap::default()),
             cluster_attribute: Cell::new(None),
         }
     }
