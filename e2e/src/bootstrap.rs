@@ -202,6 +202,10 @@ pub struct InboundListener {
     pub port: u16,
     /// Where the app listens.
     pub app: SocketAddr,
+    /// A plugin of its own: the same module with another name and
+    /// configuration (Envoy then runs both plugins in one VM per worker,
+    /// with a root context each). `None`: the sidecar's plugin.
+    pub plugin: Option<WasmPlugin>,
 }
 
 impl SidecarBootstrap {
@@ -262,7 +266,7 @@ impl SidecarBootstrap {
             },
             "access_log": [access_log(&self.access_log)],
             "http_filters": [
-                wasm_filter(&self.plugin),
+                wasm_filter(inbound.plugin.as_ref().unwrap_or(&self.plugin)),
                 {
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},

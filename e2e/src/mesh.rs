@@ -41,6 +41,10 @@ pub const CALLER: &str = "frontend";
 /// it: the plugin's own are `wasmcustom.sandbox_router.*`.
 pub const PLUGIN_NAME: &str = "demo.sandbox-router~istio-translated-wasmplugin";
 
+/// The name of the inbound listener's own plugin
+/// ([`MeshOptions::inbound_plugin_config`]).
+pub const INBOUND_PLUGIN_NAME: &str = "demo.sandbox-router-inbound~istio-translated-wasmplugin";
+
 /// Who answers requests for hosts outside the mesh (through
 /// `PassthroughCluster`): `outside/passthrough`.
 pub const PASSTHROUGH_SERVED_BY: &str = "outside/passthrough";
@@ -211,6 +215,10 @@ pub struct MeshOptions {
     /// The caller's own app, behind an inbound listener of the same Envoy
     /// that runs the same plugin ([`DemoMesh::inbound_listener`]).
     pub inbound_app: Option<SocketAddr>,
+    /// The inbound listener's own plugin configuration (the same module
+    /// under the name [`INBOUND_PLUGIN_NAME`]); `None`: it runs the
+    /// outbound listener's plugin.
+    pub inbound_plugin_config: Option<Value>,
     /// A Zipkin collector ([`crate::zipkin::Collector`]): the outbound
     /// listener then traces every request to it, with the plugin's decision
     /// as span tags ([`crate::zipkin::hcm_tracing`]).
@@ -232,6 +240,7 @@ impl MeshOptions {
             ecds: false,
             plugin_env: Vec::new(),
             inbound_app: None,
+            inbound_plugin_config: None,
             zipkin_collector: None,
         }
     }
@@ -251,6 +260,7 @@ impl MeshOptions {
             ecds: false,
             plugin_env: Vec::new(),
             inbound_app: None,
+            inbound_plugin_config: None,
             zipkin_collector: None,
         })
     }
@@ -545,6 +555,20 @@ pub fn sidecar_bootstrap(
             .collect(),
         Mode::Authority => Vec::new(),
     };
+    let inbound = options.inbound_app.map(|app| InboundListener {
+        port: 0,
+        app,
+        plugin: options
+            .inbound_plugin_config
+            .as_ref()
+            .map(|config| WasmPlugin {
+                name: INBOUND_PLUGIN_NAME.to_owned(),
+                wasm_path: wasm_path.clone(),
+                configuration: config.to_string(),
+                ecds_file: None,
+                vm_env: options.plugin_env.clone(),
+            }),
+    });
     SidecarBootstrap {
         workload: Workload {
             name: CALLER.to_owned(),
@@ -562,9 +586,7 @@ pub fn sidecar_bootstrap(
             vm_env: options.plugin_env.clone(),
         },
         access_log: files.access_log(),
-        inbound: options
-            .inbound_app
-            .map(|app| InboundListener { port: 0, app }),
+        inbound,
         route_service: options.route_service.map(|endpoint| MeshService {
             name: "routeservice".to_owned(),
             namespace: "sandbox-system".to_owned(),
