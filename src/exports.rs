@@ -104,14 +104,15 @@ fn take_kept(plugins: &mut Plugins, context_id: u32) -> Option<RequestFilter> {
 }
 
 /// Keeps `filter` for its request's next callback if it has state, and
-/// notes the call it just made, if it made one.
-fn keep(filter: RequestFilter, made_call: bool) {
+/// notes which request the call it waits for belongs to, if it waits for
+/// one.
+fn keep(filter: RequestFilter) {
     if !filter.has_state() {
         return;
     }
     with_plugins(|plugins| {
         let context_id = filter.context_id();
-        if let (true, Some(token)) = (made_call, filter.call_token()) {
+        if let Some(token) = filter.call_token() {
             if let Some(root_id) = plugins.root_id_for(context_id) {
                 plugins.callouts.insert((root_id, token), context_id);
             }
@@ -211,7 +212,7 @@ mod entry_points {
             Mode::Routing(worker) => {
                 let mut filter = RequestFilter::new(context_id, worker);
                 let action = filter.on_request_headers();
-                keep(filter, true);
+                keep(filter);
                 action as u32
             }
             Mode::PassThrough { pass, metrics } => {
@@ -229,7 +230,7 @@ mod entry_points {
     ) -> u32 {
         if let Some(mut filter) = request(context_id) {
             filter.on_response_headers();
-            keep(filter, false);
+            keep(filter);
         }
         Action::Continue as u32
     }
@@ -270,7 +271,7 @@ mod entry_points {
             .unwrap_or((None, None));
         if let Some(mut filter) = request {
             filter.on_http_call_response(token, num_headers, body_size);
-            keep(filter, false);
+            keep(filter);
         } else if let Some(root) = root {
             if let Ok(mut root) = root.try_borrow_mut() {
                 root.on_http_call_response(token, num_headers, body_size);

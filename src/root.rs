@@ -44,9 +44,7 @@ impl Root {
             None => {}
         }
     }
-}
 
-impl Root {
     /// What requests get now; `None` before the first configuration.
     pub fn mode(&self) -> Option<&Mode> {
         self.mode.as_ref()
@@ -59,9 +57,10 @@ impl Root {
         }
     }
 
-    /// Always `true`: a refused configuration turns the plugin into a
-    /// pass-through instead (see the module's comment).
-    pub fn on_configure(&mut self) -> bool {
+    /// Takes the plugin configuration. A refused one turns the plugin into
+    /// a pass-through (see the module's comment): the host is never told
+    /// no.
+    pub fn on_configure(&mut self) {
         // What the previous configuration counted is not lost with it.
         self.flush();
         let metrics = Rc::new(Metrics::define());
@@ -99,7 +98,7 @@ impl Root {
                     pass: Rc::new(pass),
                     metrics,
                 });
-                return true;
+                return;
             }
         };
         log::info!(
@@ -123,7 +122,6 @@ impl Root {
             metrics,
             &host::plugin_name(),
         ))));
-        true
     }
 
     pub fn on_tick(&mut self) {
