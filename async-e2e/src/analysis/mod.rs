@@ -153,6 +153,16 @@ fn window(
         }
         end_us = end_us.max(settled_us).max(last_kept_us.unwrap_or(0));
         let since = |at: u64| ms(at.saturating_sub(change.started_us));
+        if settled_us >= until {
+            notes.push(format!(
+                "{} decided no message of the sandbox's key with the new view before change {} started: it settled on change {k} ({:?} v{}) at its first decision after that, {:.0} ms after change {k}",
+                observer.name,
+                k + 1,
+                change.action,
+                change.version,
+                since(settled_us)
+            ));
+        }
         if let Some(kept) = last_kept_us {
             notes.push(format!(
                 "{} kept the sandbox's messages in its hand-over grace until {:.0} ms after change {k} ({:?} v{})",

@@ -8,6 +8,14 @@
 //! views that flip more than once in between are counted (an Envoy's
 //! workers each have their own key cache, so they may differ for a while;
 //! one consumer client must never flap).
+//!
+//! An observer may decide nothing with the new view before the next change
+//! starts: a consumer behind on its backlog (a stall of a loaded machine)
+//! decides its last messages of the phase from the old table and its next
+//! ones only after the next change. Its switch then shows at its first
+//! decision after the next change started, if that decision still has this
+//! change's view; if it already has the next change's view, this change
+//! was never seen in its decisions and stays unsettled.
 
 use crate::ledger::{Action, Change};
 
@@ -17,7 +25,9 @@ pub struct Switch {
     /// The last decision with the old view after the change started.
     pub last_old_us: Option<u64>,
     /// The first decision with the new view after `last_old_us`: from then
-    /// on, until the next change, every decision has the new view.
+    /// on, until the next change, every decision has the new view. Past
+    /// the next change's start when the observer decided nothing with the
+    /// new view before it (see the module's notes).
     pub settled_us: Option<u64>,
     /// View flips after the first one, before settling.
     pub flaps: usize,
@@ -43,12 +53,15 @@ pub fn switches(observations: &[(u64, bool)], changes: &[Change]) -> Vec<Switch>
                 .copied()
                 .filter(|(at, _)| *at >= change.started_us && *at < until)
                 .collect();
-            switch(&during, new_view(change))
+            let next = sorted.iter().copied().find(|(at, _)| *at >= until);
+            switch(&during, next, new_view(change))
         })
         .collect()
 }
 
-fn switch(during: &[(u64, bool)], new: bool) -> Switch {
+/// `during`: the decisions from the change's start to the next change's;
+/// `next`: the first decision after that.
+fn switch(during: &[(u64, bool)], next: Option<(u64, bool)>, new: bool) -> Switch {
     let last_old_us = during
         .iter()
         .rev()
@@ -57,7 +70,8 @@ fn switch(during: &[(u64, bool)], new: bool) -> Switch {
     let settled_us = during
         .iter()
         .find(|(at, view)| *view == new && last_old_us.is_none_or(|old| *at > old))
-        .map(|(at, _)| *at);
+        .map(|(at, _)| *at)
+        .or_else(|| next.filter(|(_, view)| *view == new).map(|(at, _)| at));
     let flips = during.windows(2).filter(|pair| match pair {
         [a, b] => a.1 != b.1,
         _ => false,
@@ -138,5 +152,35 @@ mod tests {
         );
         let never = switches(&[(110, false)], &changes);
         assert_eq!(never[0].settled_us, None);
+    }
+
+    #[test]
+    fn a_consumer_behind_settles_at_its_first_decision_after_the_next_change() {
+        let changes = [change(Action::Create, 100), change(Action::Delete, 200)];
+        // Old views only before the deletion, then the creation's view.
+        let behind = switches(
+            &[(110, false), (120, false), (230, true), (250, false)],
+            &changes,
+        );
+        assert_eq!(
+            behind[0],
+            Switch {
+                last_old_us: Some(120),
+                settled_us: Some(230),
+                flaps: 0
+            }
+        );
+        assert_eq!(behind[1].last_old_us, Some(230));
+        assert_eq!(behind[1].settled_us, Some(250));
+        // Nothing at all before the deletion: the same.
+        let idle = switches(&[(230, true), (250, false)], &changes);
+        assert_eq!(idle[0].settled_us, Some(230));
+        // Straight to the deletion's view: the creation never showed.
+        let skipped = switches(&[(110, false), (230, false)], &changes);
+        assert_eq!(skipped[0].settled_us, None);
+        assert_eq!(skipped[1].settled_us, Some(230));
+        // The last change has no next one to look at.
+        let last = switches(&[(210, true)], &changes);
+        assert_eq!(last[1].settled_us, None);
     }
 }
