@@ -19,14 +19,14 @@ PYTHON ?= python3
 TOOLS     := $(CURDIR)/.tools
 VENV      := $(CURDIR)/.venv
 WASM      := $(CURDIR)/target/wasm32-wasip1/release/sandbox_router.wasm
-# What cargo builds for `make build` (profile wasm-release, opt-level "z"),
+# What cargo builds for `make build` (profile wasm-release, opt-level "s"),
 # before wasm-opt makes $(WASM) of it.
 WASM_BUILT := $(CURDIR)/target/wasm32-wasip1/wasm-release/sandbox_router.wasm
 # Debian's binaryen (wasm-opt). The features are those rustc enables for
 # wasm32-wasip1; `--low-memory-unused`: the module never addresses the first
 # 1 KB of memory through constant offsets below it (Rust's stack and data start above).
 WASM_OPT       ?= wasm-opt
-WASM_OPT_FLAGS := -Oz --converge --strip-debug --strip-producers --zero-filled-memory --low-memory-unused \
+WASM_OPT_FLAGS := -O3 --converge --strip-debug --strip-producers --zero-filled-memory --low-memory-unused \
                   --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int \
                   --enable-mutable-globals --enable-multivalue --enable-reference-types --enable-simd
 ENVOY_BIN := $(VENV)/bin/envoy
@@ -79,7 +79,7 @@ help: ## this list
 
 # ---------------------------------------------------------------- build / run
 
-build: rustup-targets tool-binaryen ## release filter: target/wasm32-wasip1/release/sandbox_router.wasm (opt-level z, then wasm-opt -Oz)
+build: rustup-targets tool-binaryen ## release filter: target/wasm32-wasip1/release/sandbox_router.wasm (opt-level s, then wasm-opt -O3)
 	$(CARGO) build --profile wasm-release --target wasm32-wasip1 -p sandbox-router
 	@mkdir -p '$(dir $(WASM))'
 	@# wasm-opt again unless $(WASM) is still what it made of this build (a

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::baggage;
+use crate::baggage::{self, MemberKey};
 use crate::edge::BAGGAGE;
 use crate::legacy::{self, LegacyFormat};
 
@@ -14,7 +14,7 @@ use crate::legacy::{self, LegacyFormat};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyCarriers {
     /// Baggage member keys, in priority order.
-    pub baggage_keys: Vec<String>,
+    pub baggage_keys: Vec<MemberKey>,
     /// Also read `uberctx-<key>` and `ot-baggage-<key>` for each baggage key.
     pub legacy_headers: bool,
     /// Plain header names (lower case), in priority order.
@@ -24,7 +24,7 @@ pub struct KeyCarriers {
 impl Default for KeyCarriers {
     fn default() -> Self {
         KeyCarriers {
-            baggage_keys: vec!["sd-routing-key".to_owned()],
+            baggage_keys: vec![MemberKey::new("sd-routing-key")],
             legacy_headers: true,
             headers: Vec::new(),
         }
@@ -121,7 +121,7 @@ impl KeyCarriers {
         // Most requests carry no baggage at all: skip the parser entirely.
         lines.first?;
         self.baggage_keys.iter().find_map(|key| {
-            let value = baggage::find_value(lines.iter(), key)?;
+            let value = baggage::find_member(lines.iter(), key)?;
             non_empty(value, Carrier::Baggage)
         })
     }

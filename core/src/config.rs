@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::baggage::is_tchar;
+use crate::baggage::{is_tchar, MemberKey};
 use crate::carrier::KeyCarriers;
 use crate::destination::{is_dns1123_label, is_dns_name};
 use crate::json;
@@ -90,7 +90,11 @@ impl Default for RoutingKeyConfig {
     fn default() -> Self {
         let carriers = KeyCarriers::default();
         RoutingKeyConfig {
-            baggage_keys: carriers.baggage_keys,
+            baggage_keys: carriers
+                .baggage_keys
+                .iter()
+                .map(|key| key.as_str().to_owned())
+                .collect(),
             legacy_headers: carriers.legacy_headers,
             headers: carriers.headers,
         }
@@ -495,8 +499,8 @@ fn salvage_edge_strip(document: &json::Value) -> Option<KeyCarriers> {
     };
     let mut carriers = KeyCarriers::default();
     for key in names("baggageKeys") {
-        if !carriers.baggage_keys.contains(&key) {
-            carriers.baggage_keys.push(key);
+        if !carriers.baggage_keys.iter().any(|known| *known == *key) {
+            carriers.baggage_keys.push(MemberKey::new(key));
         }
     }
     carriers.legacy_headers = true;
@@ -574,7 +578,12 @@ impl PluginConfig {
         })?;
         Ok(FilterConfig {
             carriers: KeyCarriers {
-                baggage_keys: self.routing_key.baggage_keys,
+                baggage_keys: self
+                    .routing_key
+                    .baggage_keys
+                    .into_iter()
+                    .map(MemberKey::new)
+                    .collect(),
                 legacy_headers: self.routing_key.legacy_headers,
                 headers: self
                     .routing_key

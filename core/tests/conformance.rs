@@ -887,7 +887,7 @@ fn the_router_reads_every_legacy_item_that_legacy_items_lists() {
                 continue; // an empty value is "no key": the next carrier is tried
             }
             let carriers = KeyCarriers {
-                baggage_keys: vec![key.clone()],
+                baggage_keys: vec![key.clone().into()],
                 ..KeyCarriers::default()
             };
             let found = carriers.extract(&case.headers);
