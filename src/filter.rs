@@ -267,7 +267,7 @@ impl RequestFilter {
         };
         let action = match decision::prepare(config, inspection, route, authority) {
             Step::Decided(decision) => {
-                changed |= self.worker.apply(self.context_id, &decision);
+                changed |= self.worker.apply(self.context_id, decision);
                 Action::Continue
             }
             Step::Lookup(query) => self.look_up(query, &mut changed),
@@ -282,7 +282,7 @@ impl RequestFilter {
         let Some(route_service) = &config.route_service else {
             *changed |= worker.apply(
                 self.context_id,
-                &query.decide_from(config, &config.static_routes),
+                query.decide_from(config, &config.static_routes),
             );
             return Action::Continue;
         };
@@ -293,7 +293,7 @@ impl RequestFilter {
         {
             // The table knows the key: no clock, no call bookkeeping.
             worker.metrics.increment(Counter::TableHit);
-            *changed |= worker.apply(self.context_id, &query.decide(config, target));
+            *changed |= worker.apply(self.context_id, query.decide(config, target));
             return Action::Continue;
         }
         let now = host::now_ms();
@@ -343,7 +343,7 @@ impl RequestFilter {
             }
         };
         worker.metrics.increment(hit);
-        *changed |= worker.apply(self.context_id, &decision);
+        *changed |= worker.apply(self.context_id, decision);
         Action::Continue
     }
 

@@ -13,6 +13,7 @@ use sandbox_router_core::key_cache::CachePolicy;
 use sandbox_router_core::lookup_budget::LookupBudget;
 use sandbox_router_core::recovery::Store;
 use sandbox_router_core::route_check::{self, Miss, Unreachable};
+use sandbox_router_core::route_table::SandboxTarget;
 use sandbox_router_core::worker_routes::WorkerRoutes;
 
 use crate::context_map::ContextMap;
@@ -107,21 +108,27 @@ impl Worker {
     /// it; `true` if a header changed (the caller clears the route cache).
     /// A checkable marking is counted by [`Worker::check`], once the router
     /// has chosen; a fork found unreachable a moment ago is not marked.
-    pub fn apply(&self, context_id: u32, decision: &Decision<'_>) -> bool {
-        let (counter, changed) = match decision {
-            Decision::NoKey => (Counter::NoKey, false),
-            Decision::InvalidKey(_) => (Counter::InvalidKey, false),
-            Decision::Baseline => (Counter::Baseline, false),
-            Decision::AlreadyRouted => (Counter::AlreadyRouted, false),
-            Decision::FailOpen => (Counter::FailOpen, false),
-            Decision::Routed(marking) => match &marking.check {
-                None => (Counter::Routed, self.mark(marking)),
-                Some(check) => return self.mark_checked(context_id, marking, check),
+    pub fn apply(&self, context_id: u32, decision: Decision<'_>) -> bool {
+        let (counter, changed, sandbox) = match decision {
+            Decision::NoKey => (Counter::NoKey, false, None),
+            Decision::InvalidKey(_) => (Counter::InvalidKey, false, None),
+            Decision::Baseline => (Counter::Baseline, false, None),
+            Decision::AlreadyRouted => (Counter::AlreadyRouted, false, None),
+            Decision::FailOpen => (Counter::FailOpen, false, None),
+            Decision::Routed(Marking {
+                target,
+                authority,
+                check,
+            }) => match check {
+                // The check moves into the worker's record of the marking:
+                // a routed request copies nothing it already owns.
+                Some(check) => return self.mark_checked(context_id, target, authority, check),
+                None => (
+                    Counter::Routed,
+                    self.mark(target, authority.as_deref()),
+                    Some(target.sandbox.as_str()),
+                ),
             },
-        };
-        let sandbox = match decision {
-            Decision::Routed(marking) => Some(marking.target.sandbox.as_str()),
-            _ => None,
         };
         self.record(context_id, counter, sandbox);
         changed
@@ -154,25 +161,31 @@ impl Worker {
         }
     }
 
-    fn mark_checked(&self, context_id: u32, marking: &Marking<'_>, check: &Check) -> bool {
-        let sandbox = &marking.target.sandbox;
-        let target = &marking.target.target;
-        let key = route_check::unreachable_key(&check.destination, sandbox, target);
+    fn mark_checked(
+        &self,
+        context_id: u32,
+        target: &SandboxTarget,
+        authority: Option<String>,
+        check: Check,
+    ) -> bool {
+        let sandbox = &target.sandbox;
+        let key = route_check::unreachable_key(&check.destination, sandbox, &target.target);
         let (stored, _) = host::shared_data(&key);
         if let Some(known) = stored.and_then(|b| Unreachable::fresh(&b, host::now_ms())) {
             // Found unreachable a moment ago: leave the request untouched.
             self.record(context_id, miss_counter(known.miss), Some(sandbox));
             return false;
         }
+        let changed = self.mark(target, authority.as_deref());
         self.marked.borrow_mut().insert(
             context_id,
             Marked {
-                check: check.clone(),
+                check,
                 sandbox: sandbox.clone(),
-                target: target.clone(),
+                target: target.target.clone(),
             },
         );
-        self.mark(marking)
+        changed
     }
 
     /// Checks marked request `context_id` (the effective context) against
@@ -247,9 +260,11 @@ impl Worker {
         }
     }
 
-    fn mark(&self, marking: &Marking<'_>) -> bool {
+    /// Sets the route header to `target`'s sandbox and, in authority mode,
+    /// `:authority` to `authority`; `true` if a header changed.
+    fn mark(&self, target: &SandboxTarget, authority: Option<&str>) -> bool {
         let header = &self.config.route_header;
-        let sandbox = &marking.target.sandbox;
+        let sandbox = &target.sandbox;
         let mut changed = match host::set_request_header(header, sandbox) {
             Ok(()) => true,
             Err(status) => {
@@ -257,12 +272,12 @@ impl Worker {
                 false
             }
         };
-        if let Some(authority) = &marking.authority {
+        if let Some(authority) = authority {
             changed |= host::set_request_header(":authority", authority).is_ok();
         }
         log::debug!(
             "sandbox-router: routed to sandbox {sandbox} ({})",
-            marking.target.target
+            target.target
         );
         changed
     }
@@ -290,7 +305,7 @@ impl Worker {
                 Some(answer) => query.decide(&self.config, answer),
                 None => Decision::FailOpen,
             };
-            self.apply(context_id, &decision)
+            self.apply(context_id, decision)
         };
         // The same as a request decided at once: the route cache of this
         // request (the effective context) is cleared explicitly, not left to

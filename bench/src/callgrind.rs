@@ -36,12 +36,15 @@ const QUIET_INSTRUCTIONS_PER_SECOND: f64 = 2_000_000.0;
 /// What `make bench-callgrind` measures unless `BENCH_SCENARIOS` says.
 pub const DEFAULT_SCENARIOS: &[&str] = &[
     "wasm_floor",
+    "wasm_floor_routed",
+    "wasm_floor_routed_large",
     "lua",
     "router_no_key",
     "router_hit",
     "router_hit_large",
     "router_authority",
     "wasm_floor_upstream",
+    "wasm_floor_routed_upstream",
     "router_hit_upstream",
 ];
 
@@ -176,28 +179,42 @@ fn write(settings: &Settings, results: &[(&'static str, Counted)], idle: f64) ->
         "# Instructions per request (callgrind, Envoy worker thread)\n\n\
          {} requests per scenario on one keep-alive connection after warm-up; idle worker \
          {idle:.0} instructions/s subtracted. Wasm: `{}`.\n\n\
-         | scenario | instructions / request | x `wasm_floor` | x `wasm_floor_upstream` |\n|---|---:|---:|---:|",
+         | scenario | instructions / request | x `wasm_floor` | x `wasm_floor_upstream` | x its routed floor |\n|---|---:|---:|---:|---:|",
         results.first().map_or(0, |(_, c)| c.requests),
         settings.router_wasm.display(),
     );
+    // A routed scenario over the floor making its host calls
+    // (`crate::report::ROUTED_FLOORS`).
+    let routed_floor = |name: &str| {
+        let (_, floor) = crate::report::ROUTED_FLOORS
+            .iter()
+            .find(|(routed, _)| *routed == name)?;
+        results
+            .iter()
+            .find(|(n, _)| n == floor)
+            .map(|(_, c)| per(c))
+    };
     for (name, counted) in results {
         let value = per(counted);
         let ratio = |base: Option<f64>| base.map_or(f64::NAN, |b| value / b);
+        let over_routed_floor = routed_floor(name).map(|b| value / b);
         json.insert(
             (*name).to_owned(),
             json!({
                 "instructions_per_request": value.round(),
                 "to_wasm_floor": ratio(floor),
                 "to_wasm_floor_upstream": ratio(floor_up),
+                "to_routed_floor": over_routed_floor,
                 "requests": counted.requests,
                 "seconds": counted.seconds,
             }),
         );
         let _ = writeln!(
             md,
-            "| {name} | {value:.0} | {:.3} | {:.3} |",
+            "| {name} | {value:.0} | {:.3} | {:.3} | {} |",
             ratio(floor),
-            ratio(floor_up)
+            ratio(floor_up),
+            over_routed_floor.map_or("".to_owned(), |r| format!("{r:.3}"))
         );
     }
     std::fs::write(

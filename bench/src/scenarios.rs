@@ -55,6 +55,9 @@ impl Expect {
 enum Kind {
     Plain,
     Floor,
+    /// The floor making a routed request's host calls (`routed`), every
+    /// request marked for the fork.
+    FloorRouted,
     Lua,
     VsRegex,
     Router {
@@ -191,6 +194,13 @@ pub fn all() -> Vec<Scenario> {
     floor_up.upstream = true;
     let mut router_up = Scenario::new("router_hit_upstream", router, hit.clone(), Expect::Sandbox);
     router_up.upstream = true;
+    let mut floor_routed_up = Scenario::new(
+        "wasm_floor_routed_upstream",
+        Kind::FloorRouted,
+        hit.clone(),
+        Expect::Sandbox,
+    );
+    floor_routed_up.upstream = true;
     let mut hit_100k = Scenario::new("router_hit_100k", router, hit.clone(), Expect::Sandbox);
     hit_100k.large_table = true;
     let probes: Vec<Scenario> = PROBES
@@ -202,6 +212,21 @@ pub fn all() -> Vec<Scenario> {
     let mut all = vec![
         Scenario::new("plain", Kind::Plain, hit.clone(), Expect::Baseline),
         Scenario::new("wasm_floor", Kind::Floor, hit.clone(), Expect::Baseline),
+        // The floors of a routed request (issue 12): the host calls the
+        // filter makes to route one, and no decision; for `router_hit`,
+        // `router_hit_large` and `router_hit_upstream`.
+        Scenario::new(
+            "wasm_floor_routed",
+            Kind::FloorRouted,
+            hit.clone(),
+            Expect::Sandbox,
+        ),
+        Scenario::new(
+            "wasm_floor_routed_large",
+            Kind::FloorRouted,
+            Some(baggage_large()),
+            Expect::Sandbox,
+        ),
         Scenario::new("lua", Kind::Lua, hit.clone(), Expect::Sandbox),
         Scenario::new("vs_regex", Kind::VsRegex, hit.clone(), Expect::Sandbox),
         Scenario::new(
@@ -228,6 +253,7 @@ pub fn all() -> Vec<Scenario> {
         plain_up,
         floor_up,
         router_up,
+        floor_routed_up,
         // Recovery (issue 14): the no-key request as `router_no_key` plus a
         // `traceparent` and an `x-request-id`, without and with a `recovery`
         // block (both trace ids unknown: four shared-data reads); the inbound
@@ -454,6 +480,11 @@ fn listener(setup: &Setup, scenario: &Scenario, port: u16) -> Value {
     match scenario.kind {
         Kind::Plain | Kind::VsRegex => {}
         Kind::Floor => filters.push(wasm(scenario.name, &setup.floor_wasm, "")),
+        Kind::FloorRouted => filters.push(wasm(
+            scenario.name,
+            &setup.floor_wasm,
+            &format!("routed {ROUTE_HEADER} {SANDBOX}"),
+        )),
         Kind::Probe(probe) => filters.push(wasm(
             scenario.name,
             &setup.floor_wasm,

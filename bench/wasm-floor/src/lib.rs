@@ -7,6 +7,17 @@
 //! one kind, so that (probe - floor) / count is what one such call costs:
 //! the price list the filter's per-request work is made of. Without a
 //! configuration (the `wasm_floor` scenarios) it makes none.
+//!
+//! With `routed <header> <value>` (the `wasm_floor_routed*` scenarios) it
+//! makes, in the same callbacks, the host calls sandbox-router makes for a
+//! request it routes, and decides nothing: the request headers read as one
+//! buffer (instead of the one `baggage` read), the chosen cluster (and,
+//! for a route without one, whether there is a route at all), an absent
+//! shared-data value (the fork's unreachable record), `<header>: <value>`
+//! set and the route cache cleared; once the router has chosen, the cluster
+//! again (the check) and two filter state values (the access-log fields).
+//! Every request goes where `<header>` sends it, so `router_hit` over this
+//! floor is what the filter's own work costs a routed request.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -150,21 +161,8 @@ extern "C" {
 
 /// The request headers in the host's serialization, read in place by the
 /// filter's own reader: the bytes of its `baggage` lines.
-#[allow(unsafe_code)]
 fn raw_header_map_baggage_bytes() -> usize {
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: the host writes a buffer it allocated through this module's
-    // `proxy_on_memory_allocate` (a `Vec<u8>` of capacity `size`), which is
-    // taken back as that `Vec` and freed when it goes out of scope.
-    let buffer = unsafe {
-        if proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) != 0
-            || data.is_null()
-        {
-            return 0;
-        }
-        Vec::from_raw_parts(data, size, size)
-    };
+    let buffer = raw_header_map();
     header_map::pairs(&buffer)
         .unwrap_or_default()
         .iter()
@@ -173,11 +171,68 @@ fn raw_header_map_baggage_bytes() -> usize {
         .sum()
 }
 
+/// The request headers as the host hands them over: one buffer, as the
+/// filter reads them (empty if the host refuses).
+#[allow(unsafe_code)]
+fn raw_header_map() -> Vec<u8> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a buffer it allocated through this module's
+    // `proxy_on_memory_allocate` (a `Vec<u8>` of capacity `size`), which is
+    // taken back as that `Vec` and freed when it goes out of scope.
+    unsafe {
+        if proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) != 0
+            || data.is_null()
+        {
+            return Vec::new();
+        }
+        Vec::from_raw_parts(data, size, size)
+    }
+}
+
 const SHARED_KEY: &str = "wasm-floor.probe";
+
+/// The route header and its value, for `routed`.
+#[derive(Debug, Clone, Default)]
+struct Routed {
+    header: String,
+    value: String,
+}
+
+impl Routed {
+    /// The request phase of a routed request: read the headers (one
+    /// buffer) and the chosen cluster, look for the fork's unreachable
+    /// record (none), mark, and have the route selected again.
+    fn on_request(&self) {
+        std::hint::black_box(raw_header_map());
+        let cluster = hostcalls::get_property(vec!["xds", "cluster_name"])
+            .ok()
+            .flatten();
+        if cluster.is_none() {
+            // A route without a cluster (`direct_response`): the filter
+            // then asks whether there is a route at all.
+            std::hint::black_box(hostcalls::get_property(vec!["xds", "route_name"]).ok());
+        }
+        std::hint::black_box(cluster);
+        std::hint::black_box(hostcalls::get_shared_data("wasm-floor.absent").ok());
+        let _ =
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, &self.header, Some(&self.value));
+        let _ = hostcalls::call_foreign_function("clear_route_cache", None);
+    }
+
+    /// The response phase: the cluster the router used, and the outcome
+    /// and the sandbox as filter state.
+    fn on_response(&self) {
+        std::hint::black_box(hostcalls::get_property(vec!["xds", "cluster_name"]).ok());
+        let _ = hostcalls::set_property(vec!["wasm_floor.outcome"], Some(b"routed"));
+        let _ = hostcalls::set_property(vec!["wasm_floor.sandbox"], Some(self.value.as_bytes()));
+    }
+}
 
 #[derive(Default)]
 struct FloorRoot {
     probe: Option<(Probe, u32)>,
+    routed: Option<Routed>,
     metric: u32,
 }
 
@@ -191,6 +246,17 @@ impl RootContext for FloorRoot {
             .unwrap_or_default();
         let text = String::from_utf8_lossy(&config);
         let mut words = text.split_whitespace();
+        if text.starts_with("routed ") {
+            words.next();
+            self.routed = words
+                .next()
+                .zip(words.next())
+                .map(|(header, value)| Routed {
+                    header: header.to_owned(),
+                    value: value.to_owned(),
+                });
+            return self.routed.is_some();
+        }
         self.probe = words
             .next()
             .and_then(Probe::parse)
@@ -210,6 +276,7 @@ impl RootContext for FloorRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Floor {
             probe: self.probe,
+            routed: self.routed.clone(),
             metric: self.metric,
         }))
     }
@@ -217,6 +284,7 @@ impl RootContext for FloorRoot {
 
 struct Floor {
     probe: Option<(Probe, u32)>,
+    routed: Option<Routed>,
     metric: u32,
 }
 
@@ -224,12 +292,23 @@ impl Context for Floor {}
 
 impl HttpContext for Floor {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(routed) = &self.routed {
+            routed.on_request();
+            return Action::Continue;
+        }
         // Read the header and look at it, so the read cannot be optimised away.
         std::hint::black_box(self.get_http_request_header("baggage"));
         if let Some((probe, count)) = self.probe {
             for _ in 0..count {
                 probe.call(self.metric);
             }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(routed) = &self.routed {
+            routed.on_response();
         }
         Action::Continue
     }
