@@ -11,11 +11,13 @@
 //! With `routed <header> <value>` (the `wasm_floor_routed*` scenarios) it
 //! makes, in the same callbacks, the host calls sandbox-router makes for a
 //! request it routes, and decides nothing: the request headers read as one
-//! buffer (instead of the one `baggage` read), the chosen cluster (and,
-//! for a route without one, whether there is a route at all), an absent
+//! buffer (instead of the one `baggage` read), the chosen cluster, an absent
 //! shared-data value (the fork's unreachable record), `<header>: <value>`
 //! set and the route cache cleared; once the router has chosen, the cluster
 //! again (the check) and two filter state values (the access-log fields).
+//! For a route without a cluster (the bench's `direct_response`), what the
+//! filter does there: `xds.route_name` instead of the shared-data read, and
+//! the filter state at once, with nothing to check.
 //! Every request goes where `<header>` sends it, so `router_hit` over this
 //! floor is what the filter's own work costs a routed request.
 
@@ -200,30 +202,44 @@ struct Routed {
 }
 
 impl Routed {
-    /// The request phase of a routed request: read the headers (one
-    /// buffer) and the chosen cluster, look for the fork's unreachable
-    /// record (none), mark, and have the route selected again.
-    fn on_request(&self) {
+    /// The request phase of a routed request, as the filter makes it:
+    /// read the headers (one buffer) and the chosen cluster, then
+    /// - with a cluster (every route of a mesh): look for the fork's
+    ///   unreachable record (none), mark, have the route selected again, and
+    ///   check the marking once the router has chosen (`true`);
+    /// - without one (`direct_response`): ask whether there is a route at
+    ///   all, mark, have the route selected again, and write the outcome at
+    ///   once: nothing is checked (no cluster to check against).
+    fn on_request(&self) -> bool {
         std::hint::black_box(raw_header_map());
         let cluster = hostcalls::get_property(vec!["xds", "cluster_name"])
             .ok()
             .flatten();
-        if cluster.is_none() {
-            // A route without a cluster (`direct_response`): the filter
-            // then asks whether there is a route at all.
+        let checked = cluster.is_some();
+        std::hint::black_box(cluster);
+        if checked {
+            std::hint::black_box(hostcalls::get_shared_data("wasm-floor.absent").ok());
+        } else {
             std::hint::black_box(hostcalls::get_property(vec!["xds", "route_name"]).ok());
         }
-        std::hint::black_box(cluster);
-        std::hint::black_box(hostcalls::get_shared_data("wasm-floor.absent").ok());
         let _ =
             hostcalls::set_map_value(MapType::HttpRequestHeaders, &self.header, Some(&self.value));
         let _ = hostcalls::call_foreign_function("clear_route_cache", None);
+        if !checked {
+            self.record();
+        }
+        checked
     }
 
-    /// The response phase: the cluster the router used, and the outcome
-    /// and the sandbox as filter state.
+    /// The response phase of a checked marking: the cluster the router
+    /// used, then the outcome.
     fn on_response(&self) {
         std::hint::black_box(hostcalls::get_property(vec!["xds", "cluster_name"]).ok());
+        self.record();
+    }
+
+    /// The outcome and the sandbox as filter state (the access-log fields).
+    fn record(&self) {
         let _ = hostcalls::set_property(vec!["wasm_floor.outcome"], Some(b"routed"));
         let _ = hostcalls::set_property(vec!["wasm_floor.sandbox"], Some(self.value.as_bytes()));
     }
@@ -277,6 +293,7 @@ impl RootContext for FloorRoot {
         Some(Box::new(Floor {
             probe: self.probe,
             routed: self.routed.clone(),
+            checked: false,
             metric: self.metric,
         }))
     }
@@ -285,6 +302,8 @@ impl RootContext for FloorRoot {
 struct Floor {
     probe: Option<(Probe, u32)>,
     routed: Option<Routed>,
+    /// `routed`: this request's marking is checked in the response phase.
+    checked: bool,
     metric: u32,
 }
 
@@ -293,7 +312,7 @@ impl Context for Floor {}
 impl HttpContext for Floor {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(routed) = &self.routed {
-            routed.on_request();
+            self.checked = routed.on_request();
             return Action::Continue;
         }
         // Read the header and look at it, so the read cannot be optimised away.
@@ -307,7 +326,7 @@ impl HttpContext for Floor {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(routed) = &self.routed {
+        if let (Some(routed), true) = (&self.routed, self.checked) {
             routed.on_response();
         }
         Action::Continue
