@@ -217,6 +217,39 @@ fn write(settings: &Settings, results: &[(&'static str, Counted)], idle: f64) ->
             over_routed_floor.map_or("".to_owned(), |r| format!("{r:.3}"))
         );
     }
+    // `make bench`'s ratio goals read in instructions: the base's count over
+    // the scenario's (fewer instructions, more requests a second), for the
+    // goals whose two scenarios were counted. They do not depend on the
+    // machine's load, as wrk's do.
+    let counted = |name: &str| {
+        results
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| per(c))
+    };
+    let mut goals = Vec::new();
+    let _ = writeln!(
+        md,
+        "\n## `make bench`'s ratio goals, in instructions\n\n\
+         base / scenario, instructions per request (the rps goals' thresholds).\n\n\
+         | goal | holds | base / scenario |\n|---|---|---:|"
+    );
+    for &(name, to, min) in crate::report::RATIO_GOALS {
+        let (Some(value), Some(base)) = (counted(name), counted(to)) else {
+            continue;
+        };
+        let ratio = base / value;
+        let holds = ratio >= min;
+        let _ = writeln!(
+            md,
+            "| `{name}` >= {min:.2} x `{to}` | {} | {ratio:.3} |",
+            if holds { "yes" } else { "**no**" }
+        );
+        goals.push(
+            json!({"scenario": name, "base": to, "min": min, "ratio": ratio, "holds": holds}),
+        );
+    }
+    json.insert("goals".to_owned(), serde_json::Value::Array(goals));
     std::fs::write(
         settings.out_dir.join("callgrind.json"),
         serde_json::to_string_pretty(&serde_json::Value::Object(json))?,
