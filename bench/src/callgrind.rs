@@ -164,14 +164,15 @@ pub fn run(settings: &Settings) -> Result<()> {
 
 fn write(settings: &Settings, results: &[(&'static str, Counted)], idle: f64) -> Result<()> {
     let per = |c: &Counted| c.instructions as f64 / c.requests as f64;
-    let floor = results
-        .iter()
-        .find(|(n, _)| *n == "wasm_floor")
-        .map(|(_, c)| per(c));
-    let floor_up = results
-        .iter()
-        .find(|(n, _)| *n == "wasm_floor_upstream")
-        .map(|(_, c)| per(c));
+    // Instructions per request of scenario `name`, if it was counted.
+    let counted = |name: &str| {
+        results
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| per(c))
+    };
+    let floor = counted("wasm_floor");
+    let floor_up = counted("wasm_floor_upstream");
     let mut json = serde_json::Map::new();
     let mut md = String::new();
     let _ = writeln!(
@@ -189,10 +190,7 @@ fn write(settings: &Settings, results: &[(&'static str, Counted)], idle: f64) ->
         let (_, floor) = crate::report::ROUTED_FLOORS
             .iter()
             .find(|(routed, _)| *routed == name)?;
-        results
-            .iter()
-            .find(|(n, _)| n == floor)
-            .map(|(_, c)| per(c))
+        counted(floor)
     };
     for (name, counted) in results {
         let value = per(counted);
@@ -221,12 +219,6 @@ fn write(settings: &Settings, results: &[(&'static str, Counted)], idle: f64) ->
     // the scenario's (fewer instructions, more requests a second), for the
     // goals whose two scenarios were counted. They do not depend on the
     // machine's load, as wrk's do.
-    let counted = |name: &str| {
-        results
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, c)| per(c))
-    };
     let mut goals = Vec::new();
     let _ = writeln!(
         md,

@@ -138,6 +138,12 @@ impl Scenario {
         }
     }
 
+    /// Through a real upstream (the `*_upstream` scenarios).
+    fn upstream(mut self) -> Self {
+        self.upstream = true;
+        self
+    }
+
     fn traced(mut self, recorded: bool) -> Self {
         self.headers = if recorded {
             vec![
@@ -183,24 +189,24 @@ pub fn all() -> Vec<Scenario> {
     let router = Kind::Router { authority: false };
     let mut miss = Scenario::new("router_miss", router, None, Expect::Miss);
     miss.script = Some(crate::lua_path("miss.lua"));
-    let mut plain_up = Scenario::new("plain_upstream", Kind::Plain, hit.clone(), Expect::Baseline);
-    plain_up.upstream = true;
-    let mut floor_up = Scenario::new(
+    let plain_up =
+        Scenario::new("plain_upstream", Kind::Plain, hit.clone(), Expect::Baseline).upstream();
+    let floor_up = Scenario::new(
         "wasm_floor_upstream",
         Kind::Floor,
         hit.clone(),
         Expect::Baseline,
-    );
-    floor_up.upstream = true;
-    let mut router_up = Scenario::new("router_hit_upstream", router, hit.clone(), Expect::Sandbox);
-    router_up.upstream = true;
-    let mut floor_routed_up = Scenario::new(
+    )
+    .upstream();
+    let router_up =
+        Scenario::new("router_hit_upstream", router, hit.clone(), Expect::Sandbox).upstream();
+    let floor_routed_up = Scenario::new(
         "wasm_floor_routed_upstream",
         Kind::FloorRouted,
         hit.clone(),
         Expect::Sandbox,
-    );
-    floor_routed_up.upstream = true;
+    )
+    .upstream();
     let mut hit_100k = Scenario::new("router_hit_100k", router, hit.clone(), Expect::Sandbox);
     hit_100k.large_table = true;
     let probes: Vec<Scenario> = PROBES

@@ -86,9 +86,8 @@ pub fn verify(
 }
 
 /// The shared-data key under which a fork's reachability is remembered.
-/// Built on every routed request: pieces pushed into one allocation of the
-/// right size, not `format!` (its formatting machinery costs more than the
-/// copying, in Wasm as natively).
+/// Built on every checked routed request: pieces pushed into one
+/// allocation of the right size, without `format!`'s machinery.
 pub fn unreachable_key(destination: &str, sandbox: &str, target: &str) -> String {
     const PREFIX: &str = "sandbox_router.unreachable|";
     let mut key =

@@ -195,7 +195,7 @@ fn raw_header_map() -> Vec<u8> {
 const SHARED_KEY: &str = "wasm-floor.probe";
 
 /// The route header and its value, for `routed`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Routed {
     header: String,
     value: String,
@@ -262,8 +262,8 @@ impl RootContext for FloorRoot {
             .unwrap_or_default();
         let text = String::from_utf8_lossy(&config);
         let mut words = text.split_whitespace();
-        if text.starts_with("routed ") {
-            words.next();
+        let first = words.next();
+        if first == Some("routed") {
             self.routed = words
                 .next()
                 .zip(words.next())
@@ -273,8 +273,7 @@ impl RootContext for FloorRoot {
                 });
             return self.routed.is_some();
         }
-        self.probe = words
-            .next()
+        self.probe = first
             .and_then(Probe::parse)
             .zip(words.next().and_then(|n| n.parse().ok()));
         if self.probe.is_some() {
