@@ -176,14 +176,6 @@ extern "C" {
         return_token: *mut u32,
     ) -> u32;
     pub fn proxy_set_effective_context(context_id: u32) -> u32;
-    pub fn proxy_call_foreign_function(
-        function_name_data: *const u8,
-        function_name_size: usize,
-        arguments_data: *const u8,
-        arguments_size: usize,
-        results_data: *mut *mut u8,
-        results_size: *mut usize,
-    ) -> u32;
     pub fn proxy_define_metric(
         metric_type: u32,
         name_data: *const u8,

@@ -12,30 +12,28 @@ use sandbox_router_core::signed_admission;
 use crate::host::{self, Bytes};
 use crate::metrics::{Counter, Metrics};
 
-/// Strips the request and `headers` (the filter's copy of them) alike;
-/// `true` if a header changed (the caller clears the route cache).
+/// Strips the request and `headers` (the filter's copy of them) alike.
 pub fn strip_incoming_keys(
     config: &FilterConfig,
     headers: &mut Vec<(String, Bytes)>,
     metrics: &Metrics,
-) -> bool {
-    if !config.strips_incoming_keys() {
-        return false;
+) {
+    if config.strips_incoming_keys() {
+        strip_carriers(&config.carriers, headers, metrics);
     }
-    strip_carriers(&config.carriers, headers, metrics)
 }
 
 /// Takes every carrier of `carriers` out of the request and `headers`
 /// alike (also while a refused configuration passes traffic through at the
-/// edge); `true` if a header changed.
+/// edge). Envoy selects the route again after the change (`host`).
 pub fn strip_carriers(
     carriers: &KeyCarriers,
     headers: &mut Vec<(String, Bytes)>,
     metrics: &Metrics,
-) -> bool {
+) {
     let strip = edge::strip_incoming_keys(carriers, headers);
     if strip.is_empty() {
-        return false;
+        return;
     }
     if let Some(lines) = &strip.baggage {
         let _ = host::remove_request_header(BAGGAGE);
@@ -48,29 +46,24 @@ pub fn strip_carriers(
     }
     strip.apply_to(headers);
     metrics.increment(Counter::EdgeKeyStripped);
-    true
 }
 
 /// Lets a signed routing key in (`edge.signedKeys`), after the plain ones
-/// were stripped: the request and `headers` are changed alike. Returns
-/// whether a header changed, and the `Set-Cookie` for the response, if any.
+/// were stripped: the request and `headers` are changed alike. Returns the
+/// `Set-Cookie` for the response, if any.
 pub fn admit_signed_key(
     config: &FilterConfig,
     headers: &mut Vec<(String, Bytes)>,
     metrics: &Metrics,
-) -> (bool, Option<String>) {
+) -> Option<String> {
     let signed = config.edge.as_ref().and_then(|e| e.signed_keys.as_ref());
     let (Some(signed), Some(verifier)) = (signed, &config.signed_key_verifier) else {
-        return (false, None);
+        return None;
     };
-    let Some(member) = config.carriers.baggage_keys.first() else {
-        return (false, None);
-    };
+    let member = config.carriers.baggage_keys.first()?;
     let now = host::now_ms() / 1000;
     let admission = signed_admission::admit(signed, verifier, member, headers, now);
-    let Some((source, verdict)) = &admission.verdict else {
-        return (false, None);
-    };
+    let (source, verdict) = admission.verdict.as_ref()?;
     match verdict {
         Ok(key) => {
             metrics.increment(Counter::SignedKeyAccepted);
@@ -99,7 +92,5 @@ pub fn admit_signed_key(
         let _ = host::add_request_header(BAGGAGE, baggage);
     }
     admission.apply_to(headers);
-    let changed =
-        admission.path.is_some() || admission.cookie.is_some() || admission.baggage.is_some();
-    (changed, admission.set_cookie)
+    admission.set_cookie
 }

@@ -104,7 +104,7 @@ impl RequestFilter {
         }
         let buffer = host::request_header_map();
         let headers = host::header_pairs(&buffer);
-        self.on_headers(&config, &headers, false)
+        self.on_headers(&config, &headers)
     }
 
     /// At the mesh's edge: the carriers are rewritten (stripped, a signed
@@ -112,36 +112,26 @@ impl RequestFilter {
     /// alike, then the request is decided from that copy.
     fn on_request_at_edge(&mut self, config: &FilterConfig) -> Action {
         let mut headers = host::request_headers();
-        let mut changed = edge::strip_incoming_keys(config, &mut headers, &self.worker.metrics);
-        let (admitted, set_cookie) =
-            edge::admit_signed_key(config, &mut headers, &self.worker.metrics);
-        changed |= admitted;
-        self.set_cookie = set_cookie;
-        self.on_headers(config, &headers, changed)
+        edge::strip_incoming_keys(config, &mut headers, &self.worker.metrics);
+        self.set_cookie = edge::admit_signed_key(config, &mut headers, &self.worker.metrics);
+        self.on_headers(config, &headers)
     }
 
-    /// Decides the request from its headers (`changed`: the filter already
-    /// changed some, so the route must be selected again).
-    fn on_headers<K, V>(
-        &mut self,
-        config: &FilterConfig,
-        headers: &[(K, V)],
-        mut changed: bool,
-    ) -> Action
+    /// Decides the request from its headers. Every header the filter
+    /// changes (here or before) makes Envoy select the route again (`host`).
+    fn on_headers<K, V>(&mut self, config: &FilterConfig, headers: &[(K, V)]) -> Action
     where
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
         let mut inspection = decision::inspect(config, headers);
         let recovery = self.recover(config, headers, &mut inspection);
-        // A `baggage` line was added: route selection may depend on it.
-        changed |= recovery == Recovery::Recovered;
         if inspection.spoofed_route_header {
-            changed |= host::remove_request_header(&config.route_header).is_ok();
+            let _ = host::remove_request_header(&config.route_header);
             self.worker.metrics.increment(Counter::SpoofedHeaderRemoved);
         }
         let authority = first_value(headers, ":authority");
-        let action = self.decide(config, inspection, authority, changed);
+        let action = self.decide(config, inspection, authority);
         if recovery == Recovery::Dropped {
             host::set_filter_state(OUTCOME_STATE, KEY_DROPPED);
         }
@@ -254,7 +244,6 @@ impl RequestFilter {
         config: &FilterConfig,
         inspection: Inspection<'_>,
         authority: Option<&[u8]>,
-        mut changed: bool,
     ) -> Action {
         // Only a keyed request needs the route Envoy chose.
         let keyed = matches!(inspection.key, KeyOutcome::Valid(..));
@@ -265,22 +254,20 @@ impl RequestFilter {
             (None, Some(a)) if a.names_routes() && !a.has_route() => RouteBefore::NoRoute,
             (None, _) => RouteBefore::NotSaid,
         };
-        let action = match decision::prepare(config, inspection, route, authority) {
+        match decision::prepare(config, inspection, route, authority) {
             Step::Decided(decision) => {
-                changed |= self.worker.apply(self.context_id, decision);
+                self.worker.apply(self.context_id, decision);
                 Action::Continue
             }
-            Step::Lookup(query) => self.look_up(query, &mut changed),
-        };
-        host::reselect_route_if(changed);
-        action
+            Step::Lookup(query) => self.look_up(query),
+        }
     }
 
-    fn look_up(&mut self, query: Query<'_>, changed: &mut bool) -> Action {
+    fn look_up(&mut self, query: Query<'_>) -> Action {
         let worker = Rc::clone(&self.worker);
         let config = &worker.config;
         let Some(route_service) = &config.route_service else {
-            *changed |= worker.apply(
+            worker.apply(
                 self.context_id,
                 query.decide_from(config, &config.static_routes),
             );
@@ -293,7 +280,7 @@ impl RequestFilter {
         {
             // The table knows the key: no clock, no call bookkeeping.
             worker.metrics.increment(Counter::TableHit);
-            *changed |= worker.apply(self.context_id, query.decide(config, target));
+            worker.apply(self.context_id, query.decide(config, target));
             return Action::Continue;
         }
         let now = host::now_ms();
@@ -343,7 +330,7 @@ impl RequestFilter {
             }
         };
         worker.metrics.increment(hit);
-        *changed |= worker.apply(self.context_id, decision);
+        worker.apply(self.context_id, decision);
         Action::Continue
     }
 

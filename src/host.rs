@@ -194,6 +194,19 @@ fn add_header(map: HeaderMap, name: &str, value: &[u8]) -> Result<(), Status> {
     Status::from_raw(status).ok()
 }
 
+/// Sets request header `name` (replacing any line of it).
+///
+/// Every change to a request header (this, [`add_request_header`],
+/// [`remove_request_header`]) also makes Envoy select the route again: for a
+/// module of proxy-wasm ABI 0.2.1 (this one: `crate::exports`) the host
+/// clears the route cache on each request-header change. ABI 0.2.0 dropped
+/// 0.1.0's `proxy_clear_route_cache` for exactly that, and Envoy keeps
+/// clearing for 0.2.1 modules (PR 36671 stopped it only for later ABIs). So
+/// the filter makes no call of its own for it (one was 6,508 instructions
+/// per marked request, docs/performance.md). Selection runs lazily, when the
+/// router asks: `xds.cluster_name` names the old cluster until then, and
+/// whether a marking reached the fork is read in the response phase
+/// ([`crate::worker::Worker::check`]).
 pub fn set_request_header(name: &str, value: &str) -> Result<(), Status> {
     replace_header(HeaderMap::Request, name, Some(value.as_bytes()))
 }
@@ -215,46 +228,6 @@ pub fn add_response_header(name: &str, value: &str) -> Result<(), Status> {
 
 pub fn remove_request_header(name: &str) -> Result<(), Status> {
     replace_header(HeaderMap::Request, name, None)
-}
-
-/// Whether the route cache was cleared; `false` where the host does not
-/// offer `clear_route_cache` (Envoy also clears it on header changes made
-/// through the proxy-wasm ABI, so routing still sees the change there).
-/// Acts on the effective context: after [`switch_to`], on that request.
-#[allow(unsafe_code)]
-pub fn clear_route_cache() -> bool {
-    const NAME: &[u8] = b"clear_route_cache";
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: `NAME` is valid for its length and only read; no arguments;
-    // `data` and `size` are valid for writes.
-    let status = unsafe {
-        abi::proxy_call_foreign_function(
-            NAME.as_ptr(),
-            NAME.len(),
-            std::ptr::null(),
-            0,
-            &mut data,
-            &mut size,
-        )
-    };
-    // `NotFound`: no such function here.
-    Status::from_raw(status) == Status::Ok && returned(status, data, size).is_ok()
-}
-
-/// After the filter changed request headers (`changed`), makes Envoy select
-/// the route again: route selection ran before the filter. Every path that
-/// changes headers ends here: a request decided at once, one resumed after
-/// a RouteService answer (its own or another request's), a pass-through.
-///
-/// Envoy 1.40 selects it lazily: clearing only drops the cached route, and
-/// `xds.cluster_name` keeps naming the old cluster until the router (after
-/// this filter) selects it again. So whether the marking reached the fork
-/// is read later, in the response phase ([`crate::worker::Worker::check`]).
-pub fn reselect_route_if(changed: bool) {
-    if changed {
-        clear_route_cache();
-    }
 }
 
 /// Bytes of buffer `buffer` from `start`, at most `max_size` of them.

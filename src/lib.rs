@@ -2,8 +2,8 @@
 //!
 //! A thin layer over [`sandbox_router_core`]: it reads what the core needs
 //! from Envoy (request headers, the chosen cluster, the plugin
-//! configuration), applies the core's decision (route header, `:authority`,
-//! route cache), and counts the outcome. All policy lives in the core.
+//! configuration), applies the core's decision (route header, `:authority`:
+//! Envoy then selects the route again), and counts the outcome. All policy lives in the core.
 //!
 //! It speaks the proxy-wasm ABI itself ([`abi`], [`exports`]) rather than
 //! through the Rust SDK: it exports only the callbacks it needs (each one

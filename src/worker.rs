@@ -105,16 +105,16 @@ impl Worker {
     }
 
     /// Applies a decision to the current request (`context_id`) and counts
-    /// it; `true` if a header changed (the caller clears the route cache).
-    /// A checkable marking is counted by [`Worker::check`], once the router
-    /// has chosen; a fork found unreachable a moment ago is not marked.
-    pub fn apply(&self, context_id: u32, decision: Decision<'_>) -> bool {
-        let (counter, changed, sandbox) = match decision {
-            Decision::NoKey => (Counter::NoKey, false, None),
-            Decision::InvalidKey(_) => (Counter::InvalidKey, false, None),
-            Decision::Baseline => (Counter::Baseline, false, None),
-            Decision::AlreadyRouted => (Counter::AlreadyRouted, false, None),
-            Decision::FailOpen => (Counter::FailOpen, false, None),
+    /// it. A checkable marking is counted by [`Worker::check`], once the
+    /// router has chosen; a fork found unreachable a moment ago is not
+    /// marked.
+    pub fn apply(&self, context_id: u32, decision: Decision<'_>) {
+        let (counter, sandbox) = match decision {
+            Decision::NoKey => (Counter::NoKey, None),
+            Decision::InvalidKey(_) => (Counter::InvalidKey, None),
+            Decision::Baseline => (Counter::Baseline, None),
+            Decision::AlreadyRouted => (Counter::AlreadyRouted, None),
+            Decision::FailOpen => (Counter::FailOpen, None),
             Decision::Routed(Marking {
                 target,
                 authority,
@@ -123,15 +123,13 @@ impl Worker {
                 // The check moves into the worker's record of the marking:
                 // a routed request copies nothing it already owns.
                 Some(check) => return self.mark_checked(context_id, target, authority, check),
-                None => (
-                    Counter::Routed,
-                    self.mark(target, authority.as_deref()),
-                    Some(target.sandbox.as_str()),
-                ),
+                None => {
+                    self.mark(target, authority.as_deref());
+                    (Counter::Routed, Some(target.sandbox.as_str()))
+                }
             },
         };
         self.record(context_id, counter, sandbox);
-        changed
     }
 
     /// Request `context_id` is decided with a key recovered from its trace.
@@ -167,16 +165,16 @@ impl Worker {
         target: &SandboxTarget,
         authority: Option<String>,
         check: Check,
-    ) -> bool {
+    ) {
         let sandbox = &target.sandbox;
         let key = route_check::unreachable_key(&check.destination, sandbox, &target.target);
         let (stored, _) = host::shared_data(&key);
         if let Some(known) = stored.and_then(|b| Unreachable::fresh(&b, host::now_ms())) {
             // Found unreachable a moment ago: leave the request untouched.
             self.record(context_id, miss_counter(known.miss), Some(sandbox));
-            return false;
+            return;
         }
-        let changed = self.mark(target, authority.as_deref());
+        self.mark(target, authority.as_deref());
         self.marked.borrow_mut().insert(
             context_id,
             Marked {
@@ -185,7 +183,6 @@ impl Worker {
                 target: target.target.clone(),
             },
         );
-        changed
     }
 
     /// Checks marked request `context_id` (the effective context) against
@@ -261,25 +258,21 @@ impl Worker {
     }
 
     /// Sets the route header to `target`'s sandbox and, in authority mode,
-    /// `:authority` to `authority`; `true` if a header changed.
-    fn mark(&self, target: &SandboxTarget, authority: Option<&str>) -> bool {
+    /// `:authority` to `authority`; Envoy selects the route again for the
+    /// changed headers (`host::set_request_header`).
+    fn mark(&self, target: &SandboxTarget, authority: Option<&str>) {
         let header = &self.config.route_header;
         let sandbox = &target.sandbox;
-        let mut changed = match host::set_request_header(header, sandbox) {
-            Ok(()) => true,
-            Err(status) => {
-                log::warn!("sandbox-router: could not set {header}: {status:?}");
-                false
-            }
-        };
+        if let Err(status) = host::set_request_header(header, sandbox) {
+            log::warn!("sandbox-router: could not set {header}: {status:?}");
+        }
         if let Some(authority) = authority {
-            changed |= host::set_request_header(":authority", authority).is_ok();
+            let _ = host::set_request_header(":authority", authority);
         }
         log::debug!(
             "sandbox-router: routed to sandbox {sandbox} ({})",
             target.target
         );
-        changed
     }
 
     pub fn park(&self, context_id: u32, query: Query<'static>) {
@@ -299,18 +292,17 @@ impl Worker {
         if !host::switch_to(context_id) {
             return; // the request is gone
         }
-        let changed = {
+        {
             let mut routes = self.routes.borrow_mut();
             let decision = match routes.settled(&query.key, &query.destination, host::now_ms()) {
                 Some(answer) => query.decide(&self.config, answer),
                 None => Decision::FailOpen,
             };
-            self.apply(context_id, decision)
-        };
-        // The same as a request decided at once: the route cache of this
-        // request (the effective context) is cleared explicitly, not left to
-        // Envoy's clearing on header changes through the ABI.
-        host::reselect_route_if(changed);
+            // Headers changed here are this request's (the effective
+            // context): Envoy selects its route again, as for a request
+            // decided at once.
+            self.apply(context_id, decision);
+        }
         host::resume_request();
     }
 

@@ -384,10 +384,10 @@ impl Results {
             md,
             "Each `wasm_floor_routed*` makes the host calls sandbox-router makes for a request it \
              routes, and decides nothing: the headers read as one buffer and the chosen cluster; \
-             with a cluster (`_upstream`), the fork's unreachable record, the route header set, \
-             the route cache cleared, and once the router chose the cluster again and two filter \
-             state values; without one (`direct_response`), `xds.route_name`, the header, the \
-             cache, and the filter state at once. Over it, a routed scenario shows what the \
+             with a cluster (`_upstream`), the fork's unreachable record, the route header set \
+             (Envoy then selects the route again), and once the router chose the cluster again \
+             and two filter state values; without one (`direct_response`), `xds.route_name`, the \
+             header, and the filter state at once. Over it, a routed scenario shows what the \
              filter's own work costs; `wasm_floor_routed` / `wasm_floor` = {:.3} is what those \
              host calls cost against the floor's one read.\n",
             self.ratio("wasm_floor_routed", "wasm_floor")

@@ -1,11 +1,11 @@
 //! Whether a marked request reached its fork (INTERFACES section 4, last
 //! bullet), decided from the cluster Envoy's router finally used.
 //!
-//! Envoy 1.40 does not run route selection again when the filter clears the
-//! route cache: `xds.cluster_name` keeps naming the cluster chosen before the
-//! filter until the router (after the filter) selects the route, so the
-//! filter can only check the outcome once the router has run (response
-//! headers, or the access-log phase). A fork found unreachable is remembered
+//! Envoy 1.40 does not run route selection again when the filter's header
+//! change clears the route cache: `xds.cluster_name` keeps naming the
+//! cluster chosen before the filter until the router (after the filter)
+//! selects the route, so the filter can only check the outcome once the
+//! router has run (response headers, or the access-log phase). A fork found unreachable is remembered
 //! for [`UNREACHABLE_TTL_MS`] (Envoy-wide, in shared data): while remembered,
 //! requests for it are not marked at all and go to baseline untouched.
 

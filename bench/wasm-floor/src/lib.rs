@@ -13,8 +13,9 @@
 //! request it routes, and decides nothing: the request headers read as one
 //! buffer (instead of the one `baggage` read), the chosen cluster, an absent
 //! shared-data value (the fork's unreachable record), `<header>: <value>`
-//! set and the route cache cleared; once the router has chosen, the cluster
-//! again (the check) and two filter state values (the access-log fields).
+//! set (Envoy clears the route cache itself); once the router has chosen,
+//! the cluster again (the check) and two filter state values (the
+//! access-log fields).
 //! For a route without a cluster (the bench's `direct_response`), what the
 //! filter does there: `xds.route_name` instead of the shared-data read, and
 //! the filter state at once, with nothing to check.
@@ -205,11 +206,14 @@ impl Routed {
     /// The request phase of a routed request, as the filter makes it:
     /// read the headers (one buffer) and the chosen cluster, then
     /// - with a cluster (every route of a mesh): look for the fork's
-    ///   unreachable record (none), mark, have the route selected again, and
-    ///   check the marking once the router has chosen (`true`);
+    ///   unreachable record (none), mark, and check the marking once the
+    ///   router has chosen (`true`);
     /// - without one (`direct_response`): ask whether there is a route at
-    ///   all, mark, have the route selected again, and write the outcome at
-    ///   once: nothing is checked (no cluster to check against).
+    ///   all, mark, and write the outcome at once: nothing is checked (no
+    ///   cluster to check against).
+    ///
+    /// Marking is setting the header: Envoy selects the route again on its
+    /// own for a module of ABI 0.2.1 (this one, like sandbox-router).
     fn on_request(&self) -> bool {
         std::hint::black_box(raw_header_map());
         let cluster = hostcalls::get_property(vec!["xds", "cluster_name"])
@@ -224,7 +228,6 @@ impl Routed {
         }
         let _ =
             hostcalls::set_map_value(MapType::HttpRequestHeaders, &self.header, Some(&self.value));
-        let _ = hostcalls::call_foreign_function("clear_route_cache", None);
         if !checked {
             self.record();
         }
