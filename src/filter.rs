@@ -198,12 +198,11 @@ impl RequestFilter {
         if !matches!(inspection.key, KeyOutcome::NoKey) {
             return Recovery::Untouched;
         }
-        let now = host::now_ms();
         // Nothing recorded lately (most sidecars, most of the time): one
-        // shared-data read.
-        if !store.may_hold(&host::HostSharedData, now) {
+        // shared-data read, and the clock only if something was recorded.
+        let Some(now) = store.may_hold(&host::HostSharedData, host::now_ms) else {
             return Recovery::Untouched;
-        }
+        };
         let found = recovery.trace_headers.iter().find_map(|header| {
             let id = header.parse(first_value(headers, header.name())?)?;
             Some((store.find(&host::HostSharedData, &id, now)?, header.name()))

@@ -354,6 +354,9 @@ pub struct Store {
     pub prefix: String,
     pub buckets: u32,
     pub ttl_ms: u64,
+    /// `<prefix>last`, the table's marker ([`Store::note_recorded`]): built
+    /// once, since every key-less outbound request reads it.
+    marker_key: String,
 }
 
 impl Store {
@@ -363,8 +366,10 @@ impl Store {
     pub fn new(plugin_name: &str, max_entries: u32, ttl_ms: u64) -> Self {
         let hash = fnv1a64(plugin_name.as_bytes()) as u32;
         let per_bucket = BUCKET_ENTRIES as u32;
+        let prefix = format!("sr-rec/{hash:08x}/");
         Store {
-            prefix: format!("sr-rec/{hash:08x}/"),
+            marker_key: format!("{prefix}last"),
+            prefix,
             buckets: max_entries.div_ceil(per_bucket).max(1),
             ttl_ms,
         }
@@ -497,32 +502,33 @@ impl Store {
         }
     }
 
-    fn marker_key(&self) -> String {
-        format!("{}last", self.prefix)
+    fn marker_key(&self) -> &str {
+        &self.marker_key
     }
 
     /// Notes that an entry was recorded at `now_ms` (in one more key, the
     /// table's marker), at most every quarter TTL, so that the outbound
     /// side can tell with one read that the table holds nothing live.
     pub fn note_recorded(&self, data: &impl SharedData, now_ms: u64) {
-        let marked = data.get(&self.marker_key()).0.and_then(|b| parse_ms(&b));
+        let marked = data.get(self.marker_key()).0.and_then(|b| parse_ms(&b));
         let stale = marked.is_none_or(|at| at > now_ms || now_ms - at >= self.ttl_ms / 4);
         if stale {
-            let _ = data.set(&self.marker_key(), now_ms.to_string().as_bytes(), None);
+            let _ = data.set(self.marker_key(), now_ms.to_string().as_bytes(), None);
         }
     }
 
     /// Whether the table may hold a live entry: something was recorded
-    /// within `ttlMs` plus the quarter TTL the marker may lag by. One read;
-    /// `false` (no trace header read, no bucket read) on a sidecar whose
-    /// inbound side has seen no keyed request lately, which is most of them.
-    pub fn may_hold(&self, data: &impl SharedData, now_ms: u64) -> bool {
-        match data.get(&self.marker_key()).0.and_then(|b| parse_ms(&b)) {
-            None => false,
-            // A clock that went back: be safe.
-            Some(at) if at > now_ms => true,
-            Some(at) => now_ms - at < self.ttl_ms.saturating_add(self.ttl_ms / 4),
-        }
+    /// within `ttlMs` plus the quarter TTL the marker may lag by. If so, the
+    /// time `clock` read (the lookups use it); `None` after one read (no
+    /// trace header, no bucket, no clock read: `clock` is asked only when
+    /// there is a marker) on a sidecar whose inbound side has seen no keyed
+    /// request, which is most of them.
+    pub fn may_hold(&self, data: &impl SharedData, clock: impl FnOnce() -> u64) -> Option<u64> {
+        let at = data.get(self.marker_key()).0.and_then(|b| parse_ms(&b))?;
+        let now_ms = clock();
+        // A clock that went back: be safe.
+        let live = at > now_ms || now_ms - at < self.ttl_ms.saturating_add(self.ttl_ms / 4);
+        live.then_some(now_ms)
     }
 
     /// The key recorded for `trace_id`, if a live entry has it (the newest,
@@ -915,26 +921,24 @@ mod tests {
     fn the_marker_says_when_the_table_cannot_hold_anything_live() {
         let store = Store::new("p", 16, 1000);
         let data = Map::default();
-        assert!(!store.may_hold(&data, 0), "never recorded");
+        let never = || -> u64 { panic!("no marker: the clock is not read") };
+        assert_eq!(store.may_hold(&data, never), None, "never recorded");
         store.record(&data, &id(1), "pr-42", 100);
         store.note_recorded(&data, 100);
-        assert!(store.may_hold(&data, 100));
+        assert_eq!(store.may_hold(&data, || 100), Some(100));
         // Not rewritten within a quarter TTL...
         store.record(&data, &id(2), "pr-42", 340);
         store.note_recorded(&data, 340);
-        assert_eq!(
-            data.get(&store.marker_key()).0.as_deref(),
-            Some(&b"100"[..])
-        );
+        assert_eq!(data.get(store.marker_key()).0.as_deref(), Some(&b"100"[..]));
         // ...so it stays true until that entry has expired too.
         assert_eq!(store.find(&data, &id(2), 1339).as_deref(), Some("pr-42"));
-        assert!(store.may_hold(&data, 1339));
-        assert!(!store.may_hold(&data, 1350));
+        assert_eq!(store.may_hold(&data, || 1339), Some(1339));
+        assert_eq!(store.may_hold(&data, || 1350), None);
         assert!(store.find(&data, &id(2), 1350).is_none());
         // A clock that went back: may hold.
-        assert!(store.may_hold(&data, 50));
+        assert_eq!(store.may_hold(&data, || 50), Some(50));
         store.note_recorded(&data, 1400);
-        assert!(store.may_hold(&data, 1400));
+        assert_eq!(store.may_hold(&data, || 1400), Some(1400));
     }
 
     #[test]
