@@ -15,6 +15,12 @@
 //! proportion to the time the requests took. The count is of the thread that
 //! ran the most instructions in the interval: the worker.
 //!
+//! With `BENCH_CALLGRIND_CACHE_SIM=1`, valgrind also simulates the caches
+//! (`--cache-sim=yes`, the machine's cache sizes) and the report adds the
+//! simulated misses per request: where rps and instructions disagree (more
+//! memory traffic per instruction), they show it. A model, not the hardware,
+//! and about twice as slow.
+//!
 //! Writes `target/bench/callgrind.json` and `callgrind.md`.
 
 use std::fmt::Write as _;
@@ -57,6 +63,10 @@ pub fn envoy_command(settings: &Settings, run_dir: &Path) -> Result<Command> {
         .arg("--separate-threads=yes")
         .arg("--dump-instr=no")
         .arg(format!(
+            "--cache-sim={}",
+            if cache_sim() { "yes" } else { "no" }
+        ))
+        .arg(format!(
             "--callgrind-out-file={}/callgrind.out.%p",
             run_dir.display()
         ))
@@ -85,10 +95,54 @@ fn real_envoy(bin: &Path) -> Result<PathBuf> {
     bail!("no site-packages/envoy/_bin/envoy under {}", lib.display())
 }
 
+/// `BENCH_CALLGRIND_CACHE_SIM=1`: simulate the caches too.
+fn cache_sim() -> bool {
+    std::env::var("BENCH_CALLGRIND_CACHE_SIM").is_ok_and(|v| v == "1")
+}
+
 struct Counted {
     instructions: u64,
     requests: u64,
     seconds: f64,
+    /// Simulated cache misses per request (idle subtracted), by kind; empty
+    /// without `BENCH_CALLGRIND_CACHE_SIM=1`.
+    misses: Vec<(&'static str, f64)>,
+}
+
+/// Callgrind's counts of one thread since the last zero: `Ir` (the
+/// instructions) first, then with `--cache-sim=yes` `I1mr ILmr Dr D1mr DLmr
+/// Dw D1mw DLmw`, named by the dump's `events:` line.
+#[derive(Clone, Default)]
+struct Events {
+    names: Vec<String>,
+    values: Vec<u64>,
+}
+
+impl Events {
+    fn instructions(&self) -> u64 {
+        self.values.first().copied().unwrap_or(0)
+    }
+
+    fn get(&self, name: &str) -> u64 {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| self.values.get(i).copied())
+            .unwrap_or(0)
+    }
+
+    /// Simulated misses by kind: level-1 instruction, level-1 data (reads
+    /// and writes), last level (instructions and data).
+    fn misses(&self) -> [(&'static str, u64); 3] {
+        [
+            ("I1 misses", self.get("I1mr")),
+            ("D1 misses", self.get("D1mr") + self.get("D1mw")),
+            (
+                "LL misses",
+                self.get("ILmr") + self.get("DLmr") + self.get("DLmw"),
+            ),
+        ]
+    }
 }
 
 pub fn run(settings: &Settings) -> Result<()> {
@@ -118,14 +172,15 @@ pub fn run(settings: &Settings) -> Result<()> {
     // Each plugin VM adopts the published table once (parsing it), which
     // under valgrind takes minutes of the worker: wait until it is quiet.
     let settle = Instant::now();
-    let idle = loop {
+    let (idle, idle_events, idle_seconds) = loop {
         dumps.zero()?;
         let t = Instant::now();
         std::thread::sleep(Duration::from_secs(2));
         let seconds = t.elapsed().as_secs_f64();
-        let rate = dumps.dump()? as f64 / seconds;
+        let events = dumps.dump()?;
+        let rate = events.instructions() as f64 / seconds;
         if rate < QUIET_INSTRUCTIONS_PER_SECOND || settle.elapsed() > Duration::from_secs(900) {
-            break rate;
+            break (rate, events, seconds);
         }
         eprintln!("callgrind: worker busy without requests ({rate:.0} instructions/s), waiting");
     };
@@ -144,7 +199,22 @@ pub fn run(settings: &Settings) -> Result<()> {
         client.send(requests)?;
         let seconds = t.elapsed().as_secs_f64();
         let total = dumps.dump()?;
-        let instructions = (total as f64 - idle * seconds).max(0.0) as u64;
+        let instructions = (total.instructions() as f64 - idle * seconds).max(0.0) as u64;
+        // Each kind of miss less the idle worker's, in proportion as above.
+        let idle_misses = idle_events.misses();
+        let misses = if cache_sim() {
+            total
+                .misses()
+                .iter()
+                .zip(idle_misses.iter())
+                .map(|(&(kind, n), &(_, idle_n))| {
+                    let busy = n as f64 - idle_n as f64 / idle_seconds * seconds;
+                    (kind, busy.max(0.0) / requests as f64)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         eprintln!(
             "callgrind: {:<20} {:>9} instructions/request ({requests} requests in {seconds:.1} s)",
             scenario.name,
@@ -156,6 +226,7 @@ pub fn run(settings: &Settings) -> Result<()> {
                 instructions,
                 requests,
                 seconds,
+                misses,
             },
         ));
     }
@@ -205,6 +276,11 @@ fn write(settings: &Settings, results: &[(&'static str, Counted)], idle: f64) ->
                 "to_routed_floor": over_routed_floor,
                 "requests": counted.requests,
                 "seconds": counted.seconds,
+                "misses_per_request": counted
+                    .misses
+                    .iter()
+                    .map(|&(kind, n)| (kind.to_owned(), json!(n)))
+                    .collect::<serde_json::Map<_, _>>(),
             }),
         );
         let _ = writeln!(
@@ -242,6 +318,31 @@ fn write(settings: &Settings, results: &[(&'static str, Counted)], idle: f64) ->
         );
     }
     json.insert("goals".to_owned(), serde_json::Value::Array(goals));
+    if cache_sim() {
+        let _ = writeln!(
+            md,
+            "\n## Simulated cache misses per request (`BENCH_CALLGRIND_CACHE_SIM=1`)\n\n\
+             valgrind's cache model with this machine's cache sizes, idle worker subtracted. \
+             A last-level (LL) miss goes to memory.\n\n\
+             | scenario | I1 misses | D1 misses | LL misses |\n|---|---:|---:|---:|"
+        );
+        for (name, counted) in results {
+            let misses = |kind: &str| {
+                counted
+                    .misses
+                    .iter()
+                    .find(|(k, _)| *k == kind)
+                    .map_or(0.0, |(_, n)| *n)
+            };
+            let _ = writeln!(
+                md,
+                "| {name} | {:.0} | {:.0} | {:.1} |",
+                misses("I1 misses"),
+                misses("D1 misses"),
+                misses("LL misses"),
+            );
+        }
+    }
     std::fs::write(
         settings.out_dir.join("callgrind.json"),
         serde_json::to_string_pretty(&serde_json::Value::Object(json))?,
@@ -290,13 +391,13 @@ impl Dumps {
         self.control("-z")
     }
 
-    /// Dumps, and returns the instructions of the busiest thread since the
-    /// last zero.
-    fn dump(&mut self) -> Result<u64> {
+    /// Dumps, and returns the counts of the busiest thread (the most
+    /// instructions) since the last zero.
+    fn dump(&mut self) -> Result<Events> {
         self.control("-d")?;
         self.count += 1;
         let prefix = format!("callgrind.out.{}.{}-", self.pid, self.count);
-        let mut busiest = 0;
+        let mut busiest = Events::default();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -304,15 +405,24 @@ impl Dumps {
                 continue;
             }
             let text = std::fs::read_to_string(&path)?;
-            let summary = text
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("summary:")
-                        .or_else(|| l.strip_prefix("totals:"))
-                })
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap_or(0);
-            busiest = busiest.max(summary);
+            let line = |prefixes: &[&str]| {
+                text.lines()
+                    .find_map(|l| prefixes.iter().find_map(|p| l.strip_prefix(p)))
+                    .unwrap_or("")
+            };
+            let events = Events {
+                names: line(&["events:"])
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
+                values: line(&["summary:", "totals:"])
+                    .split_whitespace()
+                    .map_while(|v| v.parse().ok())
+                    .collect(),
+            };
+            if events.instructions() > busiest.instructions() {
+                busiest = events;
+            }
         }
         Ok(busiest)
     }
