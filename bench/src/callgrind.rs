@@ -185,6 +185,7 @@ pub fn run(settings: &Settings) -> Result<()> {
         eprintln!("callgrind: worker busy without requests ({rate:.0} instructions/s), waiting");
     };
     eprintln!("callgrind: idle worker {idle:.0} instructions/s");
+    let idle_misses = idle_events.misses();
     let mut results: Vec<(&'static str, Counted)> = Vec::new();
     for scenario in settings.selected(scenarios::all())? {
         if matches!(scenario.expect, Expect::Miss | Expect::Nothing) {
@@ -201,7 +202,6 @@ pub fn run(settings: &Settings) -> Result<()> {
         let total = dumps.dump()?;
         let instructions = (total.instructions() as f64 - idle * seconds).max(0.0) as u64;
         // Each kind of miss less the idle worker's, in proportion as above.
-        let idle_misses = idle_events.misses();
         let misses = if cache_sim() {
             total
                 .misses()

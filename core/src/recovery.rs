@@ -502,18 +502,14 @@ impl Store {
         }
     }
 
-    fn marker_key(&self) -> &str {
-        &self.marker_key
-    }
-
     /// Notes that an entry was recorded at `now_ms` (in one more key, the
     /// table's marker), at most every quarter TTL, so that the outbound
     /// side can tell with one read that the table holds nothing live.
     pub fn note_recorded(&self, data: &impl SharedData, now_ms: u64) {
-        let marked = data.get(self.marker_key()).0.and_then(|b| parse_ms(&b));
+        let marked = data.get(&self.marker_key).0.and_then(|b| parse_ms(&b));
         let stale = marked.is_none_or(|at| at > now_ms || now_ms - at >= self.ttl_ms / 4);
         if stale {
-            let _ = data.set(self.marker_key(), now_ms.to_string().as_bytes(), None);
+            let _ = data.set(&self.marker_key, now_ms.to_string().as_bytes(), None);
         }
     }
 
@@ -524,7 +520,7 @@ impl Store {
     /// there is a marker) on a sidecar whose inbound side has seen no keyed
     /// request, which is most of them.
     pub fn may_hold(&self, data: &impl SharedData, clock: impl FnOnce() -> u64) -> Option<u64> {
-        let at = data.get(self.marker_key()).0.and_then(|b| parse_ms(&b))?;
+        let at = data.get(&self.marker_key).0.and_then(|b| parse_ms(&b))?;
         let now_ms = clock();
         // A clock that went back: be safe.
         let live = at > now_ms || now_ms - at < self.ttl_ms.saturating_add(self.ttl_ms / 4);
@@ -929,7 +925,7 @@ mod tests {
         // Not rewritten within a quarter TTL...
         store.record(&data, &id(2), "pr-42", 340);
         store.note_recorded(&data, 340);
-        assert_eq!(data.get(store.marker_key()).0.as_deref(), Some(&b"100"[..]));
+        assert_eq!(data.get(&store.marker_key).0.as_deref(), Some(&b"100"[..]));
         // ...so it stays true until that entry has expired too.
         assert_eq!(store.find(&data, &id(2), 1339).as_deref(), Some("pr-42"));
         assert_eq!(store.may_hold(&data, || 1339), Some(1339));

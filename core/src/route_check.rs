@@ -5,9 +5,10 @@
 //! change clears the route cache: `xds.cluster_name` keeps naming the
 //! cluster chosen before the filter until the router (after the filter)
 //! selects the route, so the filter can only check the outcome once the
-//! router has run (response headers, or the access-log phase). A fork found unreachable is remembered
-//! for [`UNREACHABLE_TTL_MS`] (Envoy-wide, in shared data): while remembered,
-//! requests for it are not marked at all and go to baseline untouched.
+//! router has run (response headers, or the access-log phase). A fork found
+//! unreachable is remembered for [`UNREACHABLE_TTL_MS`] (Envoy-wide, in
+//! shared data): while remembered, requests for it are not marked at all and
+//! go to baseline untouched.
 
 use crate::config::Mode;
 use crate::destination::from_cluster_name;

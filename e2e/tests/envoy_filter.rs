@@ -987,8 +987,8 @@ fn invalid_config_over_ecds_lets_the_listener_up_and_a_valid_one_routes_again() 
 // Issue 10. Envoy 1.40 does not select the route again when the plugin's
 // header change clears the route cache: `xds.cluster_name` keeps naming the
 // baseline's cluster until the router (after the plugin) selects it. So the
-// plugin checks the cluster the router used in the response phase: `routed` only
-// when it is the fork's; else `route_missing` (header mode) or
+// plugin checks the cluster the router used in the response phase: `routed`
+// only when it is the fork's; else `route_missing` (header mode) or
 // `fork_unknown` (authority mode), and later requests for that fork are not
 // marked (Envoy-wide, for a few seconds) and reach baseline untouched.
 
