@@ -44,6 +44,8 @@ pub const DEFAULT_SCENARIOS: &[&str] = &[
     "wasm_floor",
     "wasm_floor_routed",
     "wasm_floor_routed_large",
+    "wasm_floor_marked",
+    "wasm_floor_marked_large",
     "lua",
     "router_no_key",
     "router_hit",
@@ -51,6 +53,7 @@ pub const DEFAULT_SCENARIOS: &[&str] = &[
     "router_authority",
     "wasm_floor_upstream",
     "wasm_floor_routed_upstream",
+    "wasm_floor_marked_upstream",
     "router_hit_upstream",
 ];
 
@@ -299,8 +302,11 @@ fn write(settings: &Settings, results: &[(&'static str, Counted)], idle: f64) ->
     let _ = writeln!(
         md,
         "\n## `make bench`'s ratio goals, in instructions\n\n\
-         base / scenario, instructions per request (the rps goals' thresholds).\n\n\
-         | goal | holds | base / scenario |\n|---|---|---:|"
+         base / scenario, instructions per request (the rps goals' thresholds). Ceilings: \
+         base / floor for the floor making the routed request's host calls \
+         (`wasm_floor_routed*`) and for the one only setting the header \
+         (`wasm_floor_marked*`), for the goals whose base is not such a floor.\n\n\
+         | goal | holds | base / scenario | ceilings |\n|---|---|---:|---|"
     );
     for &(name, to, min) in crate::report::RATIO_GOALS {
         let (Some(value), Some(base)) = (counted(name), counted(to)) else {
@@ -308,10 +314,14 @@ fn write(settings: &Settings, results: &[(&'static str, Counted)], idle: f64) ->
         };
         let ratio = base / value;
         let holds = ratio >= min;
+        let ceilings: Vec<String> = crate::report::ceiling_floors(name, to)
+            .filter_map(|floor| Some(format!("`{floor}`: {:.3}", base / counted(floor)?)))
+            .collect();
         let _ = writeln!(
             md,
-            "| `{name}` >= {min:.2} x `{to}` | {} | {ratio:.3} |",
-            if holds { "yes" } else { "**no**" }
+            "| `{name}` >= {min:.2} x `{to}` | {} | {ratio:.3} | {} |",
+            if holds { "yes" } else { "**no**" },
+            ceilings.join("; ")
         );
         goals.push(
             json!({"scenario": name, "base": to, "min": min, "ratio": ratio, "holds": holds}),

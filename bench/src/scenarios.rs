@@ -58,6 +58,9 @@ enum Kind {
     /// The floor making a routed request's host calls (`routed`), every
     /// request marked for the fork.
     FloorRouted,
+    /// The floor setting the route header and nothing else (`marked`):
+    /// the least any Wasm filter routing by a header can cost.
+    FloorMarked,
     Lua,
     VsRegex,
     Router {
@@ -207,6 +210,13 @@ pub fn all() -> Vec<Scenario> {
         Expect::Sandbox,
     )
     .upstream();
+    let floor_marked_up = Scenario::new(
+        "wasm_floor_marked_upstream",
+        Kind::FloorMarked,
+        hit.clone(),
+        Expect::Sandbox,
+    )
+    .upstream();
     let mut hit_100k = Scenario::new("router_hit_100k", router, hit.clone(), Expect::Sandbox);
     hit_100k.large_table = true;
     let probes: Vec<Scenario> = PROBES
@@ -230,6 +240,21 @@ pub fn all() -> Vec<Scenario> {
         Scenario::new(
             "wasm_floor_routed_large",
             Kind::FloorRouted,
+            Some(baggage_large()),
+            Expect::Sandbox,
+        ),
+        // The least a Wasm filter routing by a header costs: the floor's
+        // read, the header set, nothing else (no check, no access-log
+        // field); the ceilings of the routed goals against `wasm_floor`.
+        Scenario::new(
+            "wasm_floor_marked",
+            Kind::FloorMarked,
+            hit.clone(),
+            Expect::Sandbox,
+        ),
+        Scenario::new(
+            "wasm_floor_marked_large",
+            Kind::FloorMarked,
             Some(baggage_large()),
             Expect::Sandbox,
         ),
@@ -260,6 +285,7 @@ pub fn all() -> Vec<Scenario> {
         floor_up,
         router_up,
         floor_routed_up,
+        floor_marked_up,
         // Recovery (issue 14): the no-key request as `router_no_key` plus a
         // `traceparent` and an `x-request-id`, without and with a `recovery`
         // block (both trace ids unknown: four shared-data reads); the inbound
@@ -490,6 +516,11 @@ fn listener(setup: &Setup, scenario: &Scenario, port: u16) -> Value {
             scenario.name,
             &setup.floor_wasm,
             &format!("routed {ROUTE_HEADER} {SANDBOX}"),
+        )),
+        Kind::FloorMarked => filters.push(wasm(
+            scenario.name,
+            &setup.floor_wasm,
+            &format!("marked {ROUTE_HEADER} {SANDBOX}"),
         )),
         Kind::Probe(probe) => filters.push(wasm(
             scenario.name,
