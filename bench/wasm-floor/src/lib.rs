@@ -203,7 +203,7 @@ fn raw_header_map() -> Vec<u8> {
 
 const SHARED_KEY: &str = "wasm-floor.probe";
 
-/// The route header and its value, for `routed`.
+/// The route header and its value, for `routed` and `marked`.
 #[derive(Debug, Clone)]
 struct Routed {
     header: String,
@@ -256,18 +256,12 @@ impl Routed {
     }
 }
 
-/// `marked`: the header set on every request, after the floor's read.
-#[derive(Debug, Clone)]
-struct Marked {
-    header: String,
-    value: String,
-}
-
 #[derive(Default)]
 struct FloorRoot {
     probe: Option<(Probe, u32)>,
     routed: Option<Routed>,
-    marked: Option<Marked>,
+    /// `marked`: the header set on every request, after the floor's read.
+    marked: Option<Routed>,
     metric: u32,
 }
 
@@ -282,25 +276,21 @@ impl RootContext for FloorRoot {
         let text = String::from_utf8_lossy(&config);
         let mut words = text.split_whitespace();
         let first = words.next();
-        if first == Some("routed") {
-            self.routed = words
+        if let Some(mode @ ("routed" | "marked")) = first {
+            let header = words
                 .next()
                 .zip(words.next())
                 .map(|(header, value)| Routed {
                     header: header.to_owned(),
                     value: value.to_owned(),
                 });
-            return self.routed.is_some();
-        }
-        if first == Some("marked") {
-            self.marked = words
-                .next()
-                .zip(words.next())
-                .map(|(header, value)| Marked {
-                    header: header.to_owned(),
-                    value: value.to_owned(),
-                });
-            return self.marked.is_some();
+            let configured = header.is_some();
+            if mode == "routed" {
+                self.routed = header;
+            } else {
+                self.marked = header;
+            }
+            return configured;
         }
         self.probe = first
             .and_then(Probe::parse)
@@ -331,7 +321,7 @@ impl RootContext for FloorRoot {
 struct Floor {
     probe: Option<(Probe, u32)>,
     routed: Option<Routed>,
-    marked: Option<Marked>,
+    marked: Option<Routed>,
     /// `routed`: this request's marking is checked in the response phase.
     checked: bool,
     metric: u32,
