@@ -332,10 +332,17 @@ pub fn start_rig(settings: &Settings) -> Result<Rig> {
 
     // Only the scenarios measured get a listener (and a plugin).
     let selected = settings.selected(scenarios::all())?;
+    // Every port is held until all are chosen, so that no two scenarios
+    // get the same one (a port released at once can come back on the next
+    // bind); Envoy binds them once they are released below.
     let mut ports = BTreeMap::new();
+    let mut held = Vec::new();
     for scenario in &selected {
-        ports.insert(scenario.name, free_port()?);
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        ports.insert(scenario.name, listener.local_addr()?.port());
+        held.push(listener);
     }
+    drop(held);
     let setup = Setup {
         router_wasm: settings.router_wasm.clone(),
         floor_wasm: settings.floor_wasm.clone(),
@@ -419,10 +426,6 @@ pub fn pinned(cpu: Option<&str>, program: &Path) -> Command {
 
 pub fn lua_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("lua").join(name)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn wait_for_admin(
